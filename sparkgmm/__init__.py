@@ -1,0 +1,23 @@
+"""sparkgmm: Gaussian mixture models fitted with EM on Apache Spark.
+
+``sparkgmm.Mixture`` (the fitted model as plain data, scoring NumPy arrays) imports no pyspark. The Spark estimator
+``sparkgmm.GaussianMixture`` and its ``GaussianMixtureModel`` load pyspark on first access.
+"""
+
+from .gaussian import COVARIANCE_TYPES, CovarianceError
+from .mixture import Mixture
+from .persistence import ModelFormatError
+
+__version__ = "0.1.0"
+
+_SPARK_NAMES = ("GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary")
+
+__all__ = ["COVARIANCE_TYPES", "CovarianceError", "Mixture", "ModelFormatError", *_SPARK_NAMES]
+
+
+def __getattr__(name: str):
+    if name in _SPARK_NAMES:
+        from .spark import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'sparkgmm' has no attribute {name!r}")

@@ -1,0 +1,141 @@
+"""Gaussian densities through the Cholesky factor of the precision, for the four covariance types.
+
+Pure NumPy/SciPy: this module never imports pyspark. Shapes follow scikit-learn:
+
+=============  ====================  ======================
+type           covariances           precisions_cholesky
+=============  ====================  ======================
+``full``       (k, d, d)             (k, d, d)
+``tied``       (d, d)                (d, d)
+``diag``       (k, d)                (k, d)
+``spherical``  (k,)                  (k,)
+=============  ====================  ======================
+
+A precision Cholesky factor ``P`` satisfies ``inv(cov) = P @ P.T``; whitening a centred row is ``y = (x - mu) @ P``,
+so the squared Mahalanobis distance is ``sum(y**2)`` and ``log det(inv(cov)) = 2 * sum(log(diag(P)))``.
+No matrix inverse or determinant is ever formed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class CovarianceError(ValueError):
+    """A covariance is not symmetric positive definite, so it has no Cholesky factor."""
+
+
+def check_covariance_type(covariance_type: str) -> str:
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}; got {covariance_type!r}"
+        )
+    return covariance_type
+
+
+def covariances_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:
+    """The shape scikit-learn gives ``covariances_`` for this type."""
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[check_covariance_type(covariance_type)]
+
+
+def n_covariance_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Free parameters in the covariances (for BIC/AIC)."""
+    d = n_features
+    return {
+        "full": n_components * d * (d + 1) // 2,
+        "tied": d * (d + 1) // 2,
+        "diag": n_components * d,
+        "spherical": n_components,
+    }[check_covariance_type(covariance_type)]
+
+
+_NOT_PD_ADVICE = (
+    "; the data may have duplicate rows, constant features or too few rows for this many components: "
+    "increase regCovar (reg_covar), use fewer components, or a simpler covariance type"
+)
+
+
+def _full_precision_cholesky(cov: np.ndarray, what: str) -> np.ndarray:
+    try:
+        cov_chol = linalg.cholesky(cov, lower=True)
+    except linalg.LinAlgError:
+        raise CovarianceError(f"{what} is not positive definite{_NOT_PD_ADVICE}") from None
+    if not np.all(np.isfinite(cov_chol)):
+        raise CovarianceError(f"{what} has non-finite entries{_NOT_PD_ADVICE}")
+    eye = np.eye(cov.shape[0])
+    return linalg.solve_triangular(cov_chol, eye, lower=True).T
+
+
+def precisions_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Cholesky factors of the precision matrices; raises CovarianceError naming the bad component."""
+    check_covariance_type(covariance_type)
+    if covariance_type == "full":
+        return np.stack(
+            [_full_precision_cholesky(c, f"covariance of component {i}") for i, c in enumerate(covariances)]
+        )
+    if covariance_type == "tied":
+        return _full_precision_cholesky(covariances, "tied covariance")
+    bad = ~(covariances > 0.0) | ~np.isfinite(covariances)
+    if np.any(bad):
+        component = int(np.argwhere(bad)[0][0])
+        raise CovarianceError(
+            f"{covariance_type} covariance of component {component} has a non-positive or non-finite "
+            f"variance{_NOT_PD_ADVICE}"
+        )
+    return 1.0 / np.sqrt(covariances)
+
+
+def log_det_precision(prec_chol: np.ndarray, covariance_type: str, n_features: int, n_components: int) -> np.ndarray:
+    """``log det(precision)`` per component, shape (k,)."""
+    if covariance_type == "full":
+        return 2.0 * np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+    if covariance_type == "tied":
+        return np.full(n_components, 2.0 * np.log(np.diag(prec_chol)).sum())
+    if covariance_type == "diag":
+        return 2.0 * np.log(prec_chol).sum(axis=1)
+    return 2.0 * n_features * np.log(prec_chol)
+
+
+def squared_mahalanobis(
+    X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
+) -> np.ndarray:
+    """Squared Mahalanobis distance of every row to every mean, shape (n, k).
+
+    Rows are centred on each mean before whitening, so offset data loses no precision. When ``centred_out`` (shape
+    (k, n, d)) is given, the centred rows ``X - means[j]`` are left in it for the caller's second moments.
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    centred = centred_out if centred_out is not None else np.empty((k, n, d))
+    np.subtract(X[None, :, :], means[:, None, :], out=centred)
+    if covariance_type in ("full", "tied"):
+        factors = prec_chol if covariance_type == "full" else np.broadcast_to(prec_chol, (k, d, d))
+        out = np.empty((k, n))
+        for j in range(k):
+            y = centred[j] @ factors[j]
+            np.einsum("ij,ij->i", y, y, out=out[j])
+        return out.T
+    if covariance_type == "diag":
+        squared = centred * centred
+        return (squared @ (prec_chol**2)[:, :, None])[:, :, 0].T
+    return np.einsum("kij,kij->ik", centred, centred) * prec_chol**2
+
+
+def log_gaussian_prob(
+    X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
+) -> np.ndarray:
+    """``log N(x_i | mu_j, cov_j)`` for every row and component, shape (n, k)."""
+    d = X.shape[1]
+    k = means.shape[0]
+    maha = squared_mahalanobis(X, means, prec_chol, covariance_type, centred_out)
+    half_log_det = 0.5 * log_det_precision(prec_chol, covariance_type, d, k)
+    return -0.5 * (d * LOG_2PI + maha) + half_log_det

@@ -1,0 +1,77 @@
+"""Initial parameters from a bounded sample of rows held on the driver. Pure NumPy: never imports pyspark.
+
+Both modes pick ``k`` centres from the sample (uniformly, or by k-means++ D^2 sampling), give every sample row to its
+nearest centre, and run one M-step on those hard assignments: initial weights are the shares of the sample, means
+the centroids, covariances the within-group scatter plus ``reg_covar``. Every draw comes from a seeded
+``numpy.random.default_rng``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .mixture import Mixture
+from .stats import SufficientStats, m_step, stats_from_resp
+
+INIT_MODES = ("k-means++", "random_from_data")
+
+
+def _squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of every row to every centre, (n, c), computed on centred differences."""
+    out = np.empty((X.shape[0], centres.shape[0]))
+    for j, c in enumerate(centres):
+        diff = X - c
+        np.einsum("ij,ij->i", diff, diff, out=out[:, j])
+    return out
+
+
+def kmeans_plusplus(X: np.ndarray, n_centres: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n_centres`` rows chosen by k-means++ (Arthur & Vassilvitskii, 2007) with greedy trials.
+
+    Each step draws ``2 + log(k)`` candidates with probability proportional to the squared distance to the
+    nearest chosen centre and keeps the one that lowers the total squared distance most. When every remaining row
+    coincides with a chosen centre (duplicate data), candidates are drawn uniformly.
+    """
+    n = X.shape[0]
+    trials = 2 + int(np.log(n_centres))
+    chosen = [int(rng.integers(n))]
+    closest = _squared_distances(X, X[chosen])[:, 0]
+    for _ in range(1, n_centres):
+        total = closest.sum()
+        if total > 0.0:
+            candidates = rng.choice(n, size=trials, p=closest / total)
+        else:
+            candidates = rng.choice(n, size=trials)
+        candidate_closest = np.minimum(closest[:, None], _squared_distances(X, X[candidates]))
+        best = int(candidate_closest.sum(axis=0).argmin())
+        chosen.append(int(candidates[best]))
+        closest = candidate_closest[:, best]
+    return np.asarray(chosen)
+
+
+def initial_mixture(
+    sample: np.ndarray,
+    sample_weight: np.ndarray | None,
+    n_components: int,
+    covariance_type: str,
+    reg_covar: float,
+    init_mode: str,
+    seed: int,
+) -> Mixture:
+    """Initial parameters from ``sample`` (n, d) with ``n >= n_components``."""
+    if init_mode not in INIT_MODES:
+        raise ValueError(f"initMode must be one of {', '.join(INIT_MODES)}; got {init_mode!r}")
+    rng = np.random.default_rng(seed)
+    n, d = sample.shape
+    if init_mode == "k-means++":
+        centres = sample[kmeans_plusplus(sample, n_components, rng)]
+    else:
+        centres = sample[rng.choice(n, size=n_components, replace=False)]
+    nearest = _squared_distances(sample, centres).argmin(axis=1)
+    resp = np.zeros((n, n_components))
+    resp[np.arange(n), nearest] = 1.0
+    centred = sample[None, :, :] - centres[:, None, :]
+    nk, first, second = stats_from_resp(centred, resp, sample_weight, covariance_type)
+    stats = SufficientStats(n, 0.0, 0.0, nk, first, second, np.zeros(n_components, dtype=np.int64))
+    weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
+    return Mixture(weights, means, covariances, covariance_type)

@@ -1,0 +1,192 @@
+"""``Mixture``: a fitted Gaussian mixture as plain, validated data, scoring NumPy arrays in one process.
+
+Importing this module (or ``sparkgmm``) never imports pyspark: a serving process scores with it and has no JVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+
+import numpy as np
+from scipy.special import logsumexp
+
+from .gaussian import (
+    check_covariance_type,
+    covariances_shape,
+    log_gaussian_prob,
+    n_covariance_parameters,
+    precisions_cholesky,
+)
+from .stats import SCRATCH_DOUBLES
+
+_WEIGHT_SUM_TOLERANCE = 1e-6
+
+
+def as_float_matrix(X, n_features: int | None = None, what: str = "X") -> np.ndarray:
+    """Validate rows for scoring: a finite 2-D float64 array with the expected number of columns."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1 and n_features is not None and X.shape[0] == n_features:
+        X = X[None, :]
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array of shape (n_samples, n_features); got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{what} has {X.shape[1]} features but the model was fitted with {n_features}")
+    if not np.all(np.isfinite(X)):
+        bad = int((~np.isfinite(X)).any(axis=1).sum())
+        raise ValueError(f"{what} has {bad} rows with NaN or infinite values; drop or impute them first")
+    return X
+
+
+@dataclass(frozen=True, eq=False)
+class Mixture:
+    """Weights (k,), means (k, d) and covariances in scikit-learn's shapes for ``covariance_type``.
+
+    Validated once on construction: shapes, finiteness, weights on the simplex, and every covariance positive
+    definite (its precision Cholesky factor is computed here and kept in ``precisions_cholesky``).
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    covariance_type: str = "full"
+    precisions_cholesky: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_covariance_type(self.covariance_type)
+        weights = np.array(self.weights, dtype=np.float64)
+        means = np.array(self.means, dtype=np.float64)
+        covariances = np.array(self.covariances, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+            raise ValueError(f"means must have shape (n_components, n_features); got {means.shape}")
+        k, d = means.shape
+        if weights.shape != (k,):
+            raise ValueError(f"weights must have shape ({k},) to match means; got {weights.shape}")
+        expected = covariances_shape(self.covariance_type, k, d)
+        if covariances.shape != expected:
+            raise ValueError(
+                f"{self.covariance_type} covariances must have shape {expected} for {k} components and {d} "
+                f"features; got {covariances.shape}"
+            )
+        for name, value in (("weights", weights), ("means", means), ("covariances", covariances)):
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} contain NaN or infinite values")
+        if np.any(weights < 0.0) or abs(weights.sum() - 1.0) > _WEIGHT_SUM_TOLERANCE:
+            raise ValueError(f"weights must be non-negative and sum to 1; they sum to {weights.sum()!r}")
+        for name, value in (("weights", weights), ("means", means), ("covariances", covariances)):
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        prec_chol = precisions_cholesky(covariances, self.covariance_type)
+        prec_chol.setflags(write=False)
+        object.__setattr__(self, "precisions_cholesky", prec_chol)
+
+    def __repr__(self) -> str:
+        return (
+            f"Mixture(n_components={self.n_components}, n_features={self.n_features}, "
+            f"covariance_type={self.covariance_type!r}, weights={np.array2string(self.weights, precision=4)})"
+        )
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: covariances + means + (k - 1) weights, as scikit-learn counts them."""
+        k, d = self.means.shape
+        return n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1
+
+    def _weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        """``log(weight_j) + log N(x_i | j)``, (n, k), in row chunks so scratch memory stays bounded."""
+        k, d = self.means.shape
+        out = np.empty((X.shape[0], k))
+        chunk = max(1, SCRATCH_DOUBLES // (k * d))
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights)
+        for start in range(0, X.shape[0], chunk):
+            rows = X[start : start + chunk]
+            out[start : start + chunk] = log_gaussian_prob(rows, self.means, self.precisions_cholesky, self.covariance_type)
+        out += log_weights
+        return out
+
+    def _check(self, X) -> np.ndarray:
+        return as_float_matrix(X, self.n_features)
+
+    def score_samples(self, X) -> np.ndarray:
+        """Log-density ``log p(x)`` of each row, shape (n,)."""
+        return logsumexp(self._weighted_log_prob(self._check(X)), axis=1)
+
+    def score(self, X) -> float:
+        """Mean per-sample log-likelihood."""
+        return float(self.score_samples(X).mean())
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Responsibilities, shape (n, k); rows sum to one."""
+        return self.log_density_and_proba(X)[1]
+
+    def log_density_and_proba(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``(score_samples(X), predict_proba(X))`` from one pass over the rows."""
+        weighted = self._weighted_log_prob(self._check(X))
+        log_density = logsumexp(weighted, axis=1)
+        weighted -= log_density[:, None]
+        return log_density, np.exp(weighted, out=weighted)
+
+    def predict(self, X) -> np.ndarray:
+        """Index of the most probable component for each row."""
+        return self._weighted_log_prob(self._check(X)).argmax(axis=1)
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion on ``X``; lower is better."""
+        X = self._check(X)
+        return information_criteria(self.score(X), X.shape[0], self.n_parameters)[0]
+
+    def aic(self, X) -> float:
+        """Akaike information criterion on ``X``; lower is better."""
+        X = self._check(X)
+        return information_criteria(self.score(X), X.shape[0], self.n_parameters)[1]
+
+    def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_samples`` rows; returns ``(X, labels)``. Reproducible for a given seed."""
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(int(n_samples), self.weights)
+        labels = np.repeat(np.arange(self.n_components), counts)
+        d = self.n_features
+        noise = rng.standard_normal((int(n_samples), d))
+        X = np.empty_like(noise)
+        start = 0
+        for j, count in enumerate(counts):
+            block = noise[start : start + count]
+            if self.covariance_type in ("full", "tied"):
+                cov = self.covariances[j] if self.covariance_type == "full" else self.covariances
+                # Rows of z @ L.T with cov = L L^T have covariance cov.
+                X[start : start + count] = block @ np.linalg.cholesky(cov).T
+            else:  # diag (d,) or spherical scalar standard deviations broadcast over the row
+                X[start : start + count] = block * np.sqrt(self.covariances[j])
+            X[start : start + count] += self.means[j]
+            start += count
+        return X, labels
+
+    def save(self, path: str | PathLike, overwrite: bool = False) -> None:
+        """Write ``metadata.json`` and ``params.npz`` into directory ``path`` (never pickle)."""
+        from .persistence import save_mixture
+
+        save_mixture(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | PathLike) -> "Mixture":
+        """Read a model directory written by ``save``; checks shapes and dtypes and fails clearly if damaged."""
+        from .persistence import load_mixture
+
+        return load_mixture(path)
+
+
+def information_criteria(mean_log_likelihood: float, n_samples: float, n_parameters: int) -> tuple[float, float]:
+    """``(BIC, AIC)`` from the mean per-sample log-likelihood over ``n_samples`` rows."""
+    total = mean_log_likelihood * n_samples
+    return -2.0 * total + n_parameters * float(np.log(n_samples)), -2.0 * total + 2.0 * n_parameters

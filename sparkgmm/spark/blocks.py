@@ -1,0 +1,275 @@
+"""From a DataFrame to persisted NumPy blocks, and one E-step over them as a Spark job.
+
+The features are converted once: Spark hands each partition to Python as Arrow record batches (``mapInArrow``), a
+task packs them into a few large row-major float64 blocks, and the RDD of blocks is persisted. Every EM iteration
+then broadcasts the parameters, maps each partition of blocks to one ``SufficientStats`` and tree-reduces them:
+no per-row Python objects, no accumulators.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark import StorageLevel
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import VectorUDT
+from pyspark.rdd import RDD
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ..mixture import Mixture
+from ..stats import SufficientStats, accumulate, merge_stats
+
+logger = logging.getLogger("sparkgmm")
+
+# Target size of one cached block: large enough that per-block overhead vanishes, small enough to pickle comfortably.
+BLOCK_BYTES = 32 << 20
+_NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+_FEATURES = "__sparkgmm_features"
+_WEIGHT = "__sparkgmm_weight"
+
+
+def features_column(df: DataFrame, features_col: str, input_cols: list[str] | None) -> tuple[Column, int | None]:
+    """A Column of array<double> holding each row's features, and the feature count when the schema fixes it.
+
+    ``input_cols`` (numeric columns) wins over ``features_col`` (a Vector or an array of float/double).
+    """
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    if input_cols:
+        for name in input_cols:
+            if name not in fields:
+                raise ValueError(f"input column {name!r} is not in the DataFrame (columns: {', '.join(fields)})")
+            if not isinstance(fields[name], _NUMERIC):
+                raise ValueError(f"input column {name!r} has type {fields[name].simpleString()}; it must be numeric")
+        return F.array(*[F.col(name).cast("double") for name in input_cols]), len(input_cols)
+    if features_col not in fields:
+        raise ValueError(f"features column {features_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
+    dtype = fields[features_col]
+    if isinstance(dtype, VectorUDT):
+        return vector_to_array(F.col(features_col), "float64"), None
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.FloatType, T.DoubleType)):
+        return F.col(features_col).cast("array<double>"), None
+    raise ValueError(
+        f"features column {features_col!r} has type {dtype.simpleString()}; it must be a Vector or an "
+        "array<double>/array<float> (or name numeric columns with inputCols)"
+    )
+
+
+def list_array_to_matrix(features: pa.Array, d: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Arrow list<double> -> ``(X, valid, d, ragged)``.
+
+    ``d`` is the expected row length; when None, that of the first non-null row (-1 if there is none). ``X`` has
+    one row per input row and ``valid`` marks the rows that are non-null, of length ``d`` and finite; other rows of
+    ``X`` hold zeros, so callers keep ``X[valid]`` or mask their output. ``ragged`` counts non-null rows of another
+    length.
+    """
+    if isinstance(features, pa.ChunkedArray):
+        features = features.combine_chunks()
+    n = len(features)
+    lengths = features.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)
+    present = lengths >= 0
+    if d is None:
+        d = int(lengths[present][0]) if present.any() else -1
+    valid = lengths == d
+    ragged = int((present & ~valid).sum())
+    X = np.zeros((n, max(d, 0)))
+    if d > 0 and valid.all():
+        X[:] = features.flatten().to_numpy(zero_copy_only=False).reshape(n, d)
+    elif d > 0 and valid.any():
+        offsets = features.offsets.to_numpy()[:-1] - features.offsets[0].as_py()
+        values = features.flatten().to_numpy(zero_copy_only=False)
+        X[valid] = values[offsets[valid][:, None] + np.arange(d)[None, :]]
+    valid &= np.isfinite(X).all(axis=1)
+    return X, valid, d, ragged
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """One cached block: rows ``x`` (n, d) float64, weights ``w`` (n,) or None; invalid rows already dropped."""
+
+    x: np.ndarray
+    w: np.ndarray | None
+
+
+def _pack_partition(batches: Iterator[pa.RecordBatch], has_weight: bool, block_bytes: int) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: pack a partition's rows into a few large blocks, one output row per block."""
+    pending_x: list[np.ndarray] = []
+    pending_w: list[np.ndarray] = []
+    pending_rows = 0
+    d = -1
+    invalid = 0
+    ragged = 0
+
+    def emit() -> pa.RecordBatch:
+        x = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
+        w = np.concatenate(pending_w) if has_weight and pending_w else np.zeros(0)
+        return pa.RecordBatch.from_pydict(
+            {
+                "rows": pa.array([x.shape[0]], pa.int64()),
+                "cols": pa.array([d], pa.int32()),
+                "x": pa.array([x.tobytes()], pa.binary()),
+                "w": pa.array([w.tobytes()], pa.binary()),
+                "invalid": pa.array([invalid], pa.int64()),
+                "ragged": pa.array([ragged], pa.int64()),
+            }
+        )
+
+    for batch in batches:
+        X, valid, d, batch_ragged = list_array_to_matrix(batch.column(0), d if d >= 0 else None)
+        ragged += batch_ragged
+        if has_weight:
+            w = batch.column(1).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+            valid &= np.isfinite(w) & (w >= 0.0)
+        invalid += int((~valid).sum()) - batch_ragged
+        if valid.all():
+            pending_x.append(X)
+            if has_weight:
+                pending_w.append(w)
+        else:
+            pending_x.append(X[valid])
+            if has_weight:
+                pending_w.append(w[valid])
+        pending_rows += int(valid.sum())
+        if d > 0 and pending_rows * d * 8 >= block_bytes:
+            yield emit()
+            pending_x, pending_w, pending_rows, invalid, ragged = [], [], 0, 0, 0
+    if pending_rows or invalid or ragged:
+        yield emit()
+
+
+def _row_to_block(has_weight: bool, row) -> tuple[_Packed, int, int]:
+    x = np.frombuffer(row.x, dtype=np.float64).reshape(row.rows, max(row.cols, 0))
+    w = np.frombuffer(row.w, dtype=np.float64) if has_weight else None
+    return _Packed(x, w), row.invalid, row.ragged
+
+
+def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iterator[tuple]:
+    """Rows, weight sum, invalid counts, feature counts and a uniform sample (in random order) of one partition."""
+    rows = weight_sum = invalid = ragged = 0
+    dims: set[int] = set()
+    xs, ws = [], []
+    for packed, block_invalid, block_ragged in blocks:
+        invalid += block_invalid
+        ragged += block_ragged
+        if packed.x.shape[0]:
+            dims.add(packed.x.shape[1])
+            rows += packed.x.shape[0]
+            weight_sum += float(packed.x.shape[0] if packed.w is None else packed.w.sum())
+            xs.append(packed.x)
+            ws.append(packed.w)
+    sample_x = sample_w = None
+    if rows and len(dims) == 1:
+        rng = np.random.default_rng([seed, index])
+        take = np.sort(rng.choice(rows, size=min(rows, sample_size), replace=False))
+        starts = np.cumsum([0] + [x.shape[0] for x in xs])
+        parts_x, parts_w = [], []
+        for b, x in enumerate(xs):
+            local = take[(take >= starts[b]) & (take < starts[b + 1])] - starts[b]
+            parts_x.append(x[local])
+            parts_w.append(None if ws[b] is None else ws[b][local])
+        order = rng.permutation(take.shape[0])
+        sample_x = np.concatenate(parts_x)[order]
+        sample_w = None if parts_w[0] is None else np.concatenate(parts_w)[order]
+    yield rows, weight_sum, invalid, ragged, sorted(dims), sample_x, sample_w
+
+
+def _partition_stats(broadcast, blocks) -> Iterator[SufficientStats]:
+    weights, means, prec_chol, covariance_type = broadcast.value
+    total = SufficientStats.zeros(means.shape[0], means.shape[1], covariance_type)
+    for packed, _invalid, _ragged in blocks:
+        if packed.x.shape[0]:
+            total = total.merge(accumulate(packed.x, packed.w, weights, means, prec_chol, covariance_type))
+    yield total
+
+
+class FeatureBlocks:
+    """The training data as persisted NumPy blocks, with what one pass over them learned.
+
+    Use as a context manager, or call ``unpersist()``: the cached blocks are released either way.
+    """
+
+    def __init__(
+        self,
+        df: DataFrame,
+        features: Column,
+        weight_col: str | None,
+        storage_level: StorageLevel,
+        seed: int,
+        sample_size: int,
+        block_bytes: int = BLOCK_BYTES,
+    ):
+        spark = df.sparkSession
+        self._sc = spark.sparkContext
+        columns = [features.alias(_FEATURES)]
+        has_weight = bool(weight_col)
+        if has_weight:
+            columns.append(F.col(weight_col).cast("double").alias(_WEIGHT))
+        schema = "rows long, cols int, x binary, w binary, invalid long, ragged long"
+        packed = df.select(*columns).mapInArrow(
+            partial(_pack_partition, has_weight=has_weight, block_bytes=block_bytes), schema
+        )
+        self.rdd: RDD = packed.rdd.map(partial(_row_to_block, has_weight)).persist(storage_level)
+        self._sc.setJobDescription("sparkgmm: convert features to cached blocks")
+        try:
+            described = self.rdd.mapPartitionsWithIndex(partial(_describe_partition, seed, sample_size)).collect()
+        except BaseException:
+            self.unpersist()
+            raise
+        self.n_rows = sum(p[0] for p in described)
+        self.weight_sum = sum(p[1] for p in described)
+        self.invalid_rows = sum(p[2] for p in described)
+        self.ragged_rows = sum(p[3] for p in described)
+        dims = sorted({d for p in described for d in p[4]})
+        self.n_features = dims[0] if len(dims) == 1 else -1
+        if len(dims) > 1:
+            self.ragged_rows = max(self.ragged_rows, 1)
+        self.sample, self.sample_weight = self._combine_samples(described, seed, sample_size)
+        parallelism = max(1, self._sc.defaultParallelism)
+        partitions = self.rdd.getNumPartitions()
+        self.loop_rdd: RDD = self.rdd.coalesce(parallelism) if partitions > parallelism else self.rdd
+
+    @staticmethod
+    def _combine_samples(described, seed: int, sample_size: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A uniform sample of all rows: split the total over partitions by a multivariate hypergeometric draw."""
+        usable = [p for p in described if p[5] is not None]
+        if not usable:
+            return None, None
+        counts = np.array([p[0] for p in usable])
+        total = int(min(sample_size, counts.sum()))
+        rng = np.random.default_rng([seed, -1 & 0xFFFFFFFF])
+        take = rng.multivariate_hypergeometric(counts, total)
+        sample = np.concatenate([p[5][:t] for p, t in zip(usable, take)])
+        weights = None if usable[0][6] is None else np.concatenate([p[6][:t] for p, t in zip(usable, take)])
+        return sample, weights
+
+    def expectation(self, aggregation_depth: int):
+        """An ``expectation`` for ``run_em``: broadcast the parameters, one named Spark job, tree-reduce the stats."""
+
+        def run(mixture: Mixture, description: str) -> SufficientStats:
+            params = (mixture.weights, mixture.means, mixture.precisions_cholesky, mixture.covariance_type)
+            broadcast = self._sc.broadcast(params)
+            self._sc.setJobDescription(f"sparkgmm: {description}")
+            try:
+                return self.loop_rdd.mapPartitions(partial(_partition_stats, broadcast)).treeReduce(
+                    merge_stats, depth=aggregation_depth
+                )
+            finally:
+                broadcast.destroy()
+
+        return run
+
+    def unpersist(self) -> None:
+        self.rdd.unpersist()
+        self._sc.setJobDescription(None)
+
+    def __enter__(self) -> "FeatureBlocks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unpersist()
