@@ -19,7 +19,9 @@ from .stats import SufficientStats, accumulate, m_step
 
 logger = logging.getLogger("sparkgmm")
 
-Expectation = Callable[[Mixture, str], SufficientStats]
+# expectation(mixture, description, count_hard) -> the statistics of one E-step over all rows under ``mixture``;
+# ``description`` names the pass (Spark shows it as the job's name), ``count_hard`` asks for the cluster sizes.
+Expectation = Callable[[Mixture, str, bool], SufficientStats]
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def run_em(initial: Mixture, expectation: Expectation, *, max_iter: int, tol: fl
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         started = time.perf_counter()
-        stats = expectation(mixture, f"EM iteration {n_iter}")
+        stats = expectation(mixture, f"EM iteration {n_iter}", False)
         log_likelihood = stats.mean_log_likelihood
         weights, means, covariances = m_step(stats, mixture.means, mixture.covariance_type, reg_covar)
         try:
@@ -69,7 +71,7 @@ def run_em(initial: Mixture, expectation: Expectation, *, max_iter: int, tol: fl
         if abs(change) < tol:
             converged = True
             break
-    final = expectation(mixture, "final log-likelihood")
+    final = expectation(mixture, "final log-likelihood and cluster sizes", True)
     history.append(final.mean_log_likelihood)
     return EMResult(
         mixture=mixture,
@@ -87,9 +89,12 @@ def run_em(initial: Mixture, expectation: Expectation, *, max_iter: int, tol: fl
 def local_expectation(X: np.ndarray, sample_weight: np.ndarray | None = None) -> Expectation:
     """An ``expectation`` over an in-memory array (for tests, and for the initial fit on a driver-side sample)."""
 
-    def expectation(mixture: Mixture, _description: str) -> SufficientStats:
+    XT = np.ascontiguousarray(np.asarray(X, dtype=np.float64).T)
+
+    def expectation(mixture: Mixture, _description: str, count_hard: bool) -> SufficientStats:
         return accumulate(
-            X, sample_weight, mixture.weights, mixture.means, mixture.precisions_cholesky, mixture.covariance_type
+            XT, sample_weight, mixture.weights, mixture.means, mixture.precisions_cholesky, mixture.covariance_type,
+            count_hard,
         )
 
     return expectation

@@ -105,37 +105,50 @@ def log_det_precision(prec_chol: np.ndarray, covariance_type: str, n_features: i
     return 2.0 * n_features * np.log(prec_chol)
 
 
-def squared_mahalanobis(
-    X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
+def squared_mahalanobis_t(
+    XT: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Squared Mahalanobis distance of every row to every mean, shape (n, k).
+    """Squared Mahalanobis distance of every row to every mean, from *columnar* rows ``XT`` (d, n); shape (k, n).
 
     Rows are centred on each mean before whitening, so offset data loses no precision. When ``centred_out`` (shape
-    (k, n, d)) is given, the centred rows ``X - means[j]`` are left in it for the caller's second moments.
+    (k, d, n)) is given, the centred columns ``XT - means[j][:, None]`` are left in it for the caller's second
+    moments. Feature-major rows and component-major outputs keep every elementwise operation and reduction on
+    long contiguous runs (numpy handles short inner axes slowly); whitening is one matrix product per component.
     """
-    n, d = X.shape
+    d, n = XT.shape
     k = means.shape[0]
-    centred = centred_out if centred_out is not None else np.empty((k, n, d))
-    np.subtract(X[None, :, :], means[:, None, :], out=centred)
+    centred = centred_out if centred_out is not None else np.empty((k, d, n))
+    np.subtract(XT[None, :, :], means[:, :, None], out=centred)
+    out = np.empty((k, n))
+    scratch = np.empty((d, n))
     if covariance_type in ("full", "tied"):
-        factors = prec_chol if covariance_type == "full" else np.broadcast_to(prec_chol, (k, d, d))
-        out = np.empty((k, n))
+        ones = np.ones(d)
+        factors_t = np.swapaxes(prec_chol, -1, -2)
         for j in range(k):
-            y = centred[j] @ factors[j]
-            np.einsum("ij,ij->i", y, y, out=out[j])
-        return out.T
-    if covariance_type == "diag":
-        squared = centred * centred
-        return (squared @ (prec_chol**2)[:, :, None])[:, :, 0].T
-    return np.einsum("kij,kij->ik", centred, centred) * prec_chol**2
+            np.matmul(factors_t[j] if covariance_type == "full" else factors_t, centred[j], out=scratch)
+            scratch *= scratch
+            np.matmul(ones, scratch, out=out[j])
+        return out
+    precisions = prec_chol**2 if covariance_type == "diag" else np.repeat((prec_chol**2)[:, None], d, axis=1)
+    for j in range(k):
+        np.multiply(centred[j], centred[j], out=scratch)
+        np.matmul(precisions[j], scratch, out=out[j])
+    return out
 
 
-def log_gaussian_prob(
-    X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
+def log_gaussian_prob_t(
+    XT: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``log N(x_i | mu_j, cov_j)`` for every row and component, shape (n, k)."""
-    d = X.shape[1]
+    """``log N(x_i | mu_j, cov_j)`` from columnar rows ``XT`` (d, n), component-major: shape (k, n)."""
+    d = XT.shape[0]
     k = means.shape[0]
-    maha = squared_mahalanobis(X, means, prec_chol, covariance_type, centred_out)
+    out = squared_mahalanobis_t(XT, means, prec_chol, covariance_type, centred_out)
     half_log_det = 0.5 * log_det_precision(prec_chol, covariance_type, d, k)
-    return -0.5 * (d * LOG_2PI + maha) + half_log_det
+    out *= -0.5
+    out += (half_log_det - 0.5 * d * LOG_2PI)[:, None]
+    return out
+
+
+def log_gaussian_prob(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+    """``log N(x_i | mu_j, cov_j)`` for every row of ``X`` (n, d) and component: shape (n, k)."""
+    return log_gaussian_prob_t(np.ascontiguousarray(X.T), means, prec_chol, covariance_type).T

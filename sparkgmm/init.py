@@ -68,10 +68,10 @@ def initial_mixture(
     else:
         centres = sample[rng.choice(n, size=n_components, replace=False)]
     nearest = _squared_distances(sample, centres).argmin(axis=1)
-    resp = np.zeros((n, n_components))
-    resp[np.arange(n), nearest] = 1.0
-    centred = sample[None, :, :] - centres[:, None, :]
-    nk, first, second = stats_from_resp(centred, resp, sample_weight, covariance_type)
+    resp_t = np.zeros((n_components, n))
+    resp_t[nearest, np.arange(n)] = 1.0 if sample_weight is None else sample_weight
+    centred = sample.T[None, :, :] - centres[:, :, None]
+    nk, first, second = stats_from_resp(centred, resp_t, covariance_type)
     stats = SufficientStats(n, 0.0, 0.0, nk, first, second, np.zeros(n_components, dtype=np.int64))
     weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
     return Mixture(weights, means, covariances, covariance_type)

@@ -18,7 +18,7 @@ from .gaussian import (
     n_covariance_parameters,
     precisions_cholesky,
 )
-from .stats import SCRATCH_DOUBLES
+from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES
 
 _WEIGHT_SUM_TOLERANCE = 1e-6
 
@@ -104,7 +104,7 @@ class Mixture:
         """``log(weight_j) + log N(x_i | j)``, (n, k), in row chunks so scratch memory stays bounded."""
         k, d = self.means.shape
         out = np.empty((X.shape[0], k))
-        chunk = max(1, SCRATCH_DOUBLES // (k * d))
+        chunk = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // (k * d))
         with np.errstate(divide="ignore"):
             log_weights = np.log(self.weights)
         for start in range(0, X.shape[0], chunk):

@@ -83,7 +83,8 @@ def load_mixture(path: str | os.PathLike) -> Mixture:
         raise ModelFormatError(f"{str(root / METADATA_FILE)!r} is not sparkgmm mixture metadata")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ModelFormatError(
-            f"model format version {metadata.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            f"model {str(root)!r} has format version {metadata.get('format_version')!r}; this sparkgmm reads "
+            f"version {FORMAT_VERSION}"
         )
     covariance_type = metadata.get("covariance_type")
     k, d = metadata.get("n_components"), metadata.get("n_features")

@@ -17,16 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
+from scipy.linalg import blas
 
-from .gaussian import log_gaussian_prob
+from .gaussian import log_gaussian_prob_t
 
 # scikit-learn adds 10 * eps to every nk so that an empty component gives finite parameters; we do the same so that
 # fits from the same initial parameters agree to rounding.
 NK_EPS = 10.0 * np.finfo(np.float64).eps
 
-# Rows handled at once inside a block: the (k, rows, d) scratch array stays around 8 MiB, cache-friendly.
-SCRATCH_DOUBLES = 1 << 20
+# Rows handled at once inside a block: the (k, d, rows) scratch array stays around 4 MiB, cache-friendly, but never
+# fewer than MIN_CHUNK_ROWS rows so that the matrix products stay efficient (measured from 8 to 128 features).
+SCRATCH_DOUBLES = 1 << 19
+MIN_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,69 +73,90 @@ def merge_stats(a: SufficientStats, b: SufficientStats) -> SufficientStats:
     return a.merge(b)
 
 
-def estimate_log_resp(
-    X: np.ndarray, log_weights: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str,
-    centred_out: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row ``log p(x)`` (n,) and log-responsibilities (n, k), in log space throughout."""
-    weighted = log_gaussian_prob(X, means, prec_chol, covariance_type, centred_out)
-    weighted += log_weights
-    log_norm = logsumexp(weighted, axis=1)
-    weighted -= log_norm[:, None]
-    return log_norm, weighted
+def log_normalise_t(weighted_t: np.ndarray) -> np.ndarray:
+    """In place, turn component-major weighted log-probabilities (k, n) into responsibilities (k, n).
+
+    Returns each row's ``log p(x)``: the logsumexp over components, shifted by the row maximum so that nothing
+    overflows, and no row whose densities all underflow in linear space loses its responsibilities.
+    """
+    row_max = weighted_t.max(axis=0)
+    weighted_t -= row_max
+    np.exp(weighted_t, out=weighted_t)
+    total = weighted_t.sum(axis=0)
+    weighted_t /= total
+    return row_max + np.log(total)
 
 
 def stats_from_resp(
-    centred: np.ndarray, resp: np.ndarray, sample_weight: np.ndarray | None, covariance_type: str
+    centred: np.ndarray, resp_t: np.ndarray, covariance_type: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(nk, first, second)`` from rows centred on each mean (``centred``: (k, n, d)) and responsibilities (n, k)."""
-    wresp = resp if sample_weight is None else resp * sample_weight[:, None]
-    k = resp.shape[1]
-    nk = wresp.sum(axis=0)
-    # first[j] = sum_i wresp[i, j] * centred[j, i, :]
-    first = (wresp.T[:, None, :] @ centred)[:, 0, :]
-    if covariance_type in ("full", "tied"):
-        second = np.empty((k, centred.shape[2], centred.shape[2]))
-        for j in range(k):
-            weighted_rows = centred[j] * wresp[:, j : j + 1]
-            np.matmul(weighted_rows.T, centred[j], out=second[j])
-    else:
-        second = (wresp.T[:, None, :] @ (centred * centred))[:, 0, :]
+    """``(nk, first, second)`` from columns centred on each mean (``centred``: (k, d, n)) and (sample-weighted)
+    responsibilities, component-major (``resp_t``: (k, n)).
+
+    The full scatter is ``W^T W`` with ``W`` the centred rows scaled by ``sqrt(resp)``: a symmetric rank-k update
+    (BLAS syrk) does half the work of a general product; its upper triangle is mirrored.
+    """
+    k, d, n = centred.shape
+    nk = resp_t.sum(axis=1)
+    first = np.empty((k, d))
+    second = np.empty((k, d, d) if covariance_type in ("full", "tied") else (k, d))
+    scratch = np.empty((d, n))
+    sqrt_resp = np.empty(n)
+    for j in range(k):
+        np.matmul(centred[j], resp_t[j], out=first[j])
+        if covariance_type in ("full", "tied"):
+            np.sqrt(resp_t[j], out=sqrt_resp)
+            np.multiply(centred[j], sqrt_resp, out=scratch)
+            upper = blas.dsyrk(1.0, scratch.T, trans=1)
+            second[j] = upper + np.triu(upper, 1).T
+        else:
+            np.multiply(centred[j], centred[j], out=scratch)
+            np.matmul(scratch, resp_t[j], out=second[j])
     return nk, first, second
 
 
 def accumulate(
-    X: np.ndarray,
+    XT: np.ndarray,
     sample_weight: np.ndarray | None,
     weights: np.ndarray,
     means: np.ndarray,
     prec_chol: np.ndarray,
     covariance_type: str,
+    count_hard: bool = True,
 ) -> SufficientStats:
-    """One E-step over the rows of ``X`` (n, d), returning their sufficient statistics (float64 throughout)."""
+    """One E-step over *columnar* rows ``XT`` (d, n), returning their sufficient statistics (float64 throughout).
+
+    ``count_hard`` adds how many rows each component wins (for cluster sizes); the EM loop needs it only once.
+    """
     k, d = means.shape
-    n = X.shape[0]
+    n = XT.shape[1]
     stats = SufficientStats.zeros(k, d, covariance_type)
     if n == 0:
         return stats
-    log_weights = np.log(weights)
-    chunk = max(1, SCRATCH_DOUBLES // (k * d))
-    scratch = np.empty((k, min(chunk, n), d))
-    nk, first, second = stats.nk, stats.first, stats.second
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)[:, None]
+    chunk = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // (k * d))
+    scratch = np.empty((k, d, min(chunk, n)))
+    nk, first, second, hard_counts = stats.nk, stats.first, stats.second, stats.hard_counts
     log_likelihood = 0.0
-    hard_counts = stats.hard_counts
     for start in range(0, n, chunk):
-        rows = X[start : start + chunk]
+        columns = XT[:, start : start + chunk]
         sw = None if sample_weight is None else sample_weight[start : start + chunk]
-        centred = scratch[:, : rows.shape[0], :]
-        log_norm, log_resp = estimate_log_resp(rows, log_weights, means, prec_chol, covariance_type, centred)
-        np.exp(log_resp, out=log_resp)
-        c_nk, c_first, c_second = stats_from_resp(centred, log_resp, sw, covariance_type)
+        centred = scratch[:, :, : columns.shape[1]]
+        resp_t = log_gaussian_prob_t(columns, means, prec_chol, covariance_type, centred)
+        resp_t += log_weights
+        if count_hard:
+            hard_counts += np.bincount(resp_t.argmax(axis=0), minlength=k)
+        log_norm = log_normalise_t(resp_t)
+        if sw is None:
+            log_likelihood += float(log_norm.sum())
+        else:
+            log_likelihood += float(log_norm @ sw)
+            resp_t *= sw
+        c_nk, c_first, c_second = stats_from_resp(centred, resp_t, covariance_type)
         nk += c_nk
         first += c_first
         second += c_second
-        log_likelihood += float(log_norm.sum() if sw is None else log_norm @ sw)
-        hard_counts += np.bincount(log_resp.argmax(axis=1), minlength=k)
     weight_sum = float(n if sample_weight is None else sample_weight.sum())
     return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts)
 

@@ -85,15 +85,19 @@ def list_array_to_matrix(features: pa.Array, d: int | None = None) -> tuple[np.n
         offsets = features.offsets.to_numpy()[:-1] - features.offsets[0].as_py()
         values = features.flatten().to_numpy(zero_copy_only=False)
         X[valid] = values[offsets[valid][:, None] + np.arange(d)[None, :]]
-    valid &= np.isfinite(X).all(axis=1)
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        X[~finite] = 0.0
+        valid &= finite
     return X, valid, d, ragged
 
 
 @dataclass(frozen=True)
 class _Packed:
-    """One cached block: rows ``x`` (n, d) float64, weights ``w`` (n,) or None; invalid rows already dropped."""
+    """One cached block, columnar: ``xt`` (d, n) float64 holds the rows as columns, weights ``w`` (n,) or None;
+    invalid rows already dropped."""
 
-    x: np.ndarray
+    xt: np.ndarray
     w: np.ndarray | None
 
 
@@ -107,13 +111,13 @@ def _pack_partition(batches: Iterator[pa.RecordBatch], has_weight: bool, block_b
     ragged = 0
 
     def emit() -> pa.RecordBatch:
-        x = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
+        rows = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
         w = np.concatenate(pending_w) if has_weight and pending_w else np.zeros(0)
         return pa.RecordBatch.from_pydict(
             {
-                "rows": pa.array([x.shape[0]], pa.int64()),
+                "rows": pa.array([rows.shape[0]], pa.int64()),
                 "cols": pa.array([d], pa.int32()),
-                "x": pa.array([x.tobytes()], pa.binary()),
+                "x": pa.array([np.ascontiguousarray(rows.T).tobytes()], pa.binary()),
                 "w": pa.array([w.tobytes()], pa.binary()),
                 "invalid": pa.array([invalid], pa.int64()),
                 "ragged": pa.array([ragged], pa.int64()),
@@ -144,9 +148,9 @@ def _pack_partition(batches: Iterator[pa.RecordBatch], has_weight: bool, block_b
 
 
 def _row_to_block(has_weight: bool, row) -> tuple[_Packed, int, int]:
-    x = np.frombuffer(row.x, dtype=np.float64).reshape(row.rows, max(row.cols, 0))
+    xt = np.frombuffer(row.x, dtype=np.float64).reshape(max(row.cols, 0), row.rows)
     w = np.frombuffer(row.w, dtype=np.float64) if has_weight else None
-    return _Packed(x, w), row.invalid, row.ragged
+    return _Packed(xt, w), row.invalid, row.ragged
 
 
 def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iterator[tuple]:
@@ -157,21 +161,22 @@ def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iter
     for packed, block_invalid, block_ragged in blocks:
         invalid += block_invalid
         ragged += block_ragged
-        if packed.x.shape[0]:
-            dims.add(packed.x.shape[1])
-            rows += packed.x.shape[0]
-            weight_sum += float(packed.x.shape[0] if packed.w is None else packed.w.sum())
-            xs.append(packed.x)
+        n_block = packed.xt.shape[1]
+        if n_block:
+            dims.add(packed.xt.shape[0])
+            rows += n_block
+            weight_sum += float(n_block if packed.w is None else packed.w.sum())
+            xs.append(packed.xt)
             ws.append(packed.w)
     sample_x = sample_w = None
     if rows and len(dims) == 1:
         rng = np.random.default_rng([seed, index])
         take = np.sort(rng.choice(rows, size=min(rows, sample_size), replace=False))
-        starts = np.cumsum([0] + [x.shape[0] for x in xs])
+        starts = np.cumsum([0] + [xt.shape[1] for xt in xs])
         parts_x, parts_w = [], []
-        for b, x in enumerate(xs):
+        for b, xt in enumerate(xs):
             local = take[(take >= starts[b]) & (take < starts[b + 1])] - starts[b]
-            parts_x.append(x[local])
+            parts_x.append(xt[:, local].T)
             parts_w.append(None if ws[b] is None else ws[b][local])
         order = rng.permutation(take.shape[0])
         sample_x = np.concatenate(parts_x)[order]
@@ -179,12 +184,12 @@ def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iter
     yield rows, weight_sum, invalid, ragged, sorted(dims), sample_x, sample_w
 
 
-def _partition_stats(broadcast, blocks) -> Iterator[SufficientStats]:
+def _partition_stats(broadcast, count_hard: bool, blocks) -> Iterator[SufficientStats]:
     weights, means, prec_chol, covariance_type = broadcast.value
     total = SufficientStats.zeros(means.shape[0], means.shape[1], covariance_type)
     for packed, _invalid, _ragged in blocks:
-        if packed.x.shape[0]:
-            total = total.merge(accumulate(packed.x, packed.w, weights, means, prec_chol, covariance_type))
+        if packed.xt.shape[1]:
+            total = total.merge(accumulate(packed.xt, packed.w, weights, means, prec_chol, covariance_type, count_hard))
     yield total
 
 
@@ -227,9 +232,11 @@ class FeatureBlocks:
         self.ragged_rows = sum(p[3] for p in described)
         dims = sorted({d for p in described for d in p[4]})
         self.n_features = dims[0] if len(dims) == 1 else -1
-        if len(dims) > 1:
+        self.sample = self.sample_weight = None
+        if len(dims) > 1:  # each partition was consistent, but they disagree with each other
             self.ragged_rows = max(self.ragged_rows, 1)
-        self.sample, self.sample_weight = self._combine_samples(described, seed, sample_size)
+        else:
+            self.sample, self.sample_weight = self._combine_samples(described, seed, sample_size)
         parallelism = max(1, self._sc.defaultParallelism)
         partitions = self.rdd.getNumPartitions()
         self.loop_rdd: RDD = self.rdd.coalesce(parallelism) if partitions > parallelism else self.rdd
@@ -251,12 +258,12 @@ class FeatureBlocks:
     def expectation(self, aggregation_depth: int):
         """An ``expectation`` for ``run_em``: broadcast the parameters, one named Spark job, tree-reduce the stats."""
 
-        def run(mixture: Mixture, description: str) -> SufficientStats:
+        def run(mixture: Mixture, description: str, count_hard: bool) -> SufficientStats:
             params = (mixture.weights, mixture.means, mixture.precisions_cholesky, mixture.covariance_type)
             broadcast = self._sc.broadcast(params)
             self._sc.setJobDescription(f"sparkgmm: {description}")
             try:
-                return self.loop_rdd.mapPartitions(partial(_partition_stats, broadcast)).treeReduce(
+                return self.loop_rdd.mapPartitions(partial(_partition_stats, broadcast, count_hard)).treeReduce(
                     merge_stats, depth=aggregation_depth
                 )
             finally:

@@ -1,0 +1,70 @@
+"""Shared fixtures: one session-scoped local[2] SparkSession, and small synthetic mixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from sparkgmm import Mixture
+from sparkgmm.gaussian import COVARIANCE_TYPES
+
+# Spark's Python workers must run this interpreter (the project's environment), not whatever python3 is on PATH.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("sparkgmm-tests")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def make_mixture(covariance_type: str, n_components: int = 3, n_features: int = 3, seed: int = 0,
+                 separation: float = 3.0) -> Mixture:
+    """A random but well-conditioned mixture whose components overlap a little (so responsibilities are soft)."""
+    rng = np.random.default_rng(seed)
+    k, d = n_components, n_features
+    weights = rng.dirichlet(np.full(k, 5.0))
+    means = rng.normal(0.0, separation, (k, d))
+    if covariance_type == "full":
+        a = rng.normal(0.0, 0.5, (k, d, d))
+        covariances = a @ a.transpose(0, 2, 1) + np.eye(d)
+    elif covariance_type == "tied":
+        a = rng.normal(0.0, 0.5, (d, d))
+        covariances = a @ a.T + np.eye(d)
+    elif covariance_type == "diag":
+        covariances = rng.uniform(0.5, 2.0, (k, d))
+    else:
+        covariances = rng.uniform(0.5, 2.0, k)
+    return Mixture(weights, means, covariances, covariance_type)
+
+
+def precisions_of(mixture: Mixture) -> np.ndarray:
+    """The precisions scikit-learn's ``precisions_init`` wants (the test oracle may invert; the library never does)."""
+    cov = mixture.covariances
+    if mixture.covariance_type in ("full", "tied"):
+        return np.linalg.inv(cov)
+    return 1.0 / cov
+
+
+@pytest.fixture(params=COVARIANCE_TYPES)
+def covariance_type(request) -> str:
+    return request.param

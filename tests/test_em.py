@@ -1,0 +1,85 @@
+"""The EM loop on in-memory data against scikit-learn from the same initial parameters (scikit-learn is the oracle)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from conftest import make_mixture, precisions_of
+from sparkgmm import Mixture
+from sparkgmm.em import local_expectation, run_em
+
+
+def sklearn_fit(X, initial: Mixture, max_iter: int, tol: float = 0.0, reg_covar: float = 1e-6):
+    model = SkGaussianMixture(
+        n_components=initial.n_components, covariance_type=initial.covariance_type, max_iter=max_iter, tol=tol,
+        reg_covar=reg_covar, weights_init=initial.weights, means_init=initial.means,
+        precisions_init=precisions_of(initial), init_params="random_from_data", random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X)
+
+
+def overlapping_data_and_start(covariance_type, n=800, seed=0):
+    truth = make_mixture(covariance_type, n_components=3, n_features=3, seed=seed, separation=2.0)
+    X, _ = truth.sample(n, seed=seed + 10)
+    start = make_mixture(covariance_type, n_components=3, n_features=3, seed=seed + 100, separation=2.0)
+    return X, start
+
+
+def assert_matches_sklearn(ours: Mixture, theirs, rtol=1e-8):
+    np.testing.assert_allclose(ours.weights, theirs.weights_, rtol=rtol)
+    np.testing.assert_allclose(ours.means, theirs.means_, rtol=rtol, atol=rtol * np.abs(theirs.means_).max())
+    np.testing.assert_allclose(ours.covariances, theirs.covariances_, rtol=rtol,
+                               atol=rtol * np.abs(theirs.covariances_).max())
+
+
+@pytest.mark.parametrize("max_iter", [1, 7])
+def test_local_em_equals_sklearn(covariance_type, max_iter):
+    X, start = overlapping_data_and_start(covariance_type)
+    result = run_em(start, local_expectation(X), max_iter=max_iter, tol=0.0, reg_covar=1e-6)
+    reference = sklearn_fit(X, start, max_iter)
+    assert result.n_iter == reference.n_iter_ == max_iter
+    assert_matches_sklearn(result.mixture, reference)
+    # history[-2] is the log-likelihood of the parameters entering the last iteration: scikit-learn's lower bound.
+    np.testing.assert_allclose(result.log_likelihood_history[-2], reference.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(result.log_likelihood, reference.score(X), rtol=1e-10)
+
+
+def test_convergence_stops_where_sklearn_stops(covariance_type):
+    X, start = overlapping_data_and_start(covariance_type, seed=4)
+    result = run_em(start, local_expectation(X), max_iter=500, tol=1e-4, reg_covar=1e-6)
+    reference = sklearn_fit(X, start, 500, tol=1e-4)
+    assert result.converged and reference.converged_
+    assert result.n_iter == reference.n_iter_
+    assert_matches_sklearn(result.mixture, reference)
+
+
+def test_log_likelihood_never_decreases(covariance_type):
+    X, start = overlapping_data_and_start(covariance_type, seed=7)
+    result = run_em(start, local_expectation(X), max_iter=40, tol=0.0, reg_covar=1e-6)
+    history = np.array(result.log_likelihood_history)
+    assert len(history) == result.n_iter + 1 == 41
+    assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:]))
+    assert history[-1] > history[0]
+
+
+def test_sample_weights_equal_repeated_rows(covariance_type):
+    X, start = overlapping_data_and_start(covariance_type, n=300, seed=2)
+    counts = np.random.default_rng(0).integers(1, 4, X.shape[0])
+    weighted = run_em(start, local_expectation(X, counts.astype(float)), max_iter=5, tol=0.0, reg_covar=1e-6)
+    repeated = run_em(start, local_expectation(np.repeat(X, counts, axis=0)), max_iter=5, tol=0.0, reg_covar=1e-6)
+    np.testing.assert_allclose(weighted.mixture.means, repeated.mixture.means, rtol=1e-10)
+    np.testing.assert_allclose(weighted.mixture.covariances, repeated.mixture.covariances, rtol=1e-10)
+    np.testing.assert_allclose(weighted.log_likelihood, repeated.log_likelihood, rtol=1e-12)
+
+
+def test_zero_iterations_evaluate_the_start():
+    X, start = overlapping_data_and_start("diag")
+    result = run_em(start, local_expectation(X), max_iter=0, tol=0.0, reg_covar=1e-6)
+    assert result.n_iter == 0 and result.mixture is start
+    np.testing.assert_allclose(result.log_likelihood, start.score(X), rtol=1e-12)
+    assert sum(result.cluster_sizes) == X.shape[0]

@@ -1,0 +1,48 @@
+"""Initialisation from a sample: k-means++ finds separated clusters; degenerate samples still give a valid start."""
+
+import numpy as np
+import pytest
+
+from sparkgmm.init import initial_mixture, kmeans_plusplus
+
+
+def separated(n_per=200, k=4, d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[100.0 * j] + [0.0] * (d - 1) for j in range(k)])
+    X = np.concatenate([rng.normal(c, 1.0, (n_per, d)) for c in centres])
+    return X, centres
+
+
+def test_kmeans_plusplus_picks_one_row_per_separated_cluster():
+    X, _ = separated()
+    chosen = kmeans_plusplus(X, 4, np.random.default_rng(1))
+    assert sorted(chosen // 200) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("init_mode", ["k-means++", "random_from_data"])
+def test_initial_mixture_is_valid_and_reproducible(covariance_type, init_mode):
+    X, _ = separated()
+    a = initial_mixture(X, None, 4, covariance_type, 1e-6, init_mode, seed=5)
+    b = initial_mixture(X, None, 4, covariance_type, 1e-6, init_mode, seed=5)
+    np.testing.assert_array_equal(a.means, b.means)
+    np.testing.assert_allclose(a.weights.sum(), 1.0)
+    assert a.covariance_type == covariance_type
+
+
+def test_kmeans_plusplus_start_recovers_centres():
+    X, centres = separated()
+    start = initial_mixture(X, None, 4, "full", 1e-6, "k-means++", seed=3)
+    order = np.argsort(start.means[:, 0])
+    np.testing.assert_allclose(start.means[order], centres, atol=0.3)
+    np.testing.assert_allclose(start.weights, 0.25, atol=1e-9)
+
+
+def test_duplicate_rows_still_give_a_valid_start(covariance_type):
+    X = np.ones((50, 3))
+    start = initial_mixture(X, None, 3, covariance_type, 1e-6, "k-means++", seed=0)
+    assert np.all(np.isfinite(start.precisions_cholesky))
+
+
+def test_unknown_init_mode():
+    with pytest.raises(ValueError, match="initMode"):
+        initial_mixture(np.ones((5, 2)), None, 2, "full", 1e-6, "kmeans||", seed=0)

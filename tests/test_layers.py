@@ -1,0 +1,41 @@
+"""The layering rules: the math layer never imports pyspark, and ``import sparkgmm`` stays free of it."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "sparkgmm"
+
+
+def imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_math_layer_never_imports_pyspark():
+    math_files = [p for p in PACKAGE.glob("*.py")]
+    assert {p.name for p in math_files} >= {"gaussian.py", "stats.py", "mixture.py", "em.py", "init.py"}
+    offenders = {p.name for p in math_files if any(m.split(".")[0] == "pyspark" for m in imported_modules(p))}
+    assert offenders == set()
+
+
+def test_importing_sparkgmm_and_scoring_does_not_load_pyspark():
+    code = (
+        "import sys, numpy as np, sparkgmm\n"
+        "m = sparkgmm.Mixture([1.0], [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]])\n"
+        "m.predict(np.zeros((3, 2)))\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('pyspark', 'py4j', 'sklearn')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_library_does_not_import_sklearn():
+    for path in PACKAGE.rglob("*.py"):
+        assert not any(m.split(".")[0] == "sklearn" for m in imported_modules(path)), path

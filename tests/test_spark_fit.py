@@ -1,0 +1,221 @@
+"""The distributed estimator: exact against scikit-learn from the same start, input forms, errors, and clean-up."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import functions as F
+
+from conftest import make_mixture
+from test_em import assert_matches_sklearn, overlapping_data_and_start, sklearn_fit
+from sparkgmm import GaussianMixture, Mixture
+from sparkgmm.em import local_expectation, run_em
+
+pytestmark = pytest.mark.spark
+
+
+def frame(spark, X, partitions=3, extra=None):
+    """A DataFrame with an array<double> ``features`` column (and any extra columns), in ``partitions`` pieces."""
+    n, d = X.shape
+    columns = {"features": pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
+                                                    pa.array(X.ravel()))}
+    columns.update(extra or {})
+    return spark.createDataFrame(pa.table(columns)).repartition(partitions)
+
+
+def persisted_rdd_count(spark):
+    return spark.sparkContext._jsc.getPersistentRDDs().size()
+
+
+@pytest.mark.parametrize("partitions, depth", [(1, 2), (5, 3)])
+def test_distributed_fit_equals_sklearn(spark, covariance_type, partitions, depth):
+    X, start = overlapping_data_and_start(covariance_type)
+    df = frame(spark, X, partitions)
+    model = GaussianMixture(k=3, covarianceType=covariance_type, maxIter=6, tol=0.0, initialModel=start,
+                            aggregationDepth=depth).fit(df)
+    reference = sklearn_fit(X, start, 6)
+    assert model.summary.numIter == reference.n_iter_ == 6
+    assert_matches_sklearn(model.mixture, reference)
+    np.testing.assert_allclose(model.summary.logLikelihood, reference.score(X), rtol=1e-10)
+    np.testing.assert_allclose(model.summary.logLikelihoodHistory[-2], reference.lower_bound_, rtol=1e-10)
+    assert sum(model.summary.clusterSizes) == model.summary.numRows == X.shape[0]
+    np.testing.assert_array_equal(model.summary.clusterSizes, np.bincount(reference.predict(X), minlength=3))
+
+
+def test_fit_from_own_initialisation_matches_local_em_and_rises(spark):
+    truth = make_mixture("full", n_components=3, n_features=2, seed=3, separation=4.0)
+    X, _ = truth.sample(3000, seed=1)
+    model = GaussianMixture(k=3, maxIter=50, tol=1e-6, seed=11).fit(frame(spark, X, 4))
+    summary = model.summary
+    history = np.array(summary.logLikelihoodHistory)
+    assert summary.converged and summary.numIter < 50
+    assert len(history) == summary.numIter + 1 and len(summary.iterationSeconds) == summary.numIter
+    assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:]))
+    # The same EM from the distributed fit's own start, run in memory, lands on the same parameters.
+    local = run_em(model.mixture, local_expectation(X), max_iter=0, tol=0.0, reg_covar=1e-6)
+    np.testing.assert_allclose(summary.logLikelihood, local.log_likelihood, rtol=1e-12)
+    # Three well-separated clusters are found: each true mean has a fitted mean nearby.
+    for mean in truth.means:
+        assert np.min(np.linalg.norm(model.means - mean, axis=1)) < 0.3
+    np.testing.assert_allclose(summary.bic, model.mixture.bic(X), rtol=1e-10)
+    np.testing.assert_allclose(summary.aic, model.mixture.aic(X), rtol=1e-10)
+
+
+def test_same_seed_same_model_and_partitioning_does_not_matter(spark):
+    X, _ = overlapping_data_and_start("diag", n=600)
+    fits = [GaussianMixture(k=3, covarianceType="diag", maxIter=5, tol=0.0, seed=5).fit(frame(spark, X, 2))
+            for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].means, fits[1].means)
+
+
+def test_vector_float_array_and_input_columns_give_the_same_fit(spark):
+    X, start = overlapping_data_and_start("full", n=400)
+    X = X.astype(np.float32).astype(np.float64)  # exactly representable in float32
+    base = frame(spark, X, 2, extra={"a": X[:, 0], "b": X[:, 1].astype(np.float32), "c": (X[:, 2])})
+    estimator = GaussianMixture(k=3, maxIter=3, tol=0.0, initialModel=start)
+    reference = estimator.fit(base).mixture
+    as_vector = base.withColumn("features", array_to_vector("features"))
+    as_float = base.withColumn("features", F.col("features").cast("array<float>"))
+    for df, est in [(as_vector, estimator), (as_float, estimator),
+                    (base.drop("features"), estimator.copy().setInputCols(["a", "b", "c"]))]:
+        np.testing.assert_allclose(est.fit(df).means, reference.means, rtol=1e-12)
+
+
+def test_weight_column_equals_repeated_rows(spark):
+    X, start = overlapping_data_and_start("tied", n=300, seed=2)
+    counts = np.random.default_rng(0).integers(1, 4, X.shape[0])
+    weighted = GaussianMixture(k=3, covarianceType="tied", maxIter=4, tol=0.0, initialModel=start, weightCol="w")
+    repeated = GaussianMixture(k=3, covarianceType="tied", maxIter=4, tol=0.0, initialModel=start)
+    a = weighted.fit(frame(spark, X, 3, extra={"w": counts.astype(float)}))
+    b = repeated.fit(frame(spark, np.repeat(X, counts, axis=0), 3))
+    np.testing.assert_allclose(a.covariances, b.covariances, rtol=1e-10)
+    np.testing.assert_allclose(a.summary.logLikelihood, b.summary.logLikelihood, rtol=1e-12)
+    assert a.summary.numRows == 300 and a.summary.weightSum == counts.sum()
+
+
+def test_degenerate_data_fits_thanks_to_reg_covar(spark, covariance_type):
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(0, 1, (5, 3)), 40, axis=0)  # 5 distinct points, each 40 times
+    X[:, 2] = 7.0  # a constant feature
+    model = GaussianMixture(k=3, covarianceType=covariance_type, maxIter=20, regCovar=1e-3, seed=1).fit(
+        frame(spark, X, 2)
+    )
+    assert np.all(np.isfinite(model.covariances))
+    assert np.isfinite(model.summary.logLikelihood)
+    diag = {"full": lambda c: np.diagonal(c, axis1=1, axis2=2), "tied": np.diag, "diag": lambda c: c,
+            "spherical": lambda c: c}[covariance_type](model.covariances)
+    assert np.all(diag >= 1e-3 - 1e-12)
+
+
+def test_blocks_are_released_after_fit_and_after_failure(spark):
+    X, _ = overlapping_data_and_start("full", n=200)
+    before = persisted_rdd_count(spark)
+    GaussianMixture(k=2, maxIter=2).fit(frame(spark, X))
+    assert persisted_rdd_count(spark) == before
+    X[5, 1] = np.nan
+    with pytest.raises(ValueError):
+        GaussianMixture(k=2, maxIter=2).fit(frame(spark, X))
+    assert persisted_rdd_count(spark) == before
+
+
+def test_many_small_partitions_are_coalesced_for_the_loop(spark):
+    X, start = overlapping_data_and_start("spherical", n=500)
+    model = GaussianMixture(k=3, covarianceType="spherical", maxIter=3, tol=0.0, initialModel=start).fit(
+        frame(spark, X, 17)
+    )
+    reference = sklearn_fit(X, start, 3)
+    assert_matches_sklearn(model.mixture, reference)
+
+
+@pytest.mark.parametrize("storage_level", ["MEMORY_AND_DISK", "DISK_ONLY"])
+def test_storage_levels(spark, storage_level):
+    X, start = overlapping_data_and_start("diag", n=300)
+    model = GaussianMixture(k=3, covarianceType="diag", maxIter=2, tol=0.0, initialModel=start,
+                            storageLevel=storage_level).fit(frame(spark, X))
+    assert_matches_sklearn(model.mixture, sklearn_fit(X, start, 2))
+
+
+def test_pipeline(spark):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import VectorAssembler
+
+    X, _ = overlapping_data_and_start("full", n=300)
+    df = spark.createDataFrame([tuple(map(float, row)) for row in X], ["x", "y", "z"])
+    pipeline = Pipeline(stages=[VectorAssembler(inputCols=["x", "y", "z"], outputCol="features"),
+                                GaussianMixture(k=3, maxIter=10, seed=2)])
+    out = pipeline.fit(df).transform(df)
+    assert {"x", "features", "prediction", "probability", "logDensity"} <= set(out.columns)
+    assert out.count() == 300
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda X: X.__setitem__((3, 0), np.nan), "1 rows have null, NaN or infinite values"),
+        (lambda X: X.__setitem__((3, 0), np.inf), "1 rows have null, NaN or infinite values"),
+    ],
+)
+def test_non_finite_values_raise(spark, mutate, message):
+    X, _ = overlapping_data_and_start("full", n=100)
+    mutate(X)
+    with pytest.raises(ValueError, match=message):
+        GaussianMixture(k=2).fit(frame(spark, X))
+
+
+def test_null_rows_ragged_rows_and_bad_weights_raise(spark):
+    schema = "features array<double>, w double"
+    nulls = spark.createDataFrame([([1.0, 2.0], 1.0), (None, 1.0), ([3.0, 1.0], 1.0)], schema)
+    with pytest.raises(ValueError, match="1 rows have null"):
+        GaussianMixture(k=2).fit(nulls)
+    ragged = spark.createDataFrame([([1.0, 2.0], 1.0), ([1.0, 2.0, 3.0], 1.0), ([3.0, 1.0], 1.0)], schema)
+    with pytest.raises(ValueError, match="different lengths"):
+        GaussianMixture(k=2).fit(ragged)
+    negative = spark.createDataFrame([([1.0, 2.0], 1.0), ([2.0, 2.0], -1.0), ([3.0, 1.0], 1.0)], schema)
+    with pytest.raises(ValueError, match="weight column 'w'"):
+        GaussianMixture(k=2, weightCol="w").fit(negative)
+
+
+def test_fewer_rows_than_components(spark):
+    df = spark.createDataFrame([([1.0, 2.0],), ([2.0, 1.0],)], "features array<double>")
+    with pytest.raises(ValueError, match="k=3 components need at least 3 rows; the data has 2"):
+        GaussianMixture(k=3).fit(df)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(k=0), "k=0 must be >= 1"),
+        (dict(covarianceType="banana"), "covarianceType='banana'"),
+        (dict(regCovar=-1.0), "regCovar=-1.0"),
+        (dict(tol=-1.0), "tol=-1.0"),
+        (dict(maxIter=-1), "maxIter=-1"),
+        (dict(initMode="kmeans||"), "initMode='kmeans||'"),
+        (dict(storageLevel="IN_THE_CLOUD"), "storageLevel='IN_THE_CLOUD'"),
+        (dict(aggregationDepth=0), "aggregationDepth=0"),
+    ],
+)
+def test_bad_params_raise_before_touching_data(spark, params, message):
+    df = spark.createDataFrame([([1.0, 2.0],), ([2.0, 1.0],)], "features array<double>")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("|", r"\|")):
+        GaussianMixture(**params).fit(df)
+
+
+def test_wrong_columns_are_named(spark):
+    df = spark.createDataFrame([([1.0, 2.0], "a"), ([2.0, 1.0], "b")], "features array<double>, s string")
+    with pytest.raises(ValueError, match="'feats' is not in the DataFrame"):
+        GaussianMixture(featuresCol="feats").fit(df)
+    with pytest.raises(ValueError, match="'s' has type string"):
+        GaussianMixture(featuresCol="s").fit(df)
+    with pytest.raises(ValueError, match="input column 's' has type string"):
+        GaussianMixture(inputCols=["s"]).fit(df)
+
+
+def test_initial_model_must_fit_the_problem(spark):
+    df = spark.createDataFrame([([1.0, 2.0],), ([2.0, 1.0],), ([0.0, 1.0],)], "features array<double>")
+    start = make_mixture("full", n_components=2, n_features=3)
+    with pytest.raises(ValueError, match="initialModel has 3 features but the data has 2"):
+        GaussianMixture(k=2, initialModel=start).fit(df)
+    with pytest.raises(ValueError, match="initialModel has 2 full components but k=3"):
+        GaussianMixture(k=3, initialModel=start).fit(df)
+    with pytest.raises(TypeError, match="sparkgmm.Mixture"):
+        GaussianMixture(k=2, initialModel="model.json")
