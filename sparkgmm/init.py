@@ -1,9 +1,10 @@
 """Initial parameters from a bounded sample of rows held on the driver. Pure NumPy: never imports pyspark.
 
-Both modes pick ``k`` centres from the sample (uniformly, or by k-means++ D^2 sampling), give every sample row to its
-nearest centre, and run one M-step on those hard assignments: initial weights are the shares of the sample, means
-the centroids, covariances the within-group scatter plus ``reg_covar``. Every draw comes from a seeded
-``numpy.random.default_rng``.
+Every mode picks ``k`` centres from the sample: ``random_from_data`` uniformly, ``k-means++`` by D^2 sampling, and
+``k-means`` (the default, as scikit-learn's) refines the k-means++ centres with Lloyd iterations on the sample. Every
+sample row then goes to its nearest centre and one M-step on those hard assignments gives the initial parameters:
+weights are the shares of the sample, means the centroids, covariances the within-group scatter plus ``reg_covar``.
+Every draw comes from a seeded ``numpy.random.default_rng``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 from .mixture import Mixture
 from .stats import SufficientStats, m_step, stats_from_resp
 
-INIT_MODES = ("k-means++", "random_from_data")
+INIT_MODES = ("k-means", "k-means++", "random_from_data")
+LLOYD_MAX_ITER = 100
 
 
 def _squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -49,6 +51,25 @@ def kmeans_plusplus(X: np.ndarray, n_centres: int, rng: np.random.Generator) -> 
     return np.asarray(chosen)
 
 
+def lloyd(X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray, max_iter: int = LLOYD_MAX_ITER) -> np.ndarray:
+    """Refine ``centres`` by Lloyd's k-means iterations until no row changes its nearest centre; a centre that
+    loses all its rows stays where it is."""
+    k = centres.shape[0]
+    weight = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+    labels = None
+    for _ in range(max_iter):
+        new_labels = _squared_distances(X, centres).argmin(axis=1)
+        if labels is not None and np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        totals = np.bincount(labels, weights=weight, minlength=k)
+        sums = np.stack([np.bincount(labels, weights=weight * X[:, i], minlength=k) for i in range(X.shape[1])], 1)
+        moved = totals > 0
+        centres = centres.copy()
+        centres[moved] = sums[moved] / totals[moved, None]
+    return centres
+
+
 def initial_mixture(
     sample: np.ndarray,
     sample_weight: np.ndarray | None,
@@ -63,8 +84,10 @@ def initial_mixture(
         raise ValueError(f"initMode must be one of {', '.join(INIT_MODES)}; got {init_mode!r}")
     rng = np.random.default_rng(seed)
     n, d = sample.shape
-    if init_mode == "k-means++":
+    if init_mode in ("k-means", "k-means++"):
         centres = sample[kmeans_plusplus(sample, n_components, rng)]
+        if init_mode == "k-means":
+            centres = lloyd(sample, sample_weight, centres)
     else:
         centres = sample[rng.choice(n, size=n_components, replace=False)]
     nearest = _squared_distances(sample, centres).argmin(axis=1)

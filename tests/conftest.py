@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
 from sparkgmm import Mixture
 from sparkgmm.gaussian import COVARIANCE_TYPES
 
-# Spark's Python workers must run this interpreter (the project's environment), not whatever python3 is on PATH.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
 
 @pytest.fixture(scope="session")
 def spark():
-    from pyspark.sql import SparkSession
+    from sparkgmm.spark.session import local_session
 
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("sparkgmm-tests")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.default.parallelism", "2")
-        .getOrCreate()
+    session = local_session(
+        "local[2]", "sparkgmm-tests",
+        **{"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"},
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparkgmm.init import initial_mixture, kmeans_plusplus
+from sparkgmm.init import initial_mixture, kmeans_plusplus, lloyd
 
 
 def separated(n_per=200, k=4, d=2, seed=0):
@@ -19,7 +19,7 @@ def test_kmeans_plusplus_picks_one_row_per_separated_cluster():
     assert sorted(chosen // 200) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("init_mode", ["k-means++", "random_from_data"])
+@pytest.mark.parametrize("init_mode", ["k-means", "k-means++", "random_from_data"])
 def test_initial_mixture_is_valid_and_reproducible(covariance_type, init_mode):
     X, _ = separated()
     a = initial_mixture(X, None, 4, covariance_type, 1e-6, init_mode, seed=5)
@@ -46,3 +46,13 @@ def test_duplicate_rows_still_give_a_valid_start(covariance_type):
 def test_unknown_init_mode():
     with pytest.raises(ValueError, match="initMode"):
         initial_mixture(np.ones((5, 2)), None, 2, "full", 1e-6, "kmeans||", seed=0)
+
+
+def test_lloyd_moves_centres_to_cluster_means():
+    X, centres = separated()
+    start = centres + np.array([[20.0, 5.0]])  # every start is off, but nearest to its own cluster
+    refined = lloyd(X, None, start)
+    expected = np.stack([X[i * 200 : (i + 1) * 200].mean(0) for i in range(4)])
+    np.testing.assert_allclose(refined, expected, rtol=1e-12)
+    weighted = lloyd(X, np.r_[np.full(200, 3.0), np.ones(600)], start)
+    np.testing.assert_allclose(weighted, expected, rtol=1e-12)  # a constant weight within a cluster changes nothing

@@ -94,7 +94,7 @@ class _GaussianMixtureParams(
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._setDefault(
-            k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode="k-means++",
+            k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode="k-means",
             storageLevel="MEMORY_AND_DISK_DESER", aggregationDepth=2, logDensityCol="logDensity",
             seed=_DEFAULT_SEED,
         )
@@ -184,7 +184,7 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
         self, *, featuresCol: str = "features", inputCols: list[str] | None = None, predictionCol: str = "prediction",
         probabilityCol: str = "probability", logDensityCol: str = "logDensity", k: int = 2,
         covarianceType: str = "full", maxIter: int = 100, tol: float = 1e-3, regCovar: float = 1e-6,
-        seed: int | None = None, initMode: str = "k-means++", initialModel: Mixture | None = None,
+        seed: int | None = None, initMode: str = "k-means", initialModel: Mixture | None = None,
         weightCol: str | None = None, aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER",
     ):
         super().__init__()
@@ -195,7 +195,7 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
         self, *, featuresCol: str = "features", inputCols: list[str] | None = None, predictionCol: str = "prediction",
         probabilityCol: str = "probability", logDensityCol: str = "logDensity", k: int = 2,
         covarianceType: str = "full", maxIter: int = 100, tol: float = 1e-3, regCovar: float = 1e-6,
-        seed: int | None = None, initMode: str = "k-means++", initialModel: Mixture | None = None,
+        seed: int | None = None, initMode: str = "k-means", initialModel: Mixture | None = None,
         weightCol: str | None = None, aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER",
     ) -> "GaussianMixture":
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}

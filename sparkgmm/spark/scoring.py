@@ -51,9 +51,11 @@ def score_dataframe(
     outputs = (prediction_col, probability_col, log_density_col)
     kept = [F.col(f"`{name}`") for name in df.columns if name not in outputs]
     scored = df.select(*kept, score(features).alias(_SCORES))
+    probability = F.col(f"{_SCORES}.probability")
     return scored.select(
         *kept,
         F.col(f"{_SCORES}.prediction").alias(prediction_col),
-        array_to_vector(F.col(f"{_SCORES}.probability")).alias(probability_col),
+        # array_to_vector fails on null arrays, so unusable rows skip it.
+        F.when(probability.isNotNull(), array_to_vector(probability)).alias(probability_col),
         F.col(f"{_SCORES}.log_density").alias(log_density_col),
     )
