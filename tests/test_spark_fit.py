@@ -219,3 +219,21 @@ def test_initial_model_must_fit_the_problem(spark):
         GaussianMixture(k=3, initialModel=start).fit(df)
     with pytest.raises(TypeError, match="sparkgmm.Mixture"):
         GaussianMixture(k=2, initialModel="model.json")
+
+
+def test_initialisation_sample_is_bounded_uniform_and_from_the_data(spark):
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from sparkgmm.spark.blocks import FeatureBlocks
+
+    X = np.column_stack([np.arange(2000.0), np.zeros(2000)])  # row i is (i, 0): the first feature names the row
+    df = frame(spark, X, 4)
+    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, seed=3, sample_size=800) as blocks:
+        assert blocks.n_rows == 2000 and blocks.n_features == 2 and blocks.sample.shape == (800, 2)
+        ids = blocks.sample[:, 0].astype(int)
+        assert len(set(ids)) == 800 and np.all(blocks.sample[:, 1] == 0.0)
+        # Uniform: each quarter of the id range holds about a quarter of the sample (sd ~12 rows).
+        assert np.all(np.abs(np.bincount(ids // 500, minlength=4) - 200) < 60)
+    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, seed=3, sample_size=5000) as blocks:
+        np.testing.assert_array_equal(np.sort(blocks.sample[:, 0]), X[:, 0])

@@ -28,8 +28,10 @@ from ..stats import SufficientStats, accumulate, merge_stats
 
 logger = logging.getLogger("sparkgmm")
 
-# Target size of one cached block: large enough that per-block overhead vanishes, small enough to pickle comfortably.
-BLOCK_BYTES = 32 << 20
+# Target size of one cached block. Small blocks let the JVM stream the next block to the Python worker while it
+# computes on the current one: at 1M x 8 x 8, 2 MiB blocks gave ~0.24 s per iteration against ~0.30 s with 32 MiB
+# ones (1 to 4 MiB were within noise of each other).
+BLOCK_BYTES = 2 << 20
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 _FEATURES = "__sparkgmm_features"
 _WEIGHT = "__sparkgmm_weight"
@@ -207,7 +209,7 @@ class FeatureBlocks:
         storage_level: StorageLevel,
         seed: int,
         sample_size: int,
-        block_bytes: int = BLOCK_BYTES,
+        block_bytes: int | None = None,
     ):
         spark = df.sparkSession
         self._sc = spark.sparkContext
@@ -217,7 +219,7 @@ class FeatureBlocks:
             columns.append(F.col(weight_col).cast("double").alias(_WEIGHT))
         schema = "rows long, cols int, x binary, w binary, invalid long, ragged long"
         packed = df.select(*columns).mapInArrow(
-            partial(_pack_partition, has_weight=has_weight, block_bytes=block_bytes), schema
+            partial(_pack_partition, has_weight=has_weight, block_bytes=block_bytes or BLOCK_BYTES), schema
         )
         self.rdd: RDD = packed.rdd.map(partial(_row_to_block, has_weight)).persist(storage_level)
         self._sc.setJobDescription("sparkgmm: convert features to cached blocks")

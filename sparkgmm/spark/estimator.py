@@ -363,12 +363,6 @@ class GaussianMixtureModel(Model, _GaussianMixtureParams):
             dataset, features, self.mixture, self.getPredictionCol(), self.getProbabilityCol(), self.getLogDensityCol()
         )
 
-    def copy(self, extra=None) -> "GaussianMixtureModel":
-        that = super().copy(extra)
-        that.mixture = self.mixture
-        that._summary = self._summary
-        return that
-
     def save(self, path: str, overwrite: bool = False) -> None:
         """A model directory on the driver's file system: the mixture, the params and the summary as JSON."""
         params = {
