@@ -25,10 +25,13 @@ from .gaussian import log_gaussian_prob_t
 # fits from the same initial parameters agree to rounding.
 NK_EPS = 10.0 * np.finfo(np.float64).eps
 
-# Rows handled at once inside a block: the (k, d, rows) scratch array stays around 4 MiB, cache-friendly, but never
+# Rows handled at once inside a block: the (k, d, rows) scratch array stays around 2 MiB, cache-friendly, but never
 # fewer than MIN_CHUNK_ROWS rows so that the matrix products stay efficient (measured from 8 to 128 features).
-SCRATCH_DOUBLES = 1 << 19
-MIN_CHUNK_ROWS = 1024
+SCRATCH_DOUBLES = 1 << 18
+MIN_CHUNK_ROWS = 256
+# From this many features on, a symmetric rank-k update (BLAS syrk, half the flops) beats a general product for the
+# scatter matrices; below it, syrk's fixed costs lose to plain matmul (measured at d = 8, 32 and 128).
+SYRK_MIN_FEATURES = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,8 +96,9 @@ def stats_from_resp(
     """``(nk, first, second)`` from columns centred on each mean (``centred``: (k, d, n)) and (sample-weighted)
     responsibilities, component-major (``resp_t``: (k, n)).
 
-    The full scatter is ``W^T W`` with ``W`` the centred rows scaled by ``sqrt(resp)``: a symmetric rank-k update
-    (BLAS syrk) does half the work of a general product; its upper triangle is mirrored.
+    The full scatter is ``W^T W`` with ``W`` the centred rows scaled by ``sqrt(resp)``; from SYRK_MIN_FEATURES
+    features on, a symmetric rank-k update (BLAS syrk) computes it with half the work and its upper triangle is
+    mirrored.
     """
     k, d, n = centred.shape
     nk = resp_t.sum(axis=1)
@@ -104,11 +108,14 @@ def stats_from_resp(
     sqrt_resp = np.empty(n)
     for j in range(k):
         np.matmul(centred[j], resp_t[j], out=first[j])
-        if covariance_type in ("full", "tied"):
+        if covariance_type in ("full", "tied") and d >= SYRK_MIN_FEATURES:
             np.sqrt(resp_t[j], out=sqrt_resp)
             np.multiply(centred[j], sqrt_resp, out=scratch)
             upper = blas.dsyrk(1.0, scratch.T, trans=1)
             second[j] = upper + np.triu(upper, 1).T
+        elif covariance_type in ("full", "tied"):
+            np.multiply(centred[j], resp_t[j], out=scratch)
+            np.matmul(scratch, centred[j].T, out=second[j])
         else:
             np.multiply(centred[j], centred[j], out=scratch)
             np.matmul(scratch, resp_t[j], out=second[j])

@@ -97,3 +97,16 @@ def test_m_step_matches_weighted_empirical_estimates(covariance_type):
 def test_mean_log_likelihood_needs_rows():
     with pytest.raises(ValueError, match="no rows"):
         SufficientStats.zeros(2, 2, "full").mean_log_likelihood
+
+
+def test_wide_data_takes_the_symmetric_update_path_and_agrees():
+    from sparkgmm.stats import SYRK_MIN_FEATURES
+
+    d = SYRK_MIN_FEATURES + 6
+    mixture = make_mixture("full", n_components=2, n_features=d, seed=5)
+    X, _ = mixture.sample(300, seed=6)
+    stats = run_accumulate(X, None, mixture)
+    resp = mixture.predict_proba(X)
+    for j in range(2):
+        diff = X - mixture.means[j]
+        np.testing.assert_allclose(stats.second[j], (diff * resp[:, j : j + 1]).T @ diff, rtol=1e-10, atol=1e-10)

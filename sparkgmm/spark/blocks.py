@@ -156,34 +156,44 @@ def _row_to_block(has_weight: bool, row) -> tuple[_Packed, int, int]:
 
 
 def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iterator[tuple]:
-    """Rows, weight sum, invalid counts, feature counts and a uniform sample (in random order) of one partition."""
+    """Rows, weight sum, invalid counts, feature counts and a uniform sample (in random order) of one partition.
+
+    The sample streams: every row gets a uniform random key and the ``sample_size`` smallest keys are kept, so a
+    partition is never held in memory whole, and any prefix of the key-ordered sample is itself a uniform sample.
+    """
+    rng = np.random.default_rng([seed, index])
     rows = weight_sum = invalid = ragged = 0
     dims: set[int] = set()
-    xs, ws = [], []
+    keys = np.empty(0)
+    kept_x: np.ndarray | None = None
+    kept_w: np.ndarray | None = None
     for packed, block_invalid, block_ragged in blocks:
         invalid += block_invalid
         ragged += block_ragged
         n_block = packed.xt.shape[1]
-        if n_block:
-            dims.add(packed.xt.shape[0])
-            rows += n_block
-            weight_sum += float(n_block if packed.w is None else packed.w.sum())
-            xs.append(packed.xt)
-            ws.append(packed.w)
-    sample_x = sample_w = None
-    if rows and len(dims) == 1:
-        rng = np.random.default_rng([seed, index])
-        take = np.sort(rng.choice(rows, size=min(rows, sample_size), replace=False))
-        starts = np.cumsum([0] + [xt.shape[1] for xt in xs])
-        parts_x, parts_w = [], []
-        for b, xt in enumerate(xs):
-            local = take[(take >= starts[b]) & (take < starts[b + 1])] - starts[b]
-            parts_x.append(xt[:, local].T)
-            parts_w.append(None if ws[b] is None else ws[b][local])
-        order = rng.permutation(take.shape[0])
-        sample_x = np.concatenate(parts_x)[order]
-        sample_w = None if parts_w[0] is None else np.concatenate(parts_w)[order]
-    yield rows, weight_sum, invalid, ragged, sorted(dims), sample_x, sample_w
+        if not n_block:
+            continue
+        dims.add(packed.xt.shape[0])
+        rows += n_block
+        weight_sum += float(n_block if packed.w is None else packed.w.sum())
+        if len(dims) > 1:
+            continue
+        block_x = packed.xt.T
+        keys = np.concatenate([keys, rng.random(n_block)])
+        kept_x = block_x if kept_x is None else np.concatenate([kept_x, block_x])
+        if packed.w is not None:
+            kept_w = packed.w if kept_w is None else np.concatenate([kept_w, packed.w])
+        if keys.shape[0] > sample_size:
+            keep = np.argpartition(keys, sample_size - 1)[:sample_size]
+            keys, kept_x = keys[keep], kept_x[keep]
+            kept_w = None if kept_w is None else kept_w[keep]
+    if len(dims) != 1:  # no rows, or rows of different lengths: the driver reports it, no sample is needed
+        kept_x = kept_w = None
+    elif kept_x is not None:
+        order = np.argsort(keys)
+        kept_x = np.ascontiguousarray(kept_x[order])
+        kept_w = None if kept_w is None else kept_w[order]
+    yield rows, weight_sum, invalid, ragged, sorted(dims), kept_x, kept_w
 
 
 def _partition_stats(broadcast, count_hard: bool, blocks) -> Iterator[SufficientStats]:
