@@ -1,17 +1,17 @@
 """From a DataFrame to persisted NumPy blocks, and one E-step over them as a Spark job.
 
 The features are converted once: Spark hands each partition to Python as Arrow record batches (``mapInArrow``), a
-task packs them into a few large row-major float64 blocks, and the RDD of blocks is persisted. Every EM iteration
+task packs them into columnar float64 blocks (features x rows) of about BLOCK_BYTES, and the RDD of blocks is
+persisted. Every EM iteration
 then broadcasts the parameters, maps each partition of blocks to one ``SufficientStats`` and tree-reduces them:
 no per-row Python objects, no accumulators.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,19 +26,19 @@ from pyspark.sql import types as T
 from ..mixture import Mixture
 from ..stats import SufficientStats, accumulate, merge_stats
 
-logger = logging.getLogger("sparkgmm")
-
 # Target size of one cached block. Small blocks let the JVM stream the next block to the Python worker while it
 # computes on the current one: at 1M x 8 x 8, 2 MiB blocks gave ~0.24 s per iteration against ~0.30 s with 32 MiB
 # ones (1 to 4 MiB were within noise of each other).
 BLOCK_BYTES = 2 << 20
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+# Partition i's tasks draw from the random stream [seed, i]; the driver's own draws use a stream no partition has.
+_DRIVER_STREAM = 2**32 - 1
 _FEATURES = "__sparkgmm_features"
 _WEIGHT = "__sparkgmm_weight"
 
 
-def features_column(df: DataFrame, features_col: str, input_cols: list[str] | None) -> tuple[Column, int | None]:
-    """A Column of array<double> holding each row's features, and the feature count when the schema fixes it.
+def features_column(df: DataFrame, features_col: str, input_cols: list[str] | None) -> Column:
+    """A Column of array<double> holding each row's features.
 
     ``input_cols`` (numeric columns) wins over ``features_col`` (a Vector or an array of float/double).
     """
@@ -49,14 +49,14 @@ def features_column(df: DataFrame, features_col: str, input_cols: list[str] | No
                 raise ValueError(f"input column {name!r} is not in the DataFrame (columns: {', '.join(fields)})")
             if not isinstance(fields[name], _NUMERIC):
                 raise ValueError(f"input column {name!r} has type {fields[name].simpleString()}; it must be numeric")
-        return F.array(*[F.col(name).cast("double") for name in input_cols]), len(input_cols)
+        return F.array(*[F.col(name).cast("double") for name in input_cols])
     if features_col not in fields:
         raise ValueError(f"features column {features_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
     dtype = fields[features_col]
     if isinstance(dtype, VectorUDT):
-        return vector_to_array(F.col(features_col), "float64"), None
+        return vector_to_array(F.col(features_col), "float64")
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.FloatType, T.DoubleType)):
-        return F.col(features_col).cast("array<double>"), None
+        return F.col(features_col).cast("array<double>")
     raise ValueError(
         f"features column {features_col!r} has type {dtype.simpleString()}; it must be a Vector or an "
         "array<double>/array<float> (or name numeric columns with inputCols)"
@@ -155,7 +155,17 @@ def _row_to_block(has_weight: bool, row) -> tuple[_Packed, int, int]:
     return _Packed(xt, w), row.invalid, row.ragged
 
 
-def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iterator[tuple]:
+class _PartitionSummary(NamedTuple):
+    rows: int
+    weight_sum: float
+    invalid: int
+    ragged: int
+    dims: list[int]
+    sample: np.ndarray | None  # (rows, d), in random order: any prefix is a uniform sample
+    sample_weight: np.ndarray | None
+
+
+def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iterator[_PartitionSummary]:
     """Rows, weight sum, invalid counts, feature counts and a uniform sample (in random order) of one partition.
 
     The sample streams: every row gets a uniform random key and the ``sample_size`` smallest keys are kept, so a
@@ -193,7 +203,7 @@ def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iter
         order = np.argsort(keys)
         kept_x = np.ascontiguousarray(kept_x[order])
         kept_w = None if kept_w is None else kept_w[order]
-    yield rows, weight_sum, invalid, ragged, sorted(dims), kept_x, kept_w
+    yield _PartitionSummary(rows, weight_sum, invalid, ragged, sorted(dims), kept_x, kept_w)
 
 
 def _partition_stats(broadcast, count_hard: bool, blocks) -> Iterator[SufficientStats]:
@@ -238,11 +248,11 @@ class FeatureBlocks:
         except BaseException:
             self.unpersist()
             raise
-        self.n_rows = sum(p[0] for p in described)
-        self.weight_sum = sum(p[1] for p in described)
-        self.invalid_rows = sum(p[2] for p in described)
-        self.ragged_rows = sum(p[3] for p in described)
-        dims = sorted({d for p in described for d in p[4]})
+        self.n_rows = sum(p.rows for p in described)
+        self.weight_sum = sum(p.weight_sum for p in described)
+        self.invalid_rows = sum(p.invalid for p in described)
+        self.ragged_rows = sum(p.ragged for p in described)
+        dims = sorted({d for p in described for d in p.dims})
         self.n_features = dims[0] if len(dims) == 1 else -1
         self.sample = self.sample_weight = None
         if len(dims) > 1:  # each partition was consistent, but they disagree with each other
@@ -254,17 +264,20 @@ class FeatureBlocks:
         self.loop_rdd: RDD = self.rdd.coalesce(parallelism) if partitions > parallelism else self.rdd
 
     @staticmethod
-    def _combine_samples(described, seed: int, sample_size: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _combine_samples(
+        described: list[_PartitionSummary], seed: int, sample_size: int
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """A uniform sample of all rows: split the total over partitions by a multivariate hypergeometric draw."""
-        usable = [p for p in described if p[5] is not None]
+        usable = [p for p in described if p.sample is not None]
         if not usable:
             return None, None
-        counts = np.array([p[0] for p in usable])
+        counts = np.array([p.rows for p in usable])
         total = int(min(sample_size, counts.sum()))
-        rng = np.random.default_rng([seed, -1 & 0xFFFFFFFF])
+        rng = np.random.default_rng([seed, _DRIVER_STREAM])
         take = rng.multivariate_hypergeometric(counts, total)
-        sample = np.concatenate([p[5][:t] for p, t in zip(usable, take)])
-        weights = None if usable[0][6] is None else np.concatenate([p[6][:t] for p, t in zip(usable, take)])
+        sample = np.concatenate([p.sample[:t] for p, t in zip(usable, take)])
+        has_weights = usable[0].sample_weight is not None
+        weights = np.concatenate([p.sample_weight[:t] for p, t in zip(usable, take)]) if has_weights else None
         return sample, weights
 
     def expectation(self, aggregation_depth: int):

@@ -260,7 +260,7 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
                 f"initialModel has {initial_model.n_components} {initial_model.covariance_type} components but "
                 f"k={k} and covarianceType={covariance_type!r}"
             )
-        features, _ = features_column(dataset, self.getFeaturesCol(), self._input_cols())
+        features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         seed = self.getSeed() & 0xFFFFFFFFFFFFFFFF
         sample_rows = max(INIT_SAMPLE_ROWS, 20 * k)
         storage_level = getattr(StorageLevel, p["storageLevel"])
@@ -358,7 +358,7 @@ class GaussianMixtureModel(Model, _GaussianMixtureParams):
         return self._set(logDensityCol=value)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        features, _ = features_column(dataset, self.getFeaturesCol(), self._input_cols())
+        features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         return score_dataframe(
             dataset, features, self.mixture, self.getPredictionCol(), self.getProbabilityCol(), self.getLogDensityCol()
         )
