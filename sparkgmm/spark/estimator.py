@@ -120,6 +120,22 @@ class _GaussianMixtureParams(
     def getLogDensityCol(self) -> str:
         return self.getOrDefault(self.logDensityCol)
 
+    # Setters for the columns: the estimator and the model both have them.
+    def setFeaturesCol(self, value: str):
+        return self._set(featuresCol=value)
+
+    def setInputCols(self, value: list[str]):
+        return self._set(inputCols=value)
+
+    def setPredictionCol(self, value: str):
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value: str):
+        return self._set(probabilityCol=value)
+
+    def setLogDensityCol(self, value: str):
+        return self._set(logDensityCol=value)
+
     def _input_cols(self) -> list[str] | None:
         return self.getInputCols() if self.isDefined(self.inputCols) else None
 
@@ -225,12 +241,6 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
     def setInitialModel(self, value: Mixture) -> "GaussianMixture":
         return self._set(initialModel=value)
 
-    def setFeaturesCol(self, value: str) -> "GaussianMixture":
-        return self._set(featuresCol=value)
-
-    def setInputCols(self, value: list[str]) -> "GaussianMixture":
-        return self._set(inputCols=value)
-
     def setWeightCol(self, value: str) -> "GaussianMixture":
         return self._set(weightCol=value)
 
@@ -239,15 +249,6 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
 
     def setStorageLevel(self, value: str) -> "GaussianMixture":
         return self._set(storageLevel=value)
-
-    def setPredictionCol(self, value: str) -> "GaussianMixture":
-        return self._set(predictionCol=value)
-
-    def setProbabilityCol(self, value: str) -> "GaussianMixture":
-        return self._set(probabilityCol=value)
-
-    def setLogDensityCol(self, value: str) -> "GaussianMixture":
-        return self._set(logDensityCol=value)
 
     def _fit(self, dataset: DataFrame) -> "GaussianMixtureModel":
         p = self._validated()
@@ -341,21 +342,6 @@ class GaussianMixtureModel(Model, _GaussianMixtureParams):
         if self._summary is None:
             raise RuntimeError("this model has no training summary")
         return self._summary
-
-    def setFeaturesCol(self, value: str) -> "GaussianMixtureModel":
-        return self._set(featuresCol=value)
-
-    def setInputCols(self, value: list[str]) -> "GaussianMixtureModel":
-        return self._set(inputCols=value)
-
-    def setPredictionCol(self, value: str) -> "GaussianMixtureModel":
-        return self._set(predictionCol=value)
-
-    def setProbabilityCol(self, value: str) -> "GaussianMixtureModel":
-        return self._set(probabilityCol=value)
-
-    def setLogDensityCol(self, value: str) -> "GaussianMixtureModel":
-        return self._set(logDensityCol=value)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
