@@ -237,3 +237,21 @@ def test_initialisation_sample_is_bounded_uniform_and_from_the_data(spark):
         assert np.all(np.abs(np.bincount(ids // 500, minlength=4) - 200) < 60)
     with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, seed=3, sample_size=5000) as blocks:
         np.testing.assert_array_equal(np.sort(blocks.sample[:, 0]), X[:, 0])
+
+
+def spark_job_descriptions(spark) -> list[str | None]:
+    """Every job's description, newest first (None where it has none), from Spark's own status store."""
+    jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)  # a Scala Seq
+    descriptions = [jobs.apply(i).description() for i in range(jobs.size())]
+    return [d.get() if d.isDefined() else None for d in descriptions]
+
+
+def test_every_pass_is_a_named_spark_job_and_the_name_is_cleared_after(spark):
+    X, _ = overlapping_data_and_start("diag", n=200)
+    GaussianMixture(k=2, covarianceType="diag", maxIter=3, tol=0.0).fit(frame(spark, X))
+    assert spark_job_descriptions(spark)[:5] == [
+        "sparkgmm: final log-likelihood and cluster sizes", "sparkgmm: EM iteration 3", "sparkgmm: EM iteration 2",
+        "sparkgmm: EM iteration 1", "sparkgmm: convert features to cached blocks",
+    ]
+    spark.range(3).count()
+    assert spark_job_descriptions(spark)[0] is None
