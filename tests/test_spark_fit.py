@@ -118,13 +118,20 @@ def test_blocks_are_released_after_fit_and_after_failure(spark):
     assert persisted_rdd_count(spark) == before
 
 
-def test_many_small_partitions_are_coalesced_for_the_loop(spark):
+@pytest.mark.parametrize("partitions", [1, 17])
+def test_the_loop_runs_one_task_per_core_whatever_the_input_partitioning(spark, partitions):
+    from pyspark import StorageLevel
+
+    from sparkgmm.spark.blocks import FeatureBlocks
+
     X, start = overlapping_data_and_start("spherical", n=500)
-    model = GaussianMixture(k=3, covarianceType="spherical", maxIter=3, tol=0.0, initialModel=start).fit(
-        frame(spark, X, 17)
-    )
-    reference = sklearn_fit(X, start, 3)
-    assert_matches_sklearn(model.mixture, reference)
+    df = frame(spark, X, partitions)
+    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, 0, 100, block_bytes=2048) as blocks:
+        assert blocks.loop_rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
+        sizes = blocks.loop_rdd.mapPartitions(lambda part: [sum(b.xt.shape[1] for b, _, _ in part)]).collect()
+        assert sum(sizes) == 500 and min(sizes) > 0
+    model = GaussianMixture(k=3, covarianceType="spherical", maxIter=3, tol=0.0, initialModel=start).fit(df)
+    assert_matches_sklearn(model.mixture, sklearn_fit(X, start, 3))
 
 
 @pytest.mark.parametrize("storage_level", ["MEMORY_AND_DISK", "DISK_ONLY"])

@@ -103,29 +103,30 @@ class _Packed:
     w: np.ndarray | None
 
 
+def _block_batch(rows: np.ndarray, weights: np.ndarray | None, d: int, invalid: int, ragged: int) -> pa.RecordBatch:
+    """One output row of ``_pack_partition``: a block's rows stored columnar (features x rows) as raw bytes."""
+    return pa.RecordBatch.from_pydict(
+        {
+            "rows": pa.array([rows.shape[0]], pa.int64()),
+            "cols": pa.array([d], pa.int32()),
+            "x": pa.array([np.ascontiguousarray(rows.T).tobytes()], pa.binary()),
+            "w": pa.array([b"" if weights is None else weights.tobytes()], pa.binary()),
+            "invalid": pa.array([invalid], pa.int64()),
+            "ragged": pa.array([ragged], pa.int64()),
+        }
+    )
+
+
 def _pack_partition(batches: Iterator[pa.RecordBatch], has_weight: bool, block_bytes: int) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: pack a partition's rows into a few large blocks, one output row per block."""
+    """mapInArrow body: pack a partition's valid rows into blocks of about ``block_bytes``, one output row each.
+
+    The counts of invalid (null, non-finite, bad weight) and ragged rows ride along on the blocks.
+    """
     pending_x: list[np.ndarray] = []
     pending_w: list[np.ndarray] = []
     pending_rows = 0
     d = -1
-    invalid = 0
-    ragged = 0
-
-    def emit() -> pa.RecordBatch:
-        rows = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
-        w = np.concatenate(pending_w) if has_weight and pending_w else np.zeros(0)
-        return pa.RecordBatch.from_pydict(
-            {
-                "rows": pa.array([rows.shape[0]], pa.int64()),
-                "cols": pa.array([d], pa.int32()),
-                "x": pa.array([np.ascontiguousarray(rows.T).tobytes()], pa.binary()),
-                "w": pa.array([w.tobytes()], pa.binary()),
-                "invalid": pa.array([invalid], pa.int64()),
-                "ragged": pa.array([ragged], pa.int64()),
-            }
-        )
-
+    invalid = ragged = 0
     for batch in batches:
         X, valid, d, batch_ragged = list_array_to_matrix(batch.column(0), d if d >= 0 else None)
         ragged += batch_ragged
@@ -133,26 +134,39 @@ def _pack_partition(batches: Iterator[pa.RecordBatch], has_weight: bool, block_b
             w = batch.column(1).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
             valid &= np.isfinite(w) & (w >= 0.0)
         invalid += int((~valid).sum()) - batch_ragged
-        if valid.all():
-            pending_x.append(X)
-            if has_weight:
-                pending_w.append(w)
-        else:
-            pending_x.append(X[valid])
-            if has_weight:
-                pending_w.append(w[valid])
-        pending_rows += int(valid.sum())
-        if d > 0 and pending_rows * d * 8 >= block_bytes:
-            yield emit()
-            pending_x, pending_w, pending_rows, invalid, ragged = [], [], 0, 0, 0
+        keep = slice(None) if valid.all() else valid
+        pending_x.append(X[keep])
+        if has_weight:
+            pending_w.append(w[keep])
+        pending_rows += pending_x[-1].shape[0]
+        rows_per_block = max(1, block_bytes // (8 * max(d, 1)))
+        if pending_rows >= rows_per_block:
+            rows = np.concatenate(pending_x)
+            weights = np.concatenate(pending_w) if has_weight else None
+            full = (pending_rows // rows_per_block) * rows_per_block
+            for start in range(0, full, rows_per_block):
+                stop = start + rows_per_block
+                yield _block_batch(rows[start:stop], None if weights is None else weights[start:stop], d, invalid, ragged)
+                invalid = ragged = 0
+            pending_x = [rows[full:]]
+            pending_w = [weights[full:]] if has_weight else []
+            pending_rows -= full
     if pending_rows or invalid or ragged:
-        yield emit()
+        rows = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
+        weights = np.concatenate(pending_w) if has_weight and pending_w else (np.zeros(0) if has_weight else None)
+        yield _block_batch(rows, weights, d, invalid, ragged)
 
 
 def _row_to_block(has_weight: bool, row) -> tuple[_Packed, int, int]:
     xt = np.frombuffer(row.x, dtype=np.float64).reshape(max(row.cols, 0), row.rows)
     w = np.frombuffer(row.w, dtype=np.float64) if has_weight else None
     return _Packed(xt, w), row.invalid, row.ragged
+
+
+def _number_blocks(index: int, blocks) -> Iterator[tuple[int, tuple]]:
+    """Key each block by a running number (offset by the partition index) for a round-robin partitionBy."""
+    for number, block in enumerate(blocks):
+        yield index + number, block
 
 
 class _PartitionSummary(NamedTuple):
@@ -241,7 +255,13 @@ class FeatureBlocks:
         packed = df.select(*columns).mapInArrow(
             partial(_pack_partition, has_weight=has_weight, block_bytes=block_bytes or BLOCK_BYTES), schema
         )
-        self.rdd: RDD = packed.rdd.map(partial(_row_to_block, has_weight)).persist(storage_level)
+        blocks = packed.rdd.map(partial(_row_to_block, has_weight))
+        parallelism = max(1, self._sc.defaultParallelism)
+        if blocks.getNumPartitions() < parallelism:
+            # Fewer partitions than cores (one small Parquet file, say) would leave cores idle in every iteration:
+            # deal the blocks out round-robin once, here, so that each core gets a share.
+            blocks = blocks.mapPartitionsWithIndex(_number_blocks).partitionBy(parallelism).values()
+        self.rdd: RDD = blocks.persist(storage_level)
         self._sc.setJobDescription("sparkgmm: convert features to cached blocks")
         try:
             described = self.rdd.mapPartitionsWithIndex(partial(_describe_partition, seed, sample_size)).collect()
@@ -259,7 +279,8 @@ class FeatureBlocks:
             self.ragged_rows = max(self.ragged_rows, 1)
         else:
             self.sample, self.sample_weight = self._combine_samples(described, seed, sample_size)
-        parallelism = max(1, self._sc.defaultParallelism)
+        # More partitions than cores would cost a wave of task launches per iteration for nothing: read the cached
+        # partitions in one task per core.
         partitions = self.rdd.getNumPartitions()
         self.loop_rdd: RDD = self.rdd.coalesce(parallelism) if partitions > parallelism else self.rdd
 
