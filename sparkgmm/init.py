@@ -91,10 +91,13 @@ def initial_mixture(
     else:
         centres = sample[rng.choice(n, size=n_components, replace=False)]
     nearest = _squared_distances(sample, centres).argmin(axis=1)
-    resp_t = np.zeros((n_components, n))
-    resp_t[nearest, np.arange(n)] = 1.0 if sample_weight is None else sample_weight
-    centred = sample.T[None, :, :] - centres[:, :, None]
-    nk, first, second = stats_from_resp(centred, resp_t, covariance_type)
-    stats = SufficientStats(n, 0.0, 0.0, nk, first, second, np.zeros(n_components, dtype=np.int64))
+    weight = np.ones(n) if sample_weight is None else sample_weight
+    stats = SufficientStats.zeros(n_components, d, covariance_type)
+    for j in range(n_components):
+        # Hard assignments: only a component's own rows contribute, so scratch stays (d, rows of j), not (k, d, n).
+        mine = nearest == j
+        centred = (sample[mine] - centres[j]).T[None, :, :]
+        nk, first, second = stats_from_resp(centred, weight[mine][None, :], covariance_type)
+        stats.nk[j], stats.first[j], stats.second[j] = nk[0], first[0], second[0]
     weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
     return Mixture(weights, means, covariances, covariance_type)
