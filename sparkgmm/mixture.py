@@ -122,7 +122,10 @@ class Mixture:
 
     def score(self, X) -> float:
         """Mean per-sample log-likelihood."""
-        return float(self.score_samples(X).mean())
+        return self._score_checked(self._check(X))
+
+    def _score_checked(self, X: np.ndarray) -> float:
+        return float(logsumexp(self._weighted_log_prob(X), axis=1).mean())
 
     def predict_proba(self, X) -> np.ndarray:
         """Responsibilities, shape (n, k); rows sum to one."""
@@ -142,12 +145,12 @@ class Mixture:
     def bic(self, X) -> float:
         """Bayesian information criterion on ``X``; lower is better."""
         X = self._check(X)
-        return information_criteria(self.score(X), X.shape[0], self.n_parameters)[0]
+        return information_criteria(self._score_checked(X), X.shape[0], self.n_parameters)[0]
 
     def aic(self, X) -> float:
         """Akaike information criterion on ``X``; lower is better."""
         X = self._check(X)
-        return information_criteria(self.score(X), X.shape[0], self.n_parameters)[1]
+        return information_criteria(self._score_checked(X), X.shape[0], self.n_parameters)[1]
 
     def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` rows; returns ``(X, labels)``. Reproducible for a given seed."""

@@ -153,8 +153,7 @@ def _pack_partition(batches: Iterator[pa.RecordBatch], has_weight: bool, block_b
             pending_rows -= full
     if pending_rows or invalid or ragged:
         rows = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
-        weights = np.concatenate(pending_w) if has_weight and pending_w else (np.zeros(0) if has_weight else None)
-        yield _block_batch(rows, weights, d, invalid, ragged)
+        yield _block_batch(rows, np.concatenate(pending_w) if pending_w else None, d, invalid, ragged)
 
 
 def _row_to_block(has_weight: bool, row) -> tuple[_Packed, int, int]:
