@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from pyspark import StorageLevel, keyword_only
@@ -26,6 +27,7 @@ from pyspark.ml.param.shared import (
 )
 from pyspark.sql import DataFrame
 
+from ..config import STORAGE_LEVELS
 from ..em import run_em
 from ..gaussian import COVARIANCE_TYPES
 from ..init import INIT_MODES, initial_mixture
@@ -39,7 +41,6 @@ logger = logging.getLogger("sparkgmm")
 # Rows gathered to the driver for initialisation: enough for k-means++ to see every sizeable cluster, bounded so the
 # driver's memory does not grow with the data.
 INIT_SAMPLE_ROWS = 10_000
-STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DISK_ONLY", "MEMORY_AND_DISK_2")
 
 # pyspark's HasSeed defaults to hash(class name), which Python randomises per process: fix it so that an unseeded
 # fit is reproducible from run to run.
@@ -251,6 +252,41 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
         return self._set(storageLevel=value)
 
     def _fit(self, dataset: DataFrame) -> "GaussianMixtureModel":
+        self._validated()
+        with self._feature_blocks(dataset, self.getK()) as blocks:
+            return self._fit_blocks(blocks)
+
+    def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]) -> Iterator[tuple[int, "GaussianMixtureModel"]]:
+        """Fit one model per param map, converting the features to cached blocks once for all of them when the maps
+        agree on the input (features, weights, storage level, seed), as when they vary only ``k``, the covariance
+        type or the EM settings. Yields ``(index, model)``; thread-safe, as pyspark.ml's tuning expects."""
+        estimators = [self.copy(param_map) for param_map in paramMaps]
+        for estimator in estimators:
+            estimator._validated()
+        if len({estimator._input_key() for estimator in estimators}) > 1:
+            return super().fitMultiple(dataset, paramMaps)
+        return _SharedBlockFits(dataset, estimators)
+
+    def _input_key(self) -> tuple:
+        """What decides the cached blocks: maps that agree on it can share one conversion."""
+        input_cols = self._input_cols()
+        return (
+            tuple(input_cols) if input_cols else None, None if input_cols else self.getFeaturesCol(),
+            self._weight_col(), self.getStorageLevel(), self.getSeed(),
+        )
+
+    def _feature_blocks(self, dataset: DataFrame, max_k: int) -> FeatureBlocks:
+        """Convert and cache ``dataset``'s features, with an initialisation sample big enough for ``max_k``."""
+        features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
+        storage_level = getattr(StorageLevel, self.getStorageLevel())
+        sample_rows = max(INIT_SAMPLE_ROWS, 20 * max_k)
+        return FeatureBlocks(dataset, features, self._weight_col(), storage_level, self._seed(), sample_rows)
+
+    def _seed(self) -> int:
+        return self.getSeed() & 0xFFFFFFFFFFFFFFFF
+
+    def _fit_blocks(self, blocks: FeatureBlocks) -> "GaussianMixtureModel":
+        """EM over blocks that are already cached (they stay cached: the caller owns them)."""
         p = self._validated()
         k, covariance_type, reg_covar = p["k"], p["covarianceType"], p["regCovar"]
         initial_model = self.getInitialModel()
@@ -261,23 +297,18 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
                 f"initialModel has {initial_model.n_components} {initial_model.covariance_type} components but "
                 f"k={k} and covarianceType={covariance_type!r}"
             )
-        features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
-        seed = self.getSeed() & 0xFFFFFFFFFFFFFFFF
-        sample_rows = max(INIT_SAMPLE_ROWS, 20 * k)
-        storage_level = getattr(StorageLevel, p["storageLevel"])
-        with FeatureBlocks(dataset, features, self._weight_col(), storage_level, seed, sample_rows) as blocks:
-            self._check_blocks(blocks, k, initial_model)
-            initial = initial_model or initial_mixture(
-                blocks.sample, blocks.sample_weight, k, covariance_type, reg_covar, p["initMode"], seed
-            )
-            logger.info(
-                "fitting %d %s components to %d rows x %d features in %d partitions",
-                k, covariance_type, blocks.n_rows, blocks.n_features, blocks.loop_rdd.getNumPartitions(),
-            )
-            result = run_em(
-                initial, blocks.expectation(p["aggregationDepth"]), max_iter=p["maxIter"], tol=p["tol"],
-                reg_covar=reg_covar,
-            )
+        self._check_blocks(blocks, k, initial_model)
+        initial = initial_model or initial_mixture(
+            blocks.sample, blocks.sample_weight, k, covariance_type, reg_covar, p["initMode"], self._seed()
+        )
+        logger.info(
+            "fitting %d %s components to %d rows x %d features in %d partitions",
+            k, covariance_type, blocks.n_rows, blocks.n_features, blocks.loop_rdd.getNumPartitions(),
+        )
+        result = run_em(
+            initial, blocks.expectation(p["aggregationDepth"]), max_iter=p["maxIter"], tol=p["tol"],
+            reg_covar=reg_covar,
+        )
         summary = GaussianMixtureSummary(
             logLikelihood=result.log_likelihood,
             logLikelihoodHistory=result.log_likelihood_history,
@@ -311,6 +342,45 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
             raise ValueError(
                 f"initialModel has {initial_model.n_features} features but the data has {blocks.n_features}"
             )
+
+
+class _SharedBlockFits:
+    """``fitMultiple``'s iterator when every estimator reads the same input: the blocks are converted on the first
+    ``next`` and released after the last model or the first failure."""
+
+    def __init__(self, dataset: DataFrame, estimators: list[GaussianMixture]):
+        self._dataset = dataset
+        self._estimators = estimators
+        self._next = 0
+        self._blocks: FeatureBlocks | None = None
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> "_SharedBlockFits":
+        return self
+
+    def __next__(self) -> tuple[int, "GaussianMixtureModel"]:
+        with self._lock:
+            index = self._next
+            if index >= len(self._estimators):
+                raise StopIteration
+            self._next += 1
+            try:
+                if self._blocks is None:
+                    max_k = max(estimator.getK() for estimator in self._estimators)
+                    self._blocks = self._estimators[0]._feature_blocks(self._dataset, max_k)
+                model = self._estimators[index]._fit_blocks(self._blocks)
+            except BaseException:
+                self._next = len(self._estimators)
+                self.close()
+                raise
+            if self._next == len(self._estimators):
+                self.close()
+            return index, model
+
+    def close(self) -> None:
+        if self._blocks is not None:
+            self._blocks.unpersist()
+            self._blocks = None
 
 
 class GaussianMixtureModel(Model, _GaussianMixtureParams):

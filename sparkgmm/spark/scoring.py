@@ -39,10 +39,11 @@ def score_arrow(mixture: Mixture, features: pa.Array) -> pa.StructArray:
 
 
 def score_dataframe(
-    df: DataFrame, features: Column, mixture: Mixture, prediction_col: str, probability_col: str, log_density_col: str
+    df: DataFrame, features: Column, mixture: Mixture, prediction_col: str, probability_col: str, log_density_col: str,
+    probability_as_vector: bool = True,
 ) -> DataFrame:
-    """``df`` with three columns added (replacing any of the same names): int prediction, Vector probability,
-    double log-density."""
+    """``df`` with three columns added (replacing any of the same names): int prediction, probability (a Vector, or
+    array<double> when ``probability_as_vector`` is false), double log-density."""
 
     @arrow_udf(_SCORES_TYPE)
     def score(batch: pa.Array) -> pa.Array:
@@ -52,10 +53,12 @@ def score_dataframe(
     kept = [F.col(f"`{name}`") for name in df.columns if name not in outputs]
     scored = df.select(*kept, score(features).alias(_SCORES))
     probability = F.col(f"{_SCORES}.probability")
+    if probability_as_vector:
+        # array_to_vector fails on null arrays, so unusable rows skip it.
+        probability = F.when(probability.isNotNull(), array_to_vector(probability))
     return scored.select(
         *kept,
         F.col(f"{_SCORES}.prediction").alias(prediction_col),
-        # array_to_vector fails on null arrays, so unusable rows skip it.
-        F.when(probability.isNotNull(), array_to_vector(probability)).alias(probability_col),
+        probability.alias(probability_col),
         F.col(f"{_SCORES}.log_density").alias(log_density_col),
     )
