@@ -1,0 +1,7 @@
+"""``python -m sparkgmm {fit,predict,select} [flags]``: the jobs, with Spark started locally unless told otherwise."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

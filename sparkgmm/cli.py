@@ -1,0 +1,147 @@
+"""The command line: ``python -m sparkgmm {fit,predict,select} [flags]`` and the spark-submit entry points in jobs/.
+
+Exit codes: 0 success; 2 invalid flags, config or input (one line on stderr naming the problem, and no output);
+1 anything else (the traceback is logged, then one line). Flags and config keys are built from ``sparkgmm.config``'s
+dataclasses, so each is declared once. Everything up to and including the checks of local paths runs before Spark
+starts, so a bad flag costs no JVM and prints nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import MISSING
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+from .config import JOB_CONFIGS, ConfigError, flag_name, job_fields, load_job_config, value_kind
+from .gaussian import CovarianceError
+from .persistence import ModelFormatError, load_mixture
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+DESCRIPTIONS = {
+    "fit": "Fit a Gaussian mixture to a Parquet input; write the model directory and its metrics.json.",
+    "predict": "Score a Parquet input with a saved model: prediction, probability and log_density per row.",
+    "select": "Fit every k (and covariance type) of a range; write candidates.json/.csv and the best model.",
+}
+_INPUT_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                 ModelFormatError, CovarianceError)
+_SPARK_INPUT_ERRORS = ("AnalysisException", "IllegalArgumentException", "ParseException")
+
+logger = logging.getLogger("sparkgmm")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so a bad flag is one line and exit code 2."""
+
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"sparkgmm {command}", description=DESCRIPTIONS[command], argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below; flags win")
+    parser.add_argument("--master", metavar="URL", help="Spark master (default local[2]; spark-submit's wins)")
+    required = parser.add_argument_group("required (as flags or in the config file)")
+    optional = parser.add_argument_group("settings")
+    for f in job_fields(JOB_CONFIGS[command]):
+        kind = value_kind(JOB_CONFIGS[command], f)
+        help_text = f.metadata.get("help", "")
+        group = required if f.default is MISSING and f.default_factory is MISSING else optional
+        if group is optional and f.default not in (None, (), MISSING):
+            help_text += f" (default: {','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default})"
+        if kind is bool:
+            group.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            metavar = f.metadata.get("metavar") or {int: "N", float: "X"}.get(kind, "VALUE")
+            group.add_argument(flag_name(f.name), dest=f.name, metavar=metavar, help=help_text)
+    return parser
+
+
+def parse(command: str, argv: Sequence[str]) -> Any:
+    """Flags and config file -> the job's validated config (``ConfigError`` on any problem)."""
+    namespace = vars(build_parser(command).parse_args(list(argv)))
+    config_file = namespace.pop("config", None)
+    master = namespace.pop("master", None)
+    return load_job_config(command, namespace, config_file, master)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path of ``uri`` when it names one (no scheme, or file:), else None."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else uri)
+    return None
+
+
+def check_local_paths(command: str, config: Any) -> None:
+    """Refuse, before Spark starts, local inputs that do not exist and local outputs that do."""
+    for name in ("input", "model"):
+        path = _local_path(getattr(config, name, None) or "")
+        if path is not None and getattr(config, name, None) and not path.exists():
+            raise FileNotFoundError(f"--{name} {getattr(config, name)} does not exist")
+    if command == "predict" and _local_path(config.model) is not None:
+        load_mixture(_local_path(config.model))  # a damaged model directory fails here with ModelFormatError
+    output = _local_path(config.output)
+    if output is not None and output.exists() and not config.overwrite:
+        raise FileExistsError(f"output {config.output} already exists; pass --overwrite to replace it")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    return isinstance(exc, _INPUT_ERRORS) or type(exc).__name__ in _SPARK_INPUT_ERRORS
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def run(command: str, argv: Sequence[str]) -> int:
+    """Run one job; returns the exit code."""
+    prog = f"sparkgmm {command}"
+    try:
+        config = parse(command, argv)
+        check_local_paths(command, config)
+    except _INPUT_ERRORS as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INVALID
+    _configure_logging()
+    started = time.perf_counter()
+    try:
+        from .spark.jobs import run_job  # Spark loads only once the flags are known to be good
+
+        run_job(command, config)
+    except Exception as e:
+        if _is_input_error(e):
+            print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_INVALID
+        logger.exception("%s failed", prog)
+        print(f"{prog}: failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    logger.info("%s done in %.1f s", prog, time.perf_counter() - started)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in DESCRIPTIONS:
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: python -m sparkgmm {{{','.join(DESCRIPTIONS)}}} [flags]; "
+                  "python -m sparkgmm COMMAND --help for the flags")
+            return EXIT_OK
+        given = repr(argv[0]) if argv else "nothing"
+        print(f"sparkgmm: error: the command must be one of {', '.join(DESCRIPTIONS)}; got {given}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        return run(argv[0], argv[1:])
+    except SystemExit as e:  # --help
+        return int(e.code or 0)

@@ -1,0 +1,280 @@
+"""The work of the fit, predict and select jobs, given a session and a validated config (``sparkgmm.config``).
+
+Each job reads Parquet, calls the estimator or the model, and writes its output through ``staged_output`` so that it
+appears whole, with a ``_SUCCESS`` marker, or not at all. Argument parsing, logging set-up and exit codes are the
+command line's (``sparkgmm.cli``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .. import __version__
+from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
+from ..gaussian import CovarianceError
+from .estimator import GaussianMixture, GaussianMixtureModel
+from .outputs import local_copy_of_dir, staged_output
+from .blocks import features_column
+from .scoring import score_dataframe
+from .session import job_session
+
+logger = logging.getLogger("sparkgmm.jobs")
+
+METRICS_FILE = "metrics.json"
+CANDIDATES_JSON = "candidates.json"
+CANDIDATES_CSV = "candidates.csv"
+BEST_MODEL_DIR = "best"
+CANDIDATE_FIELDS = (
+    "k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter", "converged", "seconds",
+)
+_NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+
+
+@dataclass(frozen=True)
+class Features:
+    """Which columns feed the model: a list of numeric columns, or one Vector/array column."""
+
+    input_cols: tuple[str, ...] | None
+    features_col: str | None
+
+    def names(self, n_features: int) -> list[str]:
+        if self.input_cols:
+            return list(self.input_cols)
+        return [f"{self.features_col}[{i}]" for i in range(n_features)]
+
+    def apply(self, estimator_or_model):
+        if self.input_cols:
+            return estimator_or_model.setInputCols(list(self.input_cols))
+        return estimator_or_model.setFeaturesCol(self.features_col)
+
+
+def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | None) -> Features:
+    """``--features`` against the input's schema: one Vector/array column, numeric columns, or (none named) every
+    numeric column but the weight column."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    if len(named) == 1 and isinstance(fields.get(named[0]), (VectorUDT, T.ArrayType)):
+        return Features(None, named[0])
+    if named:
+        features = Features(tuple(named), None)
+    else:
+        numeric = tuple(name for name, dtype in fields.items() if isinstance(dtype, _NUMERIC) and name != weight_col)
+        if not numeric:
+            raise ValueError(
+                f"the input has no numeric columns (columns: {', '.join(fields)}); name the features with --features"
+            )
+        features = Features(numeric, None)
+    features_column(df, "features", list(features.input_cols))  # names a missing or non-numeric column
+    return features
+
+
+def read_input(spark: SparkSession, path: str, partitions: int | None) -> DataFrame:
+    df = spark.read.parquet(path)
+    return df.repartition(partitions) if partitions else df
+
+
+def _estimator(config: FitConfig | SelectConfig, features: Features) -> GaussianMixture:
+    estimator = GaussianMixture(
+        maxIter=config.max_iter, tol=config.tol, regCovar=config.reg_covar, initMode=config.init,
+        aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level,
+    )
+    if config.seed is not None:
+        estimator.setSeed(config.seed)
+    if config.weight_col:
+        estimator.setWeightCol(config.weight_col)
+    return features.apply(estimator)
+
+
+def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str, seconds: float) -> dict[str, Any]:
+    """What ``metrics.json`` holds: the fit's outcome, and per iteration the log-likelihood of the parameters after
+    it, its change and the iteration's seconds."""
+    summary = model.summary
+    lls = summary.logLikelihoodHistory
+    return {
+        "k": model.mixture.n_components,
+        "covariance_type": model.mixture.covariance_type,
+        "log_likelihood": summary.logLikelihood,
+        "bic": summary.bic,
+        "aic": summary.aic,
+        "n_iter": summary.numIter,
+        "converged": summary.converged,
+        "initial_log_likelihood": lls[0],
+        "history": [
+            {"iteration": t, "log_likelihood": lls[t], "change": lls[t] - lls[t - 1],
+             "seconds": summary.iterationSeconds[t - 1]}
+            for t in range(1, summary.numIter + 1)
+        ],
+        "cluster_sizes": list(summary.clusterSizes),
+        "n_rows": summary.numRows,
+        "weight_sum": summary.weightSum,
+        "n_parameters": summary.numParameters,
+        "n_features": model.mixture.n_features,
+        "feature_names": features.names(model.mixture.n_features),
+        "input": input_path,
+        "seconds": seconds,
+        "sparkgmm_version": __version__,
+    }
+
+
+def _write_json(path: Path, document: Any) -> None:
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
+def _write_model_with_metrics(local_dir: Path, model: GaussianMixtureModel, metrics: dict[str, Any]) -> None:
+    model.save(str(local_dir))
+    _write_json(local_dir / METRICS_FILE, metrics)
+
+
+def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
+    """Fit one mixture and write the model directory with its ``metrics.json``; returns the metrics."""
+    started = time.perf_counter()
+    with staged_output(spark, config.output, config.overwrite) as output:
+        df = read_input(spark, config.input, config.spark.partitions)
+        features = resolve_features(df, config.features, config.weight_col)
+        estimator = _estimator(config, features).setK(config.k).setCovarianceType(config.covariance_type)
+        model = estimator.fit(df)
+        metrics = fit_metrics(model, features, config.input, time.perf_counter() - started)
+        with tempfile.TemporaryDirectory(prefix="sparkgmm-fit-") as tmp:
+            local_dir = Path(tmp) / "model"
+            _write_model_with_metrics(local_dir, model, metrics)
+            output.put_local_dir(local_dir)
+    logger.info(
+        "wrote %s: %d %s components, log-likelihood %.6g, BIC %.6g, %d iterations%s",
+        config.output, config.k, config.covariance_type, metrics["log_likelihood"], metrics["bic"],
+        metrics["n_iter"], "" if metrics["converged"] else " (not converged)",
+    )
+    return metrics
+
+
+def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
+    """Fit every (covariance type, k) candidate on one conversion of the input; write candidates.json/.csv and the
+    candidate with the lowest criterion as ``best/``. Returns the candidates document."""
+    started = time.perf_counter()
+    with staged_output(spark, config.output, config.overwrite) as output:
+        df = read_input(spark, config.input, config.spark.partitions)
+        features = resolve_features(df, config.features, config.weight_col)
+        estimator = _estimator(config, features)
+        grid = [(k, covariance_type) for covariance_type in config.covariance_types for k in config.k_range]
+        param_maps = [{estimator.k: k, estimator.covarianceType: cov} for k, cov in grid]
+        models: list[GaussianMixtureModel] = []
+        rows: list[dict[str, Any]] = []
+        fits = estimator.fitMultiple(df, param_maps)
+        try:
+            for k, covariance_type in grid:
+                candidate_started = time.perf_counter()
+                try:
+                    index, model = next(fits)
+                except CovarianceError as e:
+                    raise CovarianceError(f"candidate k={k} covariance_type={covariance_type}: {e}") from None
+                models.append(model)
+                rows.append(_candidate_row(model, time.perf_counter() - candidate_started))
+                logger.info("candidate %d/%d: k=%d %s, %s %.6g", index + 1, len(grid), k, covariance_type,
+                            config.criterion, rows[-1][config.criterion])
+        finally:
+            getattr(fits, "close", lambda: None)()  # releases the cached blocks if a candidate failed
+        best = min(range(len(rows)), key=lambda i: rows[i][config.criterion])
+        document = {
+            "criterion": config.criterion,
+            "best": {"k": rows[best]["k"], "covariance_type": rows[best]["covariance_type"], "index": best},
+            "candidates": rows,
+            "n_rows": models[best].summary.numRows,
+            "feature_names": features.names(models[best].mixture.n_features),
+            "input": config.input,
+            "seconds": time.perf_counter() - started,
+            "sparkgmm_version": __version__,
+        }
+        with tempfile.TemporaryDirectory(prefix="sparkgmm-select-") as tmp:
+            local_dir = Path(tmp) / "selection"
+            local_dir.mkdir()
+            _write_json(local_dir / CANDIDATES_JSON, document)
+            (local_dir / CANDIDATES_CSV).write_text(candidates_csv(rows))
+            metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
+            _write_model_with_metrics(local_dir / BEST_MODEL_DIR, models[best], metrics)
+            output.put_local_dir(local_dir)
+    logger.info("wrote %s: best k=%d %s (%s %.6g) of %d candidates", config.output, rows[best]["k"],
+                rows[best]["covariance_type"], config.criterion, rows[best][config.criterion], len(rows))
+    return document
+
+
+def _candidate_row(model: GaussianMixtureModel, seconds: float) -> dict[str, Any]:
+    summary = model.summary
+    return {
+        "k": model.mixture.n_components,
+        "covariance_type": model.mixture.covariance_type,
+        "log_likelihood": summary.logLikelihood,
+        "bic": summary.bic,
+        "aic": summary.aic,
+        "n_parameters": summary.numParameters,
+        "n_iter": summary.numIter,
+        "converged": summary.converged,
+        "seconds": seconds,
+    }
+
+
+def candidates_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CANDIDATE_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: repr(value) if isinstance(value, float) and math.isfinite(value) else value
+                         for key, value in row.items()})
+    return out.getvalue()
+
+
+def run_predict(spark: SparkSession, config: PredictConfig) -> None:
+    """Score the input with a saved model; write Parquet with the kept columns plus prediction (int), probability
+    (array<double>) and log_density (double). Rows whose features are unusable get nulls."""
+    with local_copy_of_dir(spark, config.model) as model_dir:
+        model = GaussianMixtureModel.load(model_dir)
+    with staged_output(spark, config.output, config.overwrite) as output:
+        df = read_input(spark, config.input, config.spark.partitions)
+        keep = list(config.keep_cols) if config.keep_cols else df.columns
+        missing = [name for name in keep if name not in df.columns]
+        if missing:
+            raise ValueError(f"--keep-cols names {', '.join(map(repr, missing))}, not in the input "
+                             f"(columns: {', '.join(df.columns)})")
+        clashes = [name for name in keep if name in PREDICTION_COLUMNS]
+        if clashes:
+            raise ValueError(f"input column {clashes[0]!r} clashes with an output column of the same name; "
+                             "leave it out with --keep-cols")
+        if config.features:
+            features = resolve_features(df, config.features, None)
+            features_col, input_cols = features.features_col, list(features.input_cols or ()) or None
+        else:
+            features_col, input_cols = model.getFeaturesCol(), model._input_cols()
+        features = features_column(df, features_col, input_cols)
+        if input_cols and len(input_cols) != model.mixture.n_features:
+            raise ValueError(f"the model has {model.mixture.n_features} features but {len(input_cols)} columns "
+                             f"were named: {', '.join(input_cols)}")
+        scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False)
+        scored.select(*[F.col(f"`{name}`") for name in keep], *PREDICTION_COLUMNS).write.parquet(output.staging)
+    logger.info("wrote %s: %s plus %s", config.output, ", ".join(keep) or "no input columns",
+                ", ".join(PREDICTION_COLUMNS))
+
+
+RUNNERS = {"fit": run_fit, "predict": run_predict, "select": run_select}
+
+
+def run_job(command: str, config: FitConfig | PredictConfig | SelectConfig) -> None:
+    """Start (or join) the session, run the job, and stop the session if this call started it."""
+    owns_session = SparkSession.getActiveSession() is None
+    spark = job_session(config.spark.master, config.spark.app_name or f"sparkgmm-{command}",
+                        config.spark.spark_conf())
+    try:
+        RUNNERS[command](spark, config)
+    finally:
+        if owns_session:
+            spark.stop()
