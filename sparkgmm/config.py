@@ -197,12 +197,13 @@ def _parse_k_range(value: Any, where: str) -> tuple[int, ...]:
     raise ConfigError(f"{where}: {value!r} is not a k range; write LOW:HIGH (e.g. 2:12) or a list such as 2,4,8")
 
 
-def coerce(config_type: type, f, value: Any, where: str) -> Any:
-    """A raw value (a flag's string or a TOML value) as the field's type, checked. ``where`` names its source."""
+def coerce(config_type: type, f, value: Any, where: str, from_flag: bool = False) -> Any:
+    """A raw value (a flag's string when ``from_flag``, else a TOML value) as the field's type, checked. ``where``
+    names its source. A file must give numbers as numbers; a flag's string is parsed."""
     if f.name == "k_range":
         result = _parse_k_range(value, where)
     else:
-        result = _coerce_kind(value_kind(config_type, f), value, where)
+        result = _coerce_kind(value_kind(config_type, f), value, where, from_flag)
     check = f.metadata.get("check")
     problem = check(result) if check is not None and result is not None else None
     if problem:
@@ -210,8 +211,8 @@ def coerce(config_type: type, f, value: Any, where: str) -> Any:
     return result
 
 
-def _coerce_kind(kind: type, value: Any, where: str) -> Any:
-    from_flag = isinstance(value, str)
+def _coerce_kind(kind: type, value: Any, where: str, from_flag: bool) -> Any:
+    from_flag = from_flag and isinstance(value, str)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -297,11 +298,11 @@ def load_job_config(
         values = _from_table(config_type, read_config_file(config_file), f"config {config_file}")
     by_name = {f.name: f for f in job_fields(config_type)}
     for name, raw in flags.items():
-        values[name] = coerce(config_type, by_name[name], raw, flag_name(name))
+        values[name] = coerce(config_type, by_name[name], raw, flag_name(name), from_flag=True)
     spark = values.pop("spark", {})
     if master is not None:
         master_field = next(f for f in fields(SparkSettings) if f.name == "master")
-        spark["master"] = coerce(SparkSettings, master_field, master, "--master")
+        spark["master"] = coerce(SparkSettings, master_field, master, "--master", from_flag=True)
     missing = [name for name, f in by_name.items() if f.default is MISSING and f.default_factory is MISSING
                and name not in values]
     if missing:

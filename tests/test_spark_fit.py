@@ -262,3 +262,35 @@ def test_every_pass_is_a_named_spark_job_and_the_name_is_cleared_after(spark):
     ]
     spark.range(3).count()
     assert spark_job_descriptions(spark)[0] is None
+
+
+def test_fit_multiple_converts_once_and_equals_separate_fits(spark):
+    truth = make_mixture("diag", n_components=3, n_features=2, seed=4, separation=4.0)
+    X, _ = truth.sample(1500, seed=2)
+    df = frame(spark, X, 3)
+    gmm = GaussianMixture(maxIter=20, tol=1e-6, seed=9)
+    maps = [{gmm.k: 2}, {gmm.k: 3, gmm.covarianceType: "diag"}, {gmm.k: 4, gmm.covarianceType: "spherical"}]
+    jobs_before = len(spark_job_descriptions(spark))
+    models = gmm.fit(df, maps)
+    descriptions = spark_job_descriptions(spark)[: len(spark_job_descriptions(spark)) - jobs_before]
+    assert descriptions.count("sparkgmm: convert features to cached blocks") == 1
+    assert persisted_rdd_count(spark) == 0
+    for param_map, model in zip(maps, models):
+        alone = gmm.copy(param_map).fit(df)
+        assert (model.mixture.n_components, model.mixture.covariance_type) == (
+            alone.mixture.n_components, alone.mixture.covariance_type)
+        np.testing.assert_allclose(model.means, alone.means, rtol=1e-12)
+        np.testing.assert_allclose(model.covariances, alone.covariances, rtol=1e-12)
+        assert model.summary.numIter == alone.summary.numIter
+
+
+def test_fit_multiple_with_different_inputs_and_after_a_failure(spark):
+    X, _ = make_mixture("full", n_components=2, n_features=2, seed=1).sample(400, seed=0)
+    df = frame(spark, X, 2, extra={"a": X[:, 0], "b": X[:, 1]})
+    gmm = GaussianMixture(k=2, maxIter=5, seed=1)
+    by_array, by_columns = gmm.fit(df, [{gmm.featuresCol: "features"}, {gmm.inputCols: ["a", "b"]}])
+    np.testing.assert_allclose(by_array.means, by_columns.means, rtol=1e-12)
+    # k larger than the data: the shared conversion is released when a candidate fails
+    with pytest.raises(ValueError, match="k=500 components need at least 500 rows"):
+        gmm.fit(df, [{gmm.k: 2}, {gmm.k: 500}])
+    assert persisted_rdd_count(spark) == 0

@@ -63,6 +63,16 @@ def features_column(df: DataFrame, features_col: str, input_cols: list[str] | No
     )
 
 
+def weight_column(df: DataFrame, weight_col: str) -> Column:
+    """The weight column as double, after checking that it exists and is numeric."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    if weight_col not in fields:
+        raise ValueError(f"weight column {weight_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
+    if not isinstance(fields[weight_col], _NUMERIC):
+        raise ValueError(f"weight column {weight_col!r} has type {fields[weight_col].simpleString()}; it must be numeric")
+    return F.col(weight_col).cast("double")
+
+
 def list_array_to_matrix(features: pa.Array, d: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Arrow list<double> -> ``(X, valid, d, ragged)``.
 
@@ -249,7 +259,7 @@ class FeatureBlocks:
         columns = [features.alias(_FEATURES)]
         has_weight = bool(weight_col)
         if has_weight:
-            columns.append(F.col(weight_col).cast("double").alias(_WEIGHT))
+            columns.append(weight_column(df, weight_col).alias(_WEIGHT))
         schema = "rows long, cols int, x binary, w binary, invalid long, ragged long"
         packed = df.select(*columns).mapInArrow(
             partial(_pack_partition, has_weight=has_weight, block_bytes=block_bytes or BLOCK_BYTES), schema

@@ -1,0 +1,265 @@
+"""The fit, predict and select jobs, run in-process on the shared local[2] session: outputs, metrics, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_mixture
+from sparkgmm import GaussianMixture, GaussianMixtureModel, Mixture
+from sparkgmm.cli import run
+from sparkgmm.spark import jobs
+
+pytestmark = pytest.mark.spark
+
+FEATURES = ["x0", "x1", "x2"]
+MODEL_FILES = {"_SUCCESS", "metadata.json", "params.npz", "metrics.json", "spark_params.json", "summary.json"}
+
+
+def write_points(path: Path, X: np.ndarray, files: int = 3, **extra) -> str:
+    """Parquet in ``files`` files: id, x0..x{d-1}, vec (array<double>) and any extra columns."""
+    path.mkdir(parents=True)
+    n, d = X.shape
+    for i, rows in enumerate(np.array_split(np.arange(n), files)):
+        columns = {"id": pa.array(rows.astype(np.int64))}
+        columns.update({f"x{j}": pa.array(X[rows, j]) for j in range(d)})
+        columns["vec"] = pa.array([list(row) for row in X[rows]], pa.list_(pa.float64()))
+        columns.update({name: pa.array(np.asarray(values)[rows]) for name, values in extra.items()})
+        pq.write_table(pa.table(columns), path / f"part-{i}.parquet")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def truth() -> Mixture:
+    return make_mixture("diag", n_components=3, n_features=3, seed=21, separation=6.0)
+
+
+@pytest.fixture(scope="module")
+def points(tmp_path_factory, truth) -> tuple[str, np.ndarray]:
+    X, _ = truth.sample(3000, seed=4)
+    labels = np.array(["a", "b", "c"])[np.arange(3000) % 3]
+    return write_points(tmp_path_factory.mktemp("points") / "points.parquet", X, label=labels), X
+
+
+@pytest.fixture(scope="module")
+def fitted(spark, points, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("fitted") / "model")
+    assert run("fit", ["--input", points[0], "--output", out, "--features", "x0,x1,x2", "--k", "3", "--seed", "5"]) == 0
+    return out
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Staging or replaced directories a job left beside its output."""
+    return [p.name for p in directory.iterdir() if ".sparkgmm-" in p.name]
+
+
+def error_lines(captured: str) -> list[str]:
+    return [line for line in captured.splitlines() if line.startswith("sparkgmm ")]
+
+
+def test_fit_job_writes_a_loadable_model_and_its_metrics(spark, points, fitted, caplog):
+    path, X = points
+    assert {p.name for p in Path(fitted).iterdir()} == MODEL_FILES
+    assert leftovers(Path(fitted).parent) == []
+    mixture = Mixture.load(fitted)
+    model = GaussianMixtureModel.load(fitted)
+    np.testing.assert_array_equal(model.means, mixture.means)
+    assert model.getInputCols() == FEATURES
+    # The job passes k, seed and features through: the same fit through the Python API gives the same model.
+    direct = GaussianMixture(k=3, inputCols=FEATURES, seed=5).fit(spark.read.parquet(path))
+    np.testing.assert_allclose(mixture.means, direct.means, rtol=1e-10)
+    np.testing.assert_allclose(mixture.covariances, direct.covariances, rtol=1e-10)
+
+    metrics = json.loads((Path(fitted) / "metrics.json").read_text())
+    # Every reported figure against an independent computation on the same rows in NumPy.
+    np.testing.assert_allclose(metrics["log_likelihood"], mixture.score(X), rtol=1e-10)
+    np.testing.assert_allclose(metrics["bic"], mixture.bic(X), rtol=1e-10)
+    np.testing.assert_allclose(metrics["aic"], mixture.aic(X), rtol=1e-10)
+    assert metrics["cluster_sizes"] == np.bincount(mixture.predict(X), minlength=3).tolist()
+    assert (metrics["k"], metrics["covariance_type"], metrics["n_rows"], metrics["n_features"]) == (3, "full", 3000, 3)
+    assert metrics["feature_names"] == FEATURES and metrics["n_parameters"] == mixture.n_parameters
+    history = metrics["history"]
+    assert [h["iteration"] for h in history] == list(range(1, metrics["n_iter"] + 1))
+    assert history[-1]["log_likelihood"] == metrics["log_likelihood"]
+    lls = [metrics["initial_log_likelihood"]] + [h["log_likelihood"] for h in history]
+    np.testing.assert_allclose([h["change"] for h in history], np.diff(lls), rtol=1e-12)
+    assert all(change > -1e-9 for change in np.diff(lls)) and all(h["seconds"] > 0 for h in history)
+    assert metrics["converged"] is True
+
+
+def test_fit_logs_one_line_per_iteration(spark, points, tmp_path, caplog):
+    out = str(tmp_path / "model")
+    with caplog.at_level(logging.INFO, logger="sparkgmm"):
+        assert run("fit", ["--input", points[0], "--output", out, "--features", "vec", "--k", "3", "--seed", "5",
+                           "--covariance-type", "diag", "--tol", "0", "--max-iter", "4"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iteration ")]
+    assert [line.split(":")[0] for line in lines] == [f"iteration {t}" for t in range(1, 5)]
+    assert all("log-likelihood" in line and "change" in line and line.endswith(" s") for line in lines)
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    assert metrics["feature_names"] == ["vec[0]", "vec[1]", "vec[2]"] and metrics["n_iter"] == 4
+
+
+def test_features_default_to_every_numeric_column_but_the_weight(spark, tmp_path):
+    X, _ = make_mixture("full", n_components=2, n_features=2, seed=2).sample(500, seed=1)
+    table = pa.table({"x0": X[:, 0], "x1": X[:, 1], "n": np.arange(500) % 7, "w": np.ones(500), "name": ["r"] * 500})
+    pq.write_table(table, tmp_path / "in.parquet")
+    out = tmp_path / "model"
+    assert run("fit", ["--input", str(tmp_path / "in.parquet"), "--output", str(out), "--weight-col", "w"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feature_names"] == ["x0", "x1", "n"] and metrics["k"] == 2
+    assert GaussianMixtureModel.load(str(out)).getWeightCol() == "w"
+
+
+def test_an_existing_output_is_refused_replaced_only_when_asked_and_kept_when_the_job_fails(spark, points, tmp_path,
+                                                                                            capsys):
+    out = tmp_path / "model"
+    base = ["--input", points[0], "--output", str(out), "--features", "x0,x1", "--seed", "1"]
+    assert run("fit", base + ["--k", "3"]) == 0
+    first = (out / "params.npz").read_bytes()
+    capsys.readouterr()
+
+    assert run("fit", base + ["--k", "2"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"sparkgmm fit: error: output {out} already exists; pass --overwrite to replace it"]
+    assert (out / "params.npz").read_bytes() == first
+
+    assert run("fit", base[:-4] + ["--features", "nope", "--seed", "1", "--overwrite"]) == 2
+    assert "input column 'nope' is not in the DataFrame" in error_lines(capsys.readouterr().err)[0]
+    assert (out / "params.npz").read_bytes() == first and leftovers(tmp_path) == []
+
+    assert run("fit", base + ["--k", "2", "--overwrite"]) == 0
+    assert Mixture.load(out).n_components == 2 and (out / "_SUCCESS").exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--features", "x0,label"], "input column 'label' has type string; it must be numeric"),
+    (["--features", "x0", "--k", "5000"], "k=5000 components need at least 5000 rows; the data has 3000"),
+    (["--features", "x0", "--weight-col", "label"], "weight"),
+])
+def test_input_problems_found_by_spark_exit_2_with_one_line_and_no_output(spark, points, tmp_path, capsys, args,
+                                                                           message):
+    out = tmp_path / "model"
+    assert run("fit", ["--input", points[0], "--output", str(out), *args]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("sparkgmm fit: error: ") and message in lines[0]
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_missing_input_and_non_finite_rows_exit_2(spark, tmp_path, capsys):
+    X = np.ones((50, 2))
+    X[7, 1] = np.nan
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), path)
+    assert run("fit", ["--input", str(path), "--output", str(tmp_path / "m")]) == 2
+    assert "1 rows have null, NaN or infinite values in features a, b" in error_lines(capsys.readouterr().err)[0]
+    assert run("fit", ["--input", "file://" + str(tmp_path / "missing"), "--output", str(tmp_path / "m")]) == 2
+    assert "does not exist" in error_lines(capsys.readouterr().err)[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_an_unexpected_failure_exits_1(spark, points, tmp_path, monkeypatch, capsys):
+    def broken(spark, config):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(jobs.RUNNERS, "fit", broken)
+    assert run("fit", ["--input", points[0], "--output", str(tmp_path / "m")]) == 1
+    assert error_lines(capsys.readouterr().err)[-1] == "sparkgmm fit: failed: RuntimeError: disk on fire"
+
+
+def read_sorted(path: str) -> pa.Table:
+    return pq.read_table(path).sort_by("id")
+
+
+def test_predict_job_scores_every_row_like_the_model(spark, points, fitted, tmp_path):
+    path, X = points
+    out = str(tmp_path / "scores")
+    assert run("predict", ["--model", fitted, "--input", path, "--output", out]) == 0
+    assert (Path(out) / "_SUCCESS").exists() and leftovers(tmp_path) == []
+    table = read_sorted(out)
+    assert table.column_names == ["id", *FEATURES, "vec", "label", "prediction", "probability", "log_density"]
+    assert str(table.schema.field("prediction").type) == "int32"
+    assert str(table.schema.field("probability").type) == "list<element: double>"
+    assert str(table.schema.field("log_density").type) == "double"
+    mixture = Mixture.load(fitted)
+    assert table.num_rows == len(X)
+    np.testing.assert_array_equal(table["id"].to_numpy(), np.arange(len(X)))
+    np.testing.assert_array_equal(table["prediction"].to_numpy(), mixture.predict(X))
+    np.testing.assert_allclose(np.stack(table["probability"].to_pylist()), mixture.predict_proba(X), rtol=1e-12,
+                               atol=1e-300)
+    np.testing.assert_allclose(table["log_density"].to_numpy(), mixture.score_samples(X), rtol=1e-12)
+
+
+def test_predict_keep_cols_and_clashes(spark, points, fitted, tmp_path, capsys):
+    path, _ = points
+    out = tmp_path / "scores"
+    keep = ["--keep-cols", "id,x0,x1,x2"]
+    assert run("predict", ["--model", fitted, "--input", path, "--output", str(out), *keep]) == 0
+    assert pq.read_table(out).column_names == ["id", *FEATURES, "prediction", "probability", "log_density"]
+    assert run("predict", ["--model", fitted, "--input", path, "--output", str(tmp_path / "x"), "--keep-cols",
+                           "id,nope"]) == 2
+    assert "--keep-cols names 'nope', not in the input" in error_lines(capsys.readouterr().err)[0]
+    # Scoring a predict output again would overwrite its prediction column: refused unless it is left out.
+    again = ["--model", fitted, "--input", str(out), "--output", str(tmp_path / "y")]
+    assert run("predict", again) == 2
+    assert "input column 'prediction' clashes with an output column" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert run("predict", again + keep) == 0
+    assert pq.read_table(tmp_path / "y").column_names == pq.read_table(out).column_names
+
+
+def test_predict_refuses_a_damaged_model_before_starting(spark, points, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "metadata.json").write_text("{}")
+    assert run("predict", ["--model", str(model), "--input", points[0], "--output", str(tmp_path / "out")]) == 2
+    assert str(model) in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_select_job_writes_candidates_and_the_best_model(spark, points, tmp_path):
+    path, X = points
+    out = tmp_path / "selection"
+    assert run("select", ["--input", path, "--output", str(out), "--features", "x0,x1,x2", "--k-range", "1:4",
+                          "--covariance-types", "full,diag", "--seed", "3"]) == 0
+    assert {p.name for p in out.iterdir()} == {"_SUCCESS", "candidates.json", "candidates.csv", "best"}
+    document = json.loads((out / "candidates.json").read_text())
+    rows = document["candidates"]
+    assert [(r["k"], r["covariance_type"]) for r in rows] == [(k, t) for t in ("full", "diag") for k in (1, 2, 3, 4)]
+    with open(out / "candidates.csv") as f:
+        from_csv = list(csv.DictReader(f))
+    assert list(from_csv[0]) == ["k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter",
+                                 "converged", "seconds"]
+    for row, csv_row in zip(rows, from_csv):
+        assert float(csv_row["bic"]) == row["bic"] and int(csv_row["k"]) == row["k"]
+    best = min(range(len(rows)), key=lambda i: rows[i]["bic"])
+    assert document["best"] == {"k": rows[best]["k"], "covariance_type": rows[best]["covariance_type"], "index": best}
+    # Three well-separated diagonal components: BIC picks exactly that.
+    assert (rows[best]["k"], rows[best]["covariance_type"]) == (3, "diag")
+    chosen = Mixture.load(out / "best")
+    np.testing.assert_allclose(chosen.bic(X), rows[best]["bic"], rtol=1e-10)
+    assert json.loads((out / "best" / "metrics.json").read_text())["bic"] == rows[best]["bic"]
+    # The k=1 candidate has a closed form: the sample mean and covariance.
+    one = next(r for r in rows if r["k"] == 1 and r["covariance_type"] == "full")
+    single = Mixture([1.0], [X.mean(0)], [np.cov(X.T, bias=True) + 1e-6 * np.eye(3)])
+    np.testing.assert_allclose(one["log_likelihood"], single.score(X), rtol=1e-10)
+
+
+def test_select_by_aic_and_a_failing_candidate_is_named(spark, points, tmp_path, capsys):
+    path, _ = points
+    out = tmp_path / "selection"
+    assert run("select", ["--input", path, "--output", str(out), "--features", "x0", "--k-range", "2,4000"]) == 2
+    line = error_lines(capsys.readouterr().err)[0]
+    assert "k=4000 components need at least 4000 rows" in line and not out.exists()
+    assert run("select", ["--input", path, "--output", str(out), "--features", "x0,x1", "--k-range", "2:3",
+                          "--criterion", "aic"]) == 0
+    document = json.loads((out / "candidates.json").read_text())
+    assert document["criterion"] == "aic"
+    assert document["best"]["index"] == int(np.argmin([r["aic"] for r in document["candidates"]]))
