@@ -1,0 +1,152 @@
+"""The jobs on a real Spark standalone cluster (scripts/local_cluster.py: a master and two workers, each its own JVM,
+on 127.0.0.1), submitted with spark-submit and the zip from scripts/package.py, against local runs of the same jobs.
+
+The driver and executors run a Python that has sparkgmm's dependencies but not sparkgmm itself, so the jobs only
+work if the shipped zip reaches every process; a probe job shows where each one imported it from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pyspark
+import pytest
+
+from conftest import make_mixture
+from sparkgmm import Mixture
+from sparkgmm.cli import run
+from test_jobs import write_points
+
+pytestmark = [pytest.mark.spark, pytest.mark.cluster]
+
+ROOT = Path(__file__).resolve().parent.parent
+SPARK_SUBMIT = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+FEATURES = "x0,x1,x2"
+
+
+@pytest.fixture(scope="module")
+def shipped_only_python(tmp_path_factory) -> str:
+    """A virtualenv whose site-packages points at this environment's packages by a plain path entry: numpy, pyspark
+    and the rest import, but the editable install of sparkgmm (an import hook registered by a .pth file there) is
+    never activated, so sparkgmm does not import."""
+    venv = tmp_path_factory.mktemp("shipped-only") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "test-environment-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    deps = subprocess.run([python, "-c", "import numpy, scipy, pyarrow, pandas, pyspark"], capture_output=True,
+                          text=True, cwd="/")
+    assert deps.returncode == 0, deps.stderr
+    own = subprocess.run([python, "-c", "import sparkgmm"], capture_output=True, text=True, cwd="/")
+    assert own.returncode != 0 and "No module named 'sparkgmm'" in own.stderr
+    return python
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("dist") / "sparkgmm.zip"
+    built = subprocess.run([sys.executable, str(ROOT / "scripts" / "package.py"), "--output", str(out)],
+                           capture_output=True, text=True, check=True)
+    assert built.stdout.strip() == str(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("cluster")
+    script = [sys.executable, str(ROOT / "scripts" / "local_cluster.py"), "--state-dir", str(state)]
+    started = subprocess.run([*script, "start", "--workers", "2", "--worker-cores", "1", "--worker-memory", "2g"],
+                             capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield started.stdout.strip(), state
+    finally:
+        subprocess.run([*script, "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def points(tmp_path_factory) -> tuple[str, np.ndarray]:
+    X, _ = make_mixture("full", n_components=3, n_features=3, seed=8, separation=5.0).sample(6000, seed=2)
+    return write_points(tmp_path_factory.mktemp("cluster-data") / "points.parquet", X, files=4), X
+
+
+def submit(cluster, python: str, package: str, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    master, _ = cluster
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYSPARK_SUBMIT_ARGS")}
+    env.update(PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python, SPARK_LOCAL_IP="127.0.0.1")
+    command = [
+        str(SPARK_SUBMIT), "--master", master, "--py-files", package,
+        "--conf", "spark.log.level=WARN", "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=1g",
+        # both executors registered before the first task, so that work is spread over both workers
+        "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+        script, *args,
+    ]
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster, shipped_only_python, package,
+                                                                        tmp_path):
+    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_imports.py"),
+                    cwd=tmp_path)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["driver"].startswith(package + os.sep) and report["driver_python"] == shipped_only_python
+    executors = report["executors"]
+    assert len(executors) == 8
+    for task in executors:
+        assert Path(task["file"]).parts[-3:] == ("sparkgmm.zip", "sparkgmm", "__init__.py"), task
+        assert task["python"] == shipped_only_python
+        assert task["bare_import_rc"] != 0 and "No module named 'sparkgmm'" in task["bare_import_error"][0]
+    _, state = cluster
+    workers = {Path(task["cwd"]).relative_to(state).parts[0] for task in executors}
+    assert workers == {"work-0", "work-1"}  # tasks ran in both workers' executors
+
+
+def test_fit_predict_and_select_on_the_cluster_match_local_runs(spark, cluster, shipped_only_python, package,
+                                                                points, tmp_path):
+    path, X = points
+    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "13", "--tol", "1e-6"]
+    submit(cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
+           "--output", str(tmp_path / "cluster-model"), cwd=tmp_path)
+    assert run("fit", [*fit_args, "--output", str(tmp_path / "local-model")]) == 0
+    on_cluster = json.loads((tmp_path / "cluster-model" / "metrics.json").read_text())
+    local = json.loads((tmp_path / "local-model" / "metrics.json").read_text())
+    assert (tmp_path / "cluster-model" / "_SUCCESS").exists()
+    assert on_cluster["n_iter"] == local["n_iter"] and on_cluster["n_rows"] == local["n_rows"] == len(X)
+    np.testing.assert_allclose(on_cluster["log_likelihood"], local["log_likelihood"], rtol=1e-10)
+    cluster_mixture, local_mixture = Mixture.load(tmp_path / "cluster-model"), Mixture.load(tmp_path / "local-model")
+    np.testing.assert_allclose(cluster_mixture.means, local_mixture.means, rtol=1e-8)
+    np.testing.assert_allclose(cluster_mixture.covariances, local_mixture.covariances, rtol=1e-8)
+    np.testing.assert_allclose(on_cluster["log_likelihood"], cluster_mixture.score(X), rtol=1e-10)
+
+    submit(cluster, shipped_only_python, package, str(ROOT / "jobs" / "predict_gmm.py"), "--model",
+           str(tmp_path / "cluster-model"), "--input", path, "--output", str(tmp_path / "scores"), "--keep-cols", "id",
+           cwd=tmp_path)
+    scores = pq.read_table(tmp_path / "scores").sort_by("id")
+    assert scores.column_names == ["id", "prediction", "probability", "log_density"]
+    np.testing.assert_array_equal(scores["id"].to_numpy(), np.arange(len(X)))
+    np.testing.assert_array_equal(scores["prediction"].to_numpy(), cluster_mixture.predict(X))
+    np.testing.assert_allclose(scores["log_density"].to_numpy(), cluster_mixture.score_samples(X), rtol=1e-12)
+
+    select_args = ["--input", path, "--features", FEATURES, "--k-range", "2:4", "--covariance-types", "full,diag",
+                   "--seed", "13"]
+    submit(cluster, shipped_only_python, package, str(ROOT / "jobs" / "select_k_gmm.py"), *select_args,
+           "--output", str(tmp_path / "cluster-selection"), cwd=tmp_path)
+    assert run("select", [*select_args, "--output", str(tmp_path / "local-selection")]) == 0
+    on_cluster = json.loads((tmp_path / "cluster-selection" / "candidates.json").read_text())
+    local = json.loads((tmp_path / "local-selection" / "candidates.json").read_text())
+    assert on_cluster["best"] == local["best"] and on_cluster["best"]["k"] == 3
+    for a, b in zip(on_cluster["candidates"], local["candidates"], strict=True):
+        assert (a["k"], a["covariance_type"], a["n_iter"]) == (b["k"], b["covariance_type"], b["n_iter"])
+        np.testing.assert_allclose(a["bic"], b["bic"], rtol=1e-10)
+    assert (tmp_path / "cluster-selection" / "best" / "metrics.json").exists()
