@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # The jobs end to end on example data, in local mode, through spark-submit as a scheduler would run them:
 # generate data/example.parquet, package sparkgmm for --py-files, then fit, predict and select with conf/*.toml,
-# writing under out/. Needs scripts/setup.sh first (README's first command does both).
+# writing under out/. Runs in WORKDIR (default: the checkout). Needs scripts/setup.sh first.
+#   bash scripts/example.sh [WORKDIR]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "${1:-$root}" && cd "${1:-$root}"
 
-py=.venv/bin/python
-export PYSPARK_PYTHON="$PWD/$py" PYSPARK_DRIVER_PYTHON="$PWD/$py" SPARK_LOCAL_IP=127.0.0.1
+py="$root/.venv/bin/python"
+export PYSPARK_PYTHON="$py" PYSPARK_DRIVER_PYTHON="$py" SPARK_LOCAL_IP=127.0.0.1
 submit() {
-  .venv/bin/spark-submit --master 'local[2]' --conf spark.log.level=WARN --py-files dist/sparkgmm.zip "$@"
+  "$root/.venv/bin/spark-submit" --master 'local[2]' --conf spark.log.level=WARN --py-files dist/sparkgmm.zip "$@"
 }
 
-"$py" scripts/make_example_data.py --output data/example.parquet >/dev/null
-"$py" scripts/package.py >/dev/null
-submit jobs/fit_gmm.py --config conf/fit.toml --overwrite
-submit jobs/predict_gmm.py --config conf/predict.toml --overwrite
-submit jobs/select_k_gmm.py --config conf/select.toml --k-range 2:6 --overwrite
+"$py" "$root/scripts/make_example_data.py" --output data/example.parquet >/dev/null
+"$py" "$root/scripts/package.py" --output dist/sparkgmm.zip >/dev/null
+submit "$root/jobs/fit_gmm.py" --config "$root/conf/fit.toml" --overwrite
+submit "$root/jobs/predict_gmm.py" --config "$root/conf/predict.toml" --overwrite
+submit "$root/jobs/select_k_gmm.py" --config "$root/conf/select.toml" --k-range 2:6 --overwrite
 
 "$py" - <<'PY'
 import json
@@ -27,9 +29,8 @@ fitted, truth = Mixture.load("out/example-model"), Mixture.load("data/example.pa
 metrics = json.load(open("out/example-model/metrics.json"))
 print(f"\nfit: {metrics['k']} {metrics['covariance_type']} components on {metrics['n_rows']} rows, "
       f"{metrics['n_iter']} iterations, log-likelihood {metrics['log_likelihood']:.6f}, BIC {metrics['bic']:.1f}")
-order = [int(np.argmin(((truth.means - m) ** 2).sum(1))) for m in fitted.means]
-print("largest distance of a fitted mean from the true one:",
-      f"{np.abs(fitted.means - truth.means[order]).max():.4f}")
+nearest = [int(np.argmin(((truth.means - m) ** 2).sum(1))) for m in fitted.means]
+print(f"largest distance of a fitted mean from the true one: {np.abs(fitted.means - truth.means[nearest]).max():.4f}")
 scores = pq.read_table("out/example-predictions")
 print(f"predict: {scores.num_rows} rows with columns {', '.join(scores.column_names)}")
 selection = json.load(open("out/example-selection/candidates.json"))

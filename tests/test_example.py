@@ -1,0 +1,30 @@
+"""README's first command: scripts/example.sh runs fit, predict and select through spark-submit in local mode."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sparkgmm import Mixture
+
+pytestmark = pytest.mark.spark
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_runs_every_job_through_spark_submit(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "example.sh"), str(tmp_path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "select: best of 10 candidates by bic: k=4 diag" in result.stdout
+    for output in ("example-model", "example-predictions", "example-selection"):
+        assert (tmp_path / "out" / output / "_SUCCESS").exists()
+    fitted, truth = Mixture.load(tmp_path / "out" / "example-model"), Mixture.load(tmp_path / "data" / "example.parquet.truth")
+    for mean in truth.means:
+        assert np.min(np.linalg.norm(fitted.means - mean, axis=1)) < 0.05
+    metrics = json.loads((tmp_path / "out" / "example-model" / "metrics.json").read_text())
+    assert metrics["n_rows"] == 200_000 and metrics["converged"]
+    scores = pq.read_table(tmp_path / "out" / "example-predictions")
+    assert scores.column_names == ["id", "prediction", "probability", "log_density"] and scores.num_rows == 200_000
