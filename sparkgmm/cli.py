@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import MISSING
 from pathlib import Path
@@ -30,6 +33,7 @@ DESCRIPTIONS = {
 _INPUT_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
                  ModelFormatError, CovarianceError)
 _SPARK_INPUT_ERRORS = ("AnalysisException", "IllegalArgumentException", "ParseException")
+_GLOB = re.compile(r"[*?\[{]")
 
 logger = logging.getLogger("sparkgmm")
 
@@ -80,9 +84,10 @@ def _local_path(uri: str) -> Path | None:
 def check_local_paths(command: str, config: Any) -> None:
     """Refuse, before Spark starts, local inputs that do not exist and local outputs that do."""
     for name in ("input", "model"):
-        path = _local_path(getattr(config, name, None) or "")
-        if path is not None and getattr(config, name, None) and not path.exists():
-            raise FileNotFoundError(f"--{name} {getattr(config, name)} does not exist")
+        uri = getattr(config, name, None)
+        path = _local_path(uri) if uri and not _GLOB.search(uri) else None  # Spark expands globs itself
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"--{name} {uri} does not exist")
     if command == "predict" and _local_path(config.model) is not None:
         load_mixture(_local_path(config.model))  # a damaged model directory fails here with ModelFormatError
     output = _local_path(config.output)
@@ -105,6 +110,10 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(command: str, argv: Sequence[str]) -> int:
     """Run one job; returns the exit code."""
     prog = f"sparkgmm {command}"
@@ -115,6 +124,9 @@ def run(command: str, argv: Sequence[str]) -> int:
         print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_INVALID
     _configure_logging()
+    # A scheduler stops a job with SIGTERM: raise SystemExit so that staged output is removed on the way out.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.perf_counter()
     try:
         from .spark.jobs import run_job  # Spark loads only once the flags are known to be good

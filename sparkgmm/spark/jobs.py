@@ -104,13 +104,7 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
     summary = model.summary
     lls = summary.logLikelihoodHistory
     return {
-        "k": model.mixture.n_components,
-        "covariance_type": model.mixture.covariance_type,
-        "log_likelihood": summary.logLikelihood,
-        "bic": summary.bic,
-        "aic": summary.aic,
-        "n_iter": summary.numIter,
-        "converged": summary.converged,
+        **_outcome(model),
         "initial_log_likelihood": lls[0],
         "history": [
             {"iteration": t, "log_likelihood": lls[t], "change": lls[t] - lls[t - 1],
@@ -120,7 +114,6 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
         "cluster_sizes": list(summary.clusterSizes),
         "n_rows": summary.numRows,
         "weight_sum": summary.weightSum,
-        "n_parameters": summary.numParameters,
         "n_features": model.mixture.n_features,
         "feature_names": features.names(model.mixture.n_features),
         "input": input_path,
@@ -209,7 +202,8 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
     return document
 
 
-def _candidate_row(model: GaussianMixtureModel, seconds: float) -> dict[str, Any]:
+def _outcome(model: GaussianMixtureModel) -> dict[str, Any]:
+    """What a fit came to: the fields of a candidates.csv row but seconds, and the head of metrics.json."""
     summary = model.summary
     return {
         "k": model.mixture.n_components,
@@ -220,8 +214,11 @@ def _candidate_row(model: GaussianMixtureModel, seconds: float) -> dict[str, Any
         "n_parameters": summary.numParameters,
         "n_iter": summary.numIter,
         "converged": summary.converged,
-        "seconds": seconds,
     }
+
+
+def _candidate_row(model: GaussianMixtureModel, seconds: float) -> dict[str, Any]:
+    return {**_outcome(model), "seconds": seconds}
 
 
 def candidates_csv(rows: list[dict[str, Any]]) -> str:
@@ -277,4 +274,7 @@ def run_job(command: str, config: FitConfig | PredictConfig | SelectConfig) -> N
         RUNNERS[command](spark, config)
     finally:
         if owns_session:
-            spark.stop()
+            try:
+                spark.stop()
+            except Exception:  # the JVM may be gone already (a SIGTERM reaches it too): keep the job's own outcome
+                logger.warning("could not stop the Spark session cleanly", exc_info=True)

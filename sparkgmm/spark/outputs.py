@@ -9,6 +9,7 @@ new one is in place, so a failed run never leaves the destination empty or half-
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -79,6 +80,8 @@ class StagedOutput:
         self._staging = self._paths.sibling(f".{name}.sparkgmm-staging-{tag}")
         self._backup = self._paths.sibling(f".{name}.sparkgmm-replaced-{tag}")
         self.staging = self._staging.toString()
+        # Where the staging directory is on this machine, to remove it even if the JVM is already gone (SIGTERM).
+        self._local_staging = Path(self._paths.local_path(self._staging)) if self._paths.is_local else None
 
     def put_local_dir(self, local_dir: str | Path) -> None:
         """Copy a directory on the driver's disk to the staging location."""
@@ -104,7 +107,12 @@ class StagedOutput:
             paths.rename(self._staging, paths.path)
 
     def abort(self) -> None:
-        self._paths.delete(self._staging)
+        try:
+            self._paths.delete(self._staging)
+        except Exception:
+            if self._local_staging is None:
+                raise
+            shutil.rmtree(self._local_staging, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -117,6 +125,8 @@ def staged_output(spark: SparkSession, uri: str, overwrite: bool) -> Iterator[St
         yield output
         output.commit()
     except BaseException:
+        with contextlib.suppress(Exception):  # on SIGTERM a write may still be running into the staging directory
+            spark.sparkContext.cancelAllJobs()
         output.abort()
         raise
 
