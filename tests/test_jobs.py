@@ -263,3 +263,33 @@ def test_select_by_aic_and_a_failing_candidate_is_named(spark, points, tmp_path,
     document = json.loads((out / "candidates.json").read_text())
     assert document["criterion"] == "aic"
     assert document["best"]["index"] == int(np.argmin([r["aic"] for r in document["candidates"]]))
+
+
+SIGTERM_DURING_COMMIT = """
+import os, signal, sys
+from sparkgmm import cli
+from sparkgmm.spark import outputs
+
+commit = outputs.StagedOutput.commit
+
+def terminated_then_commit(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler stopping the job with the output staged, not yet committed
+    commit(self)
+
+outputs.StagedOutput.commit = terminated_then_commit
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_with_the_output_staged_exits_143_and_leaves_nothing(points, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DURING_COMMIT, "fit", "--input", points[0], "--output", str(out),
+         "--features", "x0,x1", "--k", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
