@@ -46,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"sparkgmm {command}", description=DESCRIPTIONS[command], argument_default=argparse.SUPPRESS)
+    parser = _Parser(prog=f"sparkgmm {command}", description=DESCRIPTIONS[command], argument_default=argparse.SUPPRESS,
+                     allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below; flags win")
     parser.add_argument("--master", metavar="URL", help="Spark master (default local[2]; spark-submit's wins)")
     required = parser.add_argument_group("required (as flags or in the config file)")
