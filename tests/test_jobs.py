@@ -293,3 +293,25 @@ def test_sigterm_with_the_output_staged_exits_143_and_leaves_nothing(points, tmp
     )
     assert result.returncode == 143, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_predict_nulls_for_unusable_rows_and_refuses_when_no_row_fits_the_model(spark, fitted, tmp_path, capsys,
+                                                                                caplog):
+    X = np.arange(30, dtype=float).reshape(10, 3)
+    X[4, 1] = np.nan
+    path = write_points(tmp_path / "in.parquet", X, files=1)
+    with caplog.at_level(logging.WARNING, logger="sparkgmm"):
+        assert run("predict", ["--model", fitted, "--input", path, "--output", str(tmp_path / "scores")]) == 0
+    assert "1 of 10 rows have null, ragged or non-finite features" in caplog.text
+    table = read_sorted(str(tmp_path / "scores"))
+    predictions = table["prediction"].to_pylist()
+    assert predictions[4] is None and table["log_density"].to_pylist()[4] is None
+    expected = Mixture.load(fitted).predict(np.delete(X, 4, axis=0)).tolist()
+    assert predictions[:4] + predictions[5:] == expected
+    # Vectors of two values against a model of three features: nothing can be scored, so nothing is written.
+    short = write_points(tmp_path / "short.parquet", X[:, :2], files=1)
+    assert run("predict", ["--model", fitted, "--input", short, "--output", str(tmp_path / "none"),
+                           "--features", "vec"]) == 2
+    assert "no row could be scored: the model wants 3 finite features per row from vec" in error_lines(
+        capsys.readouterr().err)[0]
+    assert not (tmp_path / "none").exists() and leftovers(tmp_path) == []

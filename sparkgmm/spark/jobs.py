@@ -59,6 +59,7 @@ class Features:
     def apply(self, estimator_or_model):
         if self.input_cols:
             return estimator_or_model.setInputCols(list(self.input_cols))
+        estimator_or_model.clear(estimator_or_model.inputCols)  # inputCols would win over featuresCol
         return estimator_or_model.setFeaturesCol(self.features_col)
 
 
@@ -248,17 +249,24 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
             raise ValueError(f"input column {clashes[0]!r} clashes with an output column of the same name; "
                              "leave it out with --keep-cols")
         if config.features:
-            features = resolve_features(df, config.features, None)
-            features_col, input_cols = features.features_col, list(features.input_cols or ()) or None
-        else:
-            features_col, input_cols = model.getFeaturesCol(), model._input_cols()
-        features = features_column(df, features_col, input_cols)
+            resolve_features(df, config.features, None).apply(model)
+        input_cols = model._input_cols()
+        features = features_column(df, model.getFeaturesCol(), input_cols)
         if input_cols and len(input_cols) != model.mixture.n_features:
             raise ValueError(f"the model has {model.mixture.n_features} features but {len(input_cols)} columns "
                              f"were named: {', '.join(input_cols)}")
         scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False)
         scored.select(*[F.col(f"`{name}`") for name in keep], *PREDICTION_COLUMNS).write.parquet(output.staging)
-    logger.info("wrote %s: %s plus %s", config.output, ", ".join(keep) or "no input columns",
+        # One pass over the prediction column just written: rows that could not be scored are worth a word, and
+        # a run that scored none (features of another length than the model's, say) is an error, not an output.
+        rows, scored_rows = spark.read.parquet(output.staging).agg(F.count("*"), F.count("prediction")).first()
+        if rows and not scored_rows:
+            raise ValueError(f"no row could be scored: the model wants {model.mixture.n_features} finite features "
+                             f"per row from {', '.join(input_cols or [model.getFeaturesCol()])}")
+        if scored_rows < rows:
+            logger.warning("%d of %d rows have null, ragged or non-finite features: their outputs are null",
+                           rows - scored_rows, rows)
+    logger.info("wrote %s: %d rows, %s plus %s", config.output, rows, ", ".join(keep) or "no input columns",
                 ", ".join(PREDICTION_COLUMNS))
 
 

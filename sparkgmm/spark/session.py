@@ -19,19 +19,18 @@ WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THRE
 def local_session(master: str = "local[2]", app_name: str = "sparkgmm", **conf: str) -> SparkSession:
     """Get or create a session on ``master`` bound to 127.0.0.1, with the Python workers running this interpreter
     (not whatever ``python3`` is first on PATH) with one BLAS thread each. ``conf`` adds Spark settings."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    loopback = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    return _builder(master, app_name, {**loopback, **conf}).getOrCreate()
+
+
+def _builder(master: str, app_name: str, conf: dict[str, str]) -> SparkSession.Builder:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.showConsoleProgress", "false")
-    )
-    for key, value in {**speed_settings(), **conf}.items():
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in {"spark.ui.showConsoleProgress": "false", **speed_settings(), **conf}.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    return builder
 
 
 def speed_settings() -> dict[str, str]:
@@ -59,12 +58,7 @@ def job_session(master: str | None, app_name: str, conf: dict[str, str]) -> Spar
         master = master or "local[2]"
         if master.startswith("local"):
             return local_session(master, app_name, **conf)
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        builder = SparkSession.builder.master(master).appName(app_name)
-        for key, value in {"spark.ui.showConsoleProgress": "false", **speed_settings(), **conf}.items():
-            builder = builder.config(key, value)
-        return builder.getOrCreate()
+        return _builder(master, app_name, conf).getOrCreate()
     SparkContext._ensure_initialized()  # connects to spark-submit's JVM, so SparkConf() sees its settings
     given = SparkConf()
     if master and given.get("spark.master") not in (None, master):
