@@ -1,9 +1,11 @@
 """Start, inspect and stop a Spark standalone cluster on 127.0.0.1: one master and N workers, each its own JVM,
 launched with the ``spark-class`` that ships inside the pyspark package (no separate Spark install).
 
-    .venv/bin/python scripts/local_cluster.py start [--workers 2] [--worker-cores 1] [--worker-memory 2g]
-    .venv/bin/python scripts/local_cluster.py status
-    .venv/bin/python scripts/local_cluster.py stop
+    scripts/local-cluster start [--workers 2] [--worker-cores 1] [--worker-memory 2g]
+    scripts/local-cluster status
+    scripts/local-cluster stop
+
+(``scripts/local-cluster`` runs this file with the project's Python.)
 
 ``start`` prints the master URL (``spark://127.0.0.1:PORT``) on stdout once every worker has registered, and keeps
 the process ids, ports and logs under ``--state-dir`` (default ``.local-cluster``); ``stop`` ends them. Ports are

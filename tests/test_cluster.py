@@ -62,14 +62,17 @@ def package(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("cluster")
-    script = [sys.executable, str(ROOT / "scripts" / "local_cluster.py"), "--state-dir", str(state)]
-    started = subprocess.run([*script, "start", "--workers", "2", "--worker-cores", "1", "--worker-memory", "2g"],
-                             capture_output=True, text=True, timeout=300)
+    script = [str(ROOT / "scripts" / "local-cluster")]
+    env = {**os.environ, "SPARKGMM_PYTHON": sys.executable}
+    started = subprocess.run([*script, "start", "--state-dir", str(state), "--workers", "2", "--worker-cores", "1",
+                              "--worker-memory", "2g"], capture_output=True, text=True, timeout=300, env=env)
     assert started.returncode == 0, started.stderr
     try:
         yield started.stdout.strip(), state
     finally:
-        subprocess.run([*script, "stop"], capture_output=True, timeout=120)
+        stopped = subprocess.run([*script, "stop", "--state-dir", str(state)], capture_output=True, text=True,
+                                 timeout=120, env=env)
+        assert stopped.returncode == 0, stopped.stderr
 
 
 @pytest.fixture(scope="module")
