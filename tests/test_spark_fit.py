@@ -294,3 +294,22 @@ def test_fit_multiple_with_different_inputs_and_after_a_failure(spark):
     with pytest.raises(ValueError, match="k=500 components need at least 500 rows"):
         gmm.fit(df, [{gmm.k: 2}, {gmm.k: 500}])
     assert persisted_rdd_count(spark) == 0
+
+
+def test_cross_validator_tunes_k_through_fit_multiple(spark):
+    from pyspark.ml.evaluation import ClusteringEvaluator
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    X, _ = make_mixture("diag", n_components=3, n_features=2, seed=6, separation=8.0).sample(900, seed=3)
+    df = frame(spark, X, 2).select(array_to_vector("features").alias("features"))
+    gmm = GaussianMixture(covarianceType="diag", maxIter=20, seed=2)
+    grid = ParamGridBuilder().addGrid(gmm.k, [2, 3]).build()
+    cv = CrossValidator(estimator=gmm, estimatorParamMaps=grid, evaluator=ClusteringEvaluator(), numFolds=2,
+                        parallelism=2, seed=1)
+    jobs_before = len(spark_job_descriptions(spark))
+    best = cv.fit(df)
+    descriptions = spark_job_descriptions(spark)[: len(spark_job_descriptions(spark)) - jobs_before]
+    assert descriptions.count("sparkgmm: convert features to cached blocks") == 3  # each fold once, then the refit
+    assert len(best.avgMetrics) == 2 and all(np.isfinite(best.avgMetrics))
+    assert best.bestModel.mixture.n_components == [2, 3][int(np.argmax(best.avgMetrics))]  # silhouette: larger wins
+    assert persisted_rdd_count(spark) == 0
