@@ -4,6 +4,7 @@
 ``sparkgmm.GaussianMixture`` and its ``GaussianMixtureModel`` load pyspark on first access.
 """
 
+from .errors import InputError
 from .gaussian import COVARIANCE_TYPES, CovarianceError
 from .mixture import Mixture
 from .persistence import ModelFormatError
@@ -12,7 +13,7 @@ __version__ = "0.1.0"
 
 _SPARK_NAMES = ("GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary")
 
-__all__ = ["COVARIANCE_TYPES", "CovarianceError", "Mixture", "ModelFormatError", *_SPARK_NAMES]
+__all__ = ["COVARIANCE_TYPES", "CovarianceError", "InputError", "Mixture", "ModelFormatError", *_SPARK_NAMES]
 
 
 def __getattr__(name: str):

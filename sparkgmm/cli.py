@@ -1,7 +1,8 @@
 """The command line: ``python -m sparkgmm {fit,predict,select} [flags]`` and the spark-submit entry points in jobs/.
 
-Exit codes: 0 success; 2 invalid flags, config or input (one line on stderr naming the problem, and no output);
-1 anything else (the traceback is logged, then one line). Flags and config keys are built from ``sparkgmm.config``'s
+Exit codes: 0 success; 2 invalid flags, config or input (``sparkgmm.errors.InputError``, a missing or existing path,
+or Spark's analysis errors: one line on stderr naming the problem, and no output); 1 anything else (the traceback is
+logged, then one line). Flags and config keys are built from ``sparkgmm.config``'s
 dataclasses, so each is declared once. Everything up to and including the checks of local paths runs before Spark
 starts, so a bad flag costs no JVM and prints nothing else.
 """
@@ -21,8 +22,8 @@ from typing import Any, Sequence
 from urllib.parse import urlparse
 
 from .config import JOB_CONFIGS, ConfigError, flag_name, job_fields, load_job_config, value_kind
-from .gaussian import CovarianceError
-from .persistence import ModelFormatError, load_mixture
+from .errors import InputError
+from .persistence import load_mixture
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DESCRIPTIONS = {
@@ -30,8 +31,8 @@ DESCRIPTIONS = {
     "predict": "Score a Parquet input with a saved model: prediction, probability and log_density per row.",
     "select": "Fit every k (and covariance type) of a range; write candidates.json/.csv and the best model.",
 }
-_INPUT_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                 ModelFormatError, CovarianceError)
+# Exit 2: what the caller passed in cannot be used. Any other exception, a bare ValueError included, is exit 1.
+_INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError)
 _SPARK_INPUT_ERRORS = ("AnalysisException", "IllegalArgumentException", "ParseException")
 _GLOB = re.compile(r"[*?\[{]")
 

@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
 from .init import INIT_MODES
 
@@ -25,7 +26,7 @@ STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DI
 PREDICTION_COLUMNS = ("prediction", "probability", "log_density")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A flag or config value is missing, unknown, of the wrong type or out of range. Jobs exit with code 2."""
 
 

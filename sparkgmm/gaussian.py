@@ -21,17 +21,19 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
+from .errors import InputError
+
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-class CovarianceError(ValueError):
+class CovarianceError(InputError):
     """A covariance is not symmetric positive definite, so it has no Cholesky factor."""
 
 
 def check_covariance_type(covariance_type: str) -> str:
     if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
+        raise InputError(
             f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}; got {covariance_type!r}"
         )
     return covariance_type

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
 from .mixture import Mixture
 from .stats import SufficientStats, m_step, stats_from_resp
 
@@ -81,7 +82,7 @@ def initial_mixture(
 ) -> Mixture:
     """Initial parameters from ``sample`` (n, d) with ``n >= n_components``."""
     if init_mode not in INIT_MODES:
-        raise ValueError(f"initMode must be one of {', '.join(INIT_MODES)}; got {init_mode!r}")
+        raise InputError(f"initMode must be one of {', '.join(INIT_MODES)}; got {init_mode!r}")
     rng = np.random.default_rng(seed)
     n, d = sample.shape
     if init_mode in ("k-means", "k-means++"):

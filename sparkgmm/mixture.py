@@ -11,6 +11,7 @@ from os import PathLike
 import numpy as np
 from scipy.special import logsumexp
 
+from .errors import InputError
 from .gaussian import (
     check_covariance_type,
     covariances_shape,
@@ -29,12 +30,12 @@ def as_float_matrix(X, n_features: int | None = None, what: str = "X") -> np.nda
     if X.ndim == 1 and n_features is not None and X.shape[0] == n_features:
         X = X[None, :]
     if X.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array of shape (n_samples, n_features); got shape {X.shape}")
+        raise InputError(f"{what} must be a 2-D array of shape (n_samples, n_features); got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{what} has {X.shape[1]} features but the model was fitted with {n_features}")
+        raise InputError(f"{what} has {X.shape[1]} features but the model was fitted with {n_features}")
     if not np.all(np.isfinite(X)):
         bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ValueError(f"{what} has {bad} rows with NaN or infinite values; drop or impute them first")
+        raise InputError(f"{what} has {bad} rows with NaN or infinite values; drop or impute them first")
     return X
 
 
@@ -58,21 +59,21 @@ class Mixture:
         means = np.array(self.means, dtype=np.float64)
         covariances = np.array(self.covariances, dtype=np.float64)
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
-            raise ValueError(f"means must have shape (n_components, n_features); got {means.shape}")
+            raise InputError(f"means must have shape (n_components, n_features); got {means.shape}")
         k, d = means.shape
         if weights.shape != (k,):
-            raise ValueError(f"weights must have shape ({k},) to match means; got {weights.shape}")
+            raise InputError(f"weights must have shape ({k},) to match means; got {weights.shape}")
         expected = covariances_shape(self.covariance_type, k, d)
         if covariances.shape != expected:
-            raise ValueError(
+            raise InputError(
                 f"{self.covariance_type} covariances must have shape {expected} for {k} components and {d} "
                 f"features; got {covariances.shape}"
             )
         for name, value in (("weights", weights), ("means", means), ("covariances", covariances)):
             if not np.all(np.isfinite(value)):
-                raise ValueError(f"{name} contain NaN or infinite values")
+                raise InputError(f"{name} contain NaN or infinite values")
         if np.any(weights < 0.0) or abs(weights.sum() - 1.0) > _WEIGHT_SUM_TOLERANCE:
-            raise ValueError(f"weights must be non-negative and sum to 1; they sum to {weights.sum()!r}")
+            raise InputError(f"weights must be non-negative and sum to 1; they sum to {weights.sum()!r}")
         for name, value in (("weights", weights), ("means", means), ("covariances", covariances)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -155,7 +156,7 @@ class Mixture:
     def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` rows; returns ``(X, labels)``. Reproducible for a given seed."""
         if int(n_samples) != n_samples or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
+            raise InputError(f"n_samples must be a positive integer; got {n_samples!r}")
         rng = np.random.default_rng(seed)
         counts = rng.multinomial(int(n_samples), self.weights)
         labels = np.repeat(np.arange(self.n_components), counts)

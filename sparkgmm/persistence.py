@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 import numpy as np
 
+from .errors import InputError
 from .gaussian import COVARIANCE_TYPES, covariances_shape
 from .mixture import Mixture
 
@@ -24,7 +25,7 @@ METADATA_FILE = "metadata.json"
 PARAMS_FILE = "params.npz"
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(InputError):
     """A model directory is missing, damaged, or not a sparkgmm model."""
 
 

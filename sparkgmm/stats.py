@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import blas
 
+from .errors import InputError
 from .gaussian import log_gaussian_prob_t
 
 # scikit-learn adds 10 * eps to every nk so that an empty component gives finite parameters; we do the same so that
@@ -67,7 +68,7 @@ class SufficientStats:
     def mean_log_likelihood(self) -> float:
         """Weighted mean per-sample log-likelihood (the quantity whose change is compared with ``tol``)."""
         if self.weight_sum <= 0.0:
-            raise ValueError("no rows with positive weight were seen: cannot compute a log-likelihood")
+            raise InputError("no rows with positive weight were seen: cannot compute a log-likelihood")
         return self.log_likelihood / self.weight_sum
 
 

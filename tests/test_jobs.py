@@ -165,13 +165,14 @@ def test_a_missing_input_and_non_finite_rows_exit_2(spark, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
 
 
-def test_an_unexpected_failure_exits_1(spark, points, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("error", [RuntimeError("disk on fire"), ValueError("a bug, not bad input")])
+def test_an_unexpected_failure_exits_1(spark, points, tmp_path, monkeypatch, capsys, error):
     def broken(spark, config):
-        raise RuntimeError("disk on fire")
+        raise error
 
     monkeypatch.setitem(jobs.RUNNERS, "fit", broken)
     assert run("fit", ["--input", points[0], "--output", str(tmp_path / "m")]) == 1
-    assert error_lines(capsys.readouterr().err)[-1] == "sparkgmm fit: failed: RuntimeError: disk on fire"
+    assert error_lines(capsys.readouterr().err)[-1] == f"sparkgmm fit: failed: {type(error).__name__}: {error}"
 
 
 def read_sorted(path: str) -> pa.Table:

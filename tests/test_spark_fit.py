@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from conftest import make_mixture
 from test_em import assert_matches_sklearn, overlapping_data_and_start, sklearn_fit
-from sparkgmm import GaussianMixture, Mixture
+from sparkgmm import GaussianMixture
 from sparkgmm.em import local_expectation, run_em
 
 pytestmark = pytest.mark.spark

@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..errors import InputError
 from ..mixture import Mixture
 from ..stats import SufficientStats, accumulate, merge_stats
 
@@ -46,18 +47,18 @@ def features_column(df: DataFrame, features_col: str, input_cols: list[str] | No
     if input_cols:
         for name in input_cols:
             if name not in fields:
-                raise ValueError(f"input column {name!r} is not in the DataFrame (columns: {', '.join(fields)})")
+                raise InputError(f"input column {name!r} is not in the DataFrame (columns: {', '.join(fields)})")
             if not isinstance(fields[name], _NUMERIC):
-                raise ValueError(f"input column {name!r} has type {fields[name].simpleString()}; it must be numeric")
+                raise InputError(f"input column {name!r} has type {fields[name].simpleString()}; it must be numeric")
         return F.array(*[F.col(name).cast("double") for name in input_cols])
     if features_col not in fields:
-        raise ValueError(f"features column {features_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
+        raise InputError(f"features column {features_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
     dtype = fields[features_col]
     if isinstance(dtype, VectorUDT):
         return vector_to_array(F.col(features_col), "float64")
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.FloatType, T.DoubleType)):
         return F.col(features_col).cast("array<double>")
-    raise ValueError(
+    raise InputError(
         f"features column {features_col!r} has type {dtype.simpleString()}; it must be a Vector or an "
         "array<double>/array<float> (or name numeric columns with inputCols)"
     )
@@ -67,9 +68,9 @@ def weight_column(df: DataFrame, weight_col: str) -> Column:
     """The weight column as double, after checking that it exists and is numeric."""
     fields = {f.name: f.dataType for f in df.schema.fields}
     if weight_col not in fields:
-        raise ValueError(f"weight column {weight_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
+        raise InputError(f"weight column {weight_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
     if not isinstance(fields[weight_col], _NUMERIC):
-        raise ValueError(f"weight column {weight_col!r} has type {fields[weight_col].simpleString()}; it must be numeric")
+        raise InputError(f"weight column {weight_col!r} has type {fields[weight_col].simpleString()}; it must be numeric")
     return F.col(weight_col).cast("double")
 
 

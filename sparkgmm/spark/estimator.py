@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame
 
 from ..config import STORAGE_LEVELS
 from ..em import run_em
+from ..errors import InputError
 from ..gaussian import COVARIANCE_TYPES
 from ..init import INIT_MODES, initial_mixture
 from ..mixture import Mixture, information_criteria
@@ -159,7 +160,7 @@ class _GaussianMixtureParams(
         }
         for name, (value, ok, rule) in checks.items():
             if not ok(value):
-                raise ValueError(f"{name}={value!r} {rule}")
+                raise InputError(f"{name}={value!r} {rule}")
         return {name: value for name, (value, _, _) in checks.items()}
 
 
@@ -293,7 +294,7 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
         if initial_model is not None and (
             initial_model.n_components != k or initial_model.covariance_type != covariance_type
         ):
-            raise ValueError(
+            raise InputError(
                 f"initialModel has {initial_model.n_components} {initial_model.covariance_type} components but "
                 f"k={k} and covarianceType={covariance_type!r}"
             )
@@ -325,21 +326,21 @@ class GaussianMixture(Estimator, _GaussianMixtureParams):
     def _check_blocks(self, blocks: FeatureBlocks, k: int, initial_model: Mixture | None) -> None:
         what = ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
         if blocks.ragged_rows:
-            raise ValueError(f"features {what}: rows have different lengths; every row needs the same number of features")
+            raise InputError(f"features {what}: rows have different lengths; every row needs the same number of features")
         if blocks.invalid_rows:
             weight = f" or in weight column {self._weight_col()!r} (null, negative or not finite)" if self._weight_col() else ""
-            raise ValueError(
+            raise InputError(
                 f"{blocks.invalid_rows} rows have null, NaN or infinite values in features {what}{weight}; "
                 "drop or impute them before fitting"
             )
         if blocks.n_rows < k:
-            raise ValueError(f"k={k} components need at least {k} rows; the data has {blocks.n_rows}")
+            raise InputError(f"k={k} components need at least {k} rows; the data has {blocks.n_rows}")
         if blocks.n_features < 1:
-            raise ValueError(f"features {what} are empty: rows need at least one feature")
+            raise InputError(f"features {what} are empty: rows need at least one feature")
         if blocks.weight_sum <= 0.0:
-            raise ValueError(f"weight column {self._weight_col()!r} sums to {blocks.weight_sum}; it must be positive")
+            raise InputError(f"weight column {self._weight_col()!r} sums to {blocks.weight_sum}; it must be positive")
         if initial_model is not None and initial_model.n_features != blocks.n_features:
-            raise ValueError(
+            raise InputError(
                 f"initialModel has {initial_model.n_features} features but the data has {blocks.n_features}"
             )
 

@@ -25,10 +25,11 @@ from pyspark.sql import types as T
 
 from .. import __version__
 from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
+from ..errors import InputError
 from ..gaussian import CovarianceError
+from .blocks import features_column
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import local_copy_of_dir, staged_output
-from .blocks import features_column
 from .scoring import score_dataframe
 from .session import job_session
 
@@ -74,7 +75,7 @@ def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | No
     else:
         numeric = tuple(name for name, dtype in fields.items() if isinstance(dtype, _NUMERIC) and name != weight_col)
         if not numeric:
-            raise ValueError(
+            raise InputError(
                 f"the input has no numeric columns (columns: {', '.join(fields)}); name the features with --features"
             )
         features = Features(numeric, None)
@@ -242,18 +243,18 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
         keep = list(config.keep_cols) if config.keep_cols else df.columns
         missing = [name for name in keep if name not in df.columns]
         if missing:
-            raise ValueError(f"--keep-cols names {', '.join(map(repr, missing))}, not in the input "
+            raise InputError(f"--keep-cols names {', '.join(map(repr, missing))}, not in the input "
                              f"(columns: {', '.join(df.columns)})")
         clashes = [name for name in keep if name in PREDICTION_COLUMNS]
         if clashes:
-            raise ValueError(f"input column {clashes[0]!r} clashes with an output column of the same name; "
+            raise InputError(f"input column {clashes[0]!r} clashes with an output column of the same name; "
                              "leave it out with --keep-cols")
         if config.features:
             resolve_features(df, config.features, None).apply(model)
         input_cols = model._input_cols()
         features = features_column(df, model.getFeaturesCol(), input_cols)
         if input_cols and len(input_cols) != model.mixture.n_features:
-            raise ValueError(f"the model has {model.mixture.n_features} features but {len(input_cols)} columns "
+            raise InputError(f"the model has {model.mixture.n_features} features but {len(input_cols)} columns "
                              f"were named: {', '.join(input_cols)}")
         scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False)
         scored.select(*[F.col(f"`{name}`") for name in keep], *PREDICTION_COLUMNS).write.parquet(output.staging)
@@ -261,7 +262,7 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
         # a run that scored none (features of another length than the model's, say) is an error, not an output.
         rows, scored_rows = spark.read.parquet(output.staging).agg(F.count("*"), F.count("prediction")).first()
         if rows and not scored_rows:
-            raise ValueError(f"no row could be scored: the model wants {model.mixture.n_features} finite features "
+            raise InputError(f"no row could be scored: the model wants {model.mixture.n_features} finite features "
                              f"per row from {', '.join(input_cols or [model.getFeaturesCol()])}")
         if scored_rows < rows:
             logger.warning("%d of %d rows have null, ragged or non-finite features: their outputs are null",
