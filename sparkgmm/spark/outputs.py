@@ -41,9 +41,6 @@ class _HadoopPaths:
         self.fs = fs
         self.path = self.fs.makeQualified(path)
 
-    def child(self, name: str):
-        return self._Path(self.path, name)
-
     def sibling(self, name: str):
         return self._Path(self.path.getParent(), name)
 
