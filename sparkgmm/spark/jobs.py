@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
 from ..errors import InputError
 from ..gaussian import CovarianceError
-from .blocks import features_column
+from .blocks import NUMERIC_TYPES, features_column
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import local_copy_of_dir, staged_output
 from .scoring import score_dataframe
@@ -42,7 +42,6 @@ BEST_MODEL_DIR = "best"
 CANDIDATE_FIELDS = (
     "k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter", "converged", "seconds",
 )
-_NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | No
     if named:
         features = Features(tuple(named), None)
     else:
-        numeric = tuple(name for name, dtype in fields.items() if isinstance(dtype, _NUMERIC) and name != weight_col)
+        numeric = tuple(name for name, dtype in fields.items() if isinstance(dtype, NUMERIC_TYPES) and name != weight_col)
         if not numeric:
             raise InputError(
                 f"the input has no numeric columns (columns: {', '.join(fields)}); name the features with --features"

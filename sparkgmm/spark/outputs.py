@@ -59,12 +59,6 @@ class _HadoopPaths:
         return (path if path is not None else self.path).toUri().getPath()
 
 
-def check_output(spark: SparkSession, uri: str, overwrite: bool) -> None:
-    """Raise ``OutputExistsError`` if ``uri`` exists and ``overwrite`` is false."""
-    if not overwrite and _HadoopPaths(spark, uri).exists():
-        raise OutputExistsError(f"output {uri} already exists; pass --overwrite to replace it")
-
-
 class StagedOutput:
     """Write into ``staging`` (a URI that does not exist yet), then ``commit()`` it to the destination."""
 
@@ -116,8 +110,9 @@ class StagedOutput:
 def staged_output(spark: SparkSession, uri: str, overwrite: bool) -> Iterator[StagedOutput]:
     """``with staged_output(...) as out:`` write to ``out.staging`` (or ``out.put_local_dir``); committed when the
     block ends normally, removed when it raises."""
-    check_output(spark, uri, overwrite)
     output = StagedOutput(spark, uri, overwrite)
+    if not overwrite and output._paths.exists():
+        raise OutputExistsError(f"output {uri} already exists; pass --overwrite to replace it")
     try:
         yield output
         output.commit()
