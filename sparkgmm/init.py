@@ -1,22 +1,41 @@
-"""Initial parameters from a bounded sample of rows held on the driver. Pure NumPy: never imports pyspark.
+"""Initial parameters: k-means|| over all rows in a few passes, or the modes that work on a bounded sample of rows
+drawn to the driver. Pure NumPy: never imports pyspark.
 
-Every mode picks ``k`` centres from the sample: ``random_from_data`` uniformly, ``k-means++`` by D^2 sampling, and
+``k-means||`` (the default; Bahmani et al., VLDB 2012) draws a first centre with probability proportional to the row
+weight, then in each of ``init_steps`` passes draws every row with probability ``min(1, l w d^2 / cost)``
+(oversampling ``l = 2k``; the draw is settled on the driver from a bounded set, see ``passes.Oversampled``). One more
+pass weighs each drawn candidate by the row weight nearest to it; weighted k-means++ and Lloyd on the driver reduce
+the candidates to ``k`` centres; at most LLOYD_PASSES distributed Lloyd passes refine them, and the last pass's
+hard assignment gives the initial weights, means and covariances (plus ``reg_covar``). A zero-weight row is never
+drawn.
+
+The sample modes pick ``k`` centres from the sample: ``random_from_data`` uniformly, ``k-means++`` by D^2 sampling, and
 ``k-means`` (the default, as scikit-learn's) refines the k-means++ centres with Lloyd iterations on the sample. Every
 sample row then goes to its nearest centre and one M-step on those hard assignments gives the initial parameters:
 weights are the shares of the sample, means the centroids, covariances the within-group scatter plus ``reg_covar``.
-Every draw comes from a seeded ``numpy.random.default_rng``.
+Their sample is drawn in one pass, with probability proportional to the row weight and bounded in total
+(``passes.WeightedSample``). Every draw comes from a seeded ``numpy.random.default_rng``.
 """
 
 from __future__ import annotations
+
+from typing import Generator
 
 import numpy as np
 
 from .errors import InputError
 from .mixture import Mixture
+from .passes import HardAssignment, NearestCentre, OversampleRound, WeightedSample
 from .stats import SufficientStats, m_step, stats_from_resp
 
-INIT_MODES = ("k-means", "k-means++", "random_from_data")
+INIT_MODES = ("k-means||", "k-means", "k-means++", "random_from_data")
 LLOYD_MAX_ITER = 100
+# Distributed Lloyd passes after k-means||, at most; they stop early once no centre moves by more than
+# LLOYD_SHIFT_TOL times the root mean squared distance of the rows to their centres.
+LLOYD_PASSES = 3
+LLOYD_SHIFT_TOL = 1e-3
+# Rows drawn to the driver for the sample modes: enough for k-means++ to see every sizeable cluster.
+INIT_SAMPLE_ROWS = 10_000
 
 
 def _squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -28,24 +47,26 @@ def _squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
-def kmeans_plusplus(X: np.ndarray, n_centres: int, rng: np.random.Generator) -> np.ndarray:
+def kmeans_plusplus(X: np.ndarray, n_centres: int, rng: np.random.Generator,
+                    sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Indices of ``n_centres`` rows chosen by k-means++ (Arthur & Vassilvitskii, 2007) with greedy trials.
 
-    Each step draws ``2 + log(k)`` candidates with probability proportional to the squared distance to the
-    nearest chosen centre and keeps the one that lowers the total squared distance most. When every remaining row
-    coincides with a chosen centre (duplicate data), candidates are drawn uniformly.
+    Each step draws ``2 + log(k)`` candidates with probability proportional to the (weighted) squared distance to
+    the nearest chosen centre and keeps the one that lowers the total most. When every remaining row coincides with
+    a chosen centre (duplicate data), candidates are drawn in proportion to the weights alone.
     """
     n = X.shape[0]
+    weight = np.ones(n) if sample_weight is None else sample_weight
     trials = 2 + int(np.log(n_centres))
-    chosen = [int(rng.integers(n))]
-    closest = _squared_distances(X, X[chosen])[:, 0]
+    chosen = [int(rng.choice(n, p=weight / weight.sum()))]
+    closest = _squared_distances(X, X[chosen])[:, 0] * weight
     for _ in range(1, n_centres):
         total = closest.sum()
         if total > 0.0:
             candidates = rng.choice(n, size=trials, p=closest / total)
         else:
-            candidates = rng.choice(n, size=trials)
-        candidate_closest = np.minimum(closest[:, None], _squared_distances(X, X[candidates]))
+            candidates = rng.choice(n, size=trials, p=weight / weight.sum())
+        candidate_closest = np.minimum(closest[:, None], _squared_distances(X, X[candidates]) * weight[:, None])
         best = int(candidate_closest.sum(axis=0).argmin())
         chosen.append(int(candidates[best]))
         closest = candidate_closest[:, best]
@@ -78,27 +99,89 @@ def initial_mixture(
     covariance_type: str,
     reg_covar: float,
     init_mode: str,
-    seed: int,
+    seed: int | tuple[int, ...],
 ) -> Mixture:
-    """Initial parameters from ``sample`` (n, d) with ``n >= n_components``."""
-    if init_mode not in INIT_MODES:
-        raise InputError(f"initMode must be one of {', '.join(INIT_MODES)}; got {init_mode!r}")
+    """Initial parameters from ``sample`` (n, d) with ``n >= n_components`` by a sample mode."""
+    if init_mode not in INIT_MODES or init_mode == "k-means||":
+        modes = ", ".join(mode for mode in INIT_MODES if mode != "k-means||")
+        raise InputError(f"initMode for a sample must be one of {modes}; got {init_mode!r}")
     rng = np.random.default_rng(seed)
     n, d = sample.shape
     if init_mode in ("k-means", "k-means++"):
-        centres = sample[kmeans_plusplus(sample, n_components, rng)]
+        centres = sample[kmeans_plusplus(sample, n_components, rng, sample_weight)]
         if init_mode == "k-means":
             centres = lloyd(sample, sample_weight, centres)
     else:
         centres = sample[rng.choice(n, size=n_components, replace=False)]
-    nearest = _squared_distances(sample, centres).argmin(axis=1)
-    weight = np.ones(n) if sample_weight is None else sample_weight
+    return hard_assignment_mixture(sample, sample_weight, centres, covariance_type, reg_covar)
+
+
+def hard_assignment_mixture(X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray,
+                            covariance_type: str, reg_covar: float) -> Mixture:
+    """Weights, means and covariances of the rows of ``X`` assigned to their nearest centre."""
+    n_components, d = centres.shape
+    nearest = _squared_distances(X, centres).argmin(axis=1)
+    weight = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     stats = SufficientStats.zeros(n_components, d, covariance_type)
     for j in range(n_components):
         # Hard assignments: only a component's own rows contribute, so scratch stays (d, rows of j), not (k, d, n).
         mine = nearest == j
-        centred = (sample[mine] - centres[j]).T[None, :, :]
+        centred = (X[mine] - centres[j]).T[None, :, :]
         nk, first, second = stats_from_resp(centred, weight[mine][None, :], covariance_type)
         stats.nk[j], stats.first[j], stats.second[j] = nk[0], first[0], second[0]
     weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
+    return Mixture(weights, means, covariances, covariance_type)
+
+
+def sample_size(n_components: int) -> int:
+    return max(INIT_SAMPLE_ROWS, 20 * n_components)
+
+
+def initialise(n_components: int, covariance_type: str, reg_covar: float, init_mode: str, seed: tuple[int, ...],
+               init_steps: int = 2) -> Generator:
+    """A coroutine (see ``sparkgmm.em``) that asks for passes and returns the initial ``Mixture``."""
+    if init_mode == "k-means||":
+        return (yield from kmeans_parallel(n_components, covariance_type, reg_covar, seed, init_steps))
+    sample = yield WeightedSample(sample_size(n_components), (*seed, 0))
+    if sample.rows.shape[0] < n_components:
+        raise InputError(f"k={n_components} components need at least {n_components} rows of positive weight; the "
+                         f"data has {sample.rows.shape[0]}")
+    return initial_mixture(sample.rows, None, n_components, covariance_type, reg_covar, init_mode, seed)
+
+
+def kmeans_parallel(n_components: int, covariance_type: str, reg_covar: float, seed: tuple[int, ...],
+                    init_steps: int) -> Generator:
+    """k-means|| as a coroutine (see the module's docstring); returns the initial ``Mixture``."""
+    k = n_components
+    oversampling = 2.0 * k
+    capacity = int(3 * oversampling) + 64  # P(more than this many drawn in a round) is negligible (Poisson tail)
+    first = yield WeightedSample(1, (*seed, 1), description="k-means|| first centre")
+    centres = first.rows
+    for step in range(init_steps):
+        answer = yield OversampleRound(centres, capacity, (*seed, 2, step), description=f"k-means|| round {step + 1}")
+        drawn = answer.drawn(oversampling)
+        if not drawn.shape[0]:
+            break
+        centres = np.unique(np.concatenate([centres, drawn]), axis=0)
+    candidate_weights = (yield NearestCentre(centres)).weights
+    rng = np.random.default_rng([*seed, 3])
+    present = candidate_weights > 0.0
+    candidates, candidate_weights = centres[present], candidate_weights[present]
+    if candidates.shape[0] <= k:
+        # Fewer distinct rows than components: every candidate is a centre, the rest repeat the heaviest one.
+        extra = np.full(k - candidates.shape[0], int(candidate_weights.argmax()))
+        centres = np.concatenate([candidates, candidates[extra]])
+    else:
+        centres = candidates[kmeans_plusplus(candidates, k, rng, candidate_weights)]
+        centres = lloyd(candidates, candidate_weights, centres)
+    for step in range(LLOYD_PASSES):
+        stats = yield HardAssignment(centres, covariance_type, description=f"k-means|| Lloyd pass {step + 1}")
+        weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
+        empty = stats.nk <= 0.0
+        means[empty] = centres[empty]  # a centre that lost its rows stays where it was, not at the origin
+        shift = float(np.max(np.sum((means - centres) ** 2, axis=1)))
+        spread = -stats.log_likelihood / stats.weight_sum  # the mean squared distance to the nearest centre
+        centres = means
+        if shift <= LLOYD_SHIFT_TOL**2 * spread:
+            break
     return Mixture(weights, means, covariances, covariance_type)

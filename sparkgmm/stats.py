@@ -7,6 +7,7 @@ responsibility of component j for row i and ``w_i`` the row's sample weight:
 - ``first[j]   = sum_i w_i r_ij (x_i - mu_j)``                   (centred on the current means)
 - ``second[j]  = sum_i w_i r_ij (x_i - mu_j)(x_i - mu_j)^T``     (full/tied: (k, d, d); diag/spherical: its diagonal)
 - ``log_likelihood = sum_i w_i log p(x_i)``
+- optionally ``worst``: the few rows of positive weight with the lowest ``log p(x_i)`` (for re-seeding components)
 
 All accumulators are float64 and centred on the *same* means for every block, so adding them is exact algebra:
 a tree-reduce over any partitioning equals one pass over all the data (up to float rounding).
@@ -21,6 +22,7 @@ from scipy.linalg import blas
 
 from .errors import InputError
 from .gaussian import log_gaussian_prob_t
+from .toprows import TopRows
 
 # scikit-learn adds 10 * eps to every nk so that an empty component gives finite parameters; we do the same so that
 # fits from the same initial parameters agree to rounding.
@@ -46,12 +48,14 @@ class SufficientStats:
     first: np.ndarray
     second: np.ndarray
     hard_counts: np.ndarray
+    worst: TopRows | None = None
 
     @classmethod
-    def zeros(cls, n_components: int, n_features: int, covariance_type: str) -> "SufficientStats":
+    def zeros(cls, n_components: int, n_features: int, covariance_type: str, worst: int = 0) -> "SufficientStats":
         k, d = n_components, n_features
         second_shape = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
-        return cls(0, 0.0, 0.0, np.zeros(k), np.zeros((k, d)), np.zeros(second_shape), np.zeros(k, dtype=np.int64))
+        return cls(0, 0.0, 0.0, np.zeros(k), np.zeros((k, d)), np.zeros(second_shape), np.zeros(k, dtype=np.int64),
+                   TopRows.empty(worst, d) if worst else None)
 
     def merge(self, other: "SufficientStats") -> "SufficientStats":
         return SufficientStats(
@@ -62,6 +66,7 @@ class SufficientStats:
             self.first + other.first,
             self.second + other.second,
             self.hard_counts + other.hard_counts,
+            None if self.worst is None or other.worst is None else self.worst.merge(other.worst),
         )
 
     @property
@@ -131,14 +136,17 @@ def accumulate(
     prec_chol: np.ndarray,
     covariance_type: str,
     count_hard: bool = True,
+    worst: int = 0,
 ) -> SufficientStats:
     """One E-step over *columnar* rows ``XT`` (d, n), returning their sufficient statistics (float64 throughout).
 
     ``count_hard`` adds how many rows each component wins (for cluster sizes); the EM loop needs it only once.
+    ``worst`` > 0 keeps that many rows of positive weight with the lowest log-density.
     """
     k, d = means.shape
     n = XT.shape[1]
-    stats = SufficientStats.zeros(k, d, covariance_type)
+    stats = SufficientStats.zeros(k, d, covariance_type, worst)
+    worst_rows = stats.worst
     if n == 0:
         return stats
     with np.errstate(divide="ignore"):
@@ -156,6 +164,9 @@ def accumulate(
         if count_hard:
             hard_counts += np.bincount(resp_t.argmax(axis=0), minlength=k)
         log_norm = log_normalise_t(resp_t)
+        if worst_rows is not None:
+            badness = -log_norm if sw is None else np.where(sw > 0.0, -log_norm, -np.inf)
+            worst_rows = worst_rows.merge(TopRows.of(worst, badness, columns))
         if sw is None:
             log_likelihood += float(log_norm.sum())
         else:
@@ -166,7 +177,7 @@ def accumulate(
         first += c_first
         second += c_second
     weight_sum = float(n if sample_weight is None else sample_weight.sum())
-    return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts)
+    return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts, worst_rows)
 
 
 def m_step(

@@ -9,7 +9,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from conftest import make_mixture, precisions_of
 from sparkgmm import Mixture
-from sparkgmm.em import local_expectation, run_em
+from sparkgmm.em import local_passes, run_em
 
 
 def sklearn_fit(X, initial: Mixture, max_iter: int, tol: float = 0.0, reg_covar: float = 1e-6):
@@ -40,7 +40,7 @@ def assert_matches_sklearn(ours: Mixture, theirs, rtol=1e-8):
 @pytest.mark.parametrize("max_iter", [1, 7])
 def test_local_em_equals_sklearn(covariance_type, max_iter):
     X, start = overlapping_data_and_start(covariance_type)
-    result = run_em(start, local_expectation(X), max_iter=max_iter, tol=0.0, reg_covar=1e-6)
+    result = run_em(start, local_passes(X), max_iter=max_iter, tol=0.0, reg_covar=1e-6)
     reference = sklearn_fit(X, start, max_iter)
     assert result.n_iter == reference.n_iter_ == max_iter
     assert_matches_sklearn(result.mixture, reference)
@@ -51,7 +51,7 @@ def test_local_em_equals_sklearn(covariance_type, max_iter):
 
 def test_convergence_stops_where_sklearn_stops(covariance_type):
     X, start = overlapping_data_and_start(covariance_type, seed=4)
-    result = run_em(start, local_expectation(X), max_iter=500, tol=1e-4, reg_covar=1e-6)
+    result = run_em(start, local_passes(X), max_iter=500, tol=1e-4, reg_covar=1e-6)
     reference = sklearn_fit(X, start, 500, tol=1e-4)
     assert result.converged and reference.converged_
     assert result.n_iter == reference.n_iter_
@@ -60,7 +60,7 @@ def test_convergence_stops_where_sklearn_stops(covariance_type):
 
 def test_log_likelihood_never_decreases(covariance_type):
     X, start = overlapping_data_and_start(covariance_type, seed=7)
-    result = run_em(start, local_expectation(X), max_iter=40, tol=0.0, reg_covar=1e-6)
+    result = run_em(start, local_passes(X), max_iter=40, tol=0.0, reg_covar=1e-6)
     history = np.array(result.log_likelihood_history)
     assert len(history) == result.n_iter + 1 == 41
     assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:]))
@@ -70,8 +70,8 @@ def test_log_likelihood_never_decreases(covariance_type):
 def test_sample_weights_equal_repeated_rows(covariance_type):
     X, start = overlapping_data_and_start(covariance_type, n=300, seed=2)
     counts = np.random.default_rng(0).integers(1, 4, X.shape[0])
-    weighted = run_em(start, local_expectation(X, counts.astype(float)), max_iter=5, tol=0.0, reg_covar=1e-6)
-    repeated = run_em(start, local_expectation(np.repeat(X, counts, axis=0)), max_iter=5, tol=0.0, reg_covar=1e-6)
+    weighted = run_em(start, local_passes(X, counts.astype(float)), max_iter=5, tol=0.0, reg_covar=1e-6)
+    repeated = run_em(start, local_passes(np.repeat(X, counts, axis=0)), max_iter=5, tol=0.0, reg_covar=1e-6)
     np.testing.assert_allclose(weighted.mixture.means, repeated.mixture.means, rtol=1e-10)
     np.testing.assert_allclose(weighted.mixture.covariances, repeated.mixture.covariances, rtol=1e-10)
     np.testing.assert_allclose(weighted.log_likelihood, repeated.log_likelihood, rtol=1e-12)
@@ -79,7 +79,7 @@ def test_sample_weights_equal_repeated_rows(covariance_type):
 
 def test_zero_iterations_evaluate_the_start():
     X, start = overlapping_data_and_start("diag")
-    result = run_em(start, local_expectation(X), max_iter=0, tol=0.0, reg_covar=1e-6)
+    result = run_em(start, local_passes(X), max_iter=0, tol=0.0, reg_covar=1e-6)
     assert result.n_iter == 0 and result.mixture is start
     np.testing.assert_allclose(result.log_likelihood, start.score(X), rtol=1e-12)
     assert sum(result.cluster_sizes) == X.shape[0]

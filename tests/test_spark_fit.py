@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from conftest import make_mixture
 from test_em import assert_matches_sklearn, overlapping_data_and_start, sklearn_fit
 from sparkgmm import GaussianMixture
-from sparkgmm.em import local_expectation, run_em
+from sparkgmm.em import local_passes, run_em
 
 pytestmark = pytest.mark.spark
 
@@ -52,7 +52,7 @@ def test_fit_from_own_initialisation_matches_local_em_and_rises(spark):
     assert len(history) == summary.numIter + 1 and len(summary.iterationSeconds) == summary.numIter
     assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:]))
     # The same EM from the distributed fit's own start, run in memory, lands on the same parameters.
-    local = run_em(model.mixture, local_expectation(X), max_iter=0, tol=0.0, reg_covar=1e-6)
+    local = run_em(model.mixture, local_passes(X), max_iter=0, tol=0.0, reg_covar=1e-6)
     np.testing.assert_allclose(summary.logLikelihood, local.log_likelihood, rtol=1e-12)
     # Three well-separated clusters are found: each true mean has a fitted mean nearby.
     for mean in truth.means:
@@ -126,7 +126,7 @@ def test_the_loop_runs_one_task_per_core_whatever_the_input_partitioning(spark, 
 
     X, start = overlapping_data_and_start("spherical", n=500)
     df = frame(spark, X, partitions)
-    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, 0, 100, block_bytes=2048) as blocks:
+    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=2048) as blocks:
         assert blocks.loop_rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
         sizes = blocks.loop_rdd.mapPartitions(lambda part: [sum(b.xt.shape[1] for b, _, _ in part)]).collect()
         assert sum(sizes) == 500 and min(sizes) > 0
@@ -228,22 +228,32 @@ def test_initial_model_must_fit_the_problem(spark):
         GaussianMixture(k=2, initialModel="model.json")
 
 
-def test_initialisation_sample_is_bounded_uniform_and_from_the_data(spark):
+def test_initialisation_sample_is_bounded_weighted_and_from_the_data(spark):
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
+    from sparkgmm.passes import WeightedSample
     from sparkgmm.spark.blocks import FeatureBlocks
 
     X = np.column_stack([np.arange(2000.0), np.zeros(2000)])  # row i is (i, 0): the first feature names the row
-    df = frame(spark, X, 4)
-    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, seed=3, sample_size=800) as blocks:
-        assert blocks.n_rows == 2000 and blocks.n_features == 2 and blocks.sample.shape == (800, 2)
-        ids = blocks.sample[:, 0].astype(int)
-        assert len(set(ids)) == 800 and np.all(blocks.sample[:, 1] == 0.0)
-        # Uniform: each quarter of the id range holds about a quarter of the sample (sd ~12 rows).
-        assert np.all(np.abs(np.bincount(ids // 500, minlength=4) - 200) < 60)
-    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, seed=3, sample_size=5000) as blocks:
-        np.testing.assert_array_equal(np.sort(blocks.sample[:, 0]), X[:, 0])
+    weights = np.where(np.arange(2000) < 1000, 3.0, 1.0)
+    weights[::7] = 0.0  # zero weight: never drawn
+    df = frame(spark, X, 4, extra={"w": weights})
+    with FeatureBlocks(df, F.col("features"), "w", StorageLevel.MEMORY_ONLY, block_bytes=4096) as blocks:
+        sample, everything = blocks.run_pass(
+            [WeightedSample(800, (3, 0)), WeightedSample(5000, (3, 1))], "two samples"
+        )
+        assert blocks.n_rows == 2000 and blocks.n_features == 2 and sample.rows.shape == (800, 2)
+        ids = sample.rows[:, 0].astype(int)
+        assert len(set(ids)) == 800 and np.all(sample.rows[:, 1] == 0.0) and np.all(ids % 7 != 0)
+        # In proportion to the weight: the first half (weight 3) holds about 3/4 of the sample (sd ~12 rows), and
+        # within each half each quarter of the ids about as many as the other.
+        first_half = int((ids < 1000).sum())
+        assert abs(first_half - 600) < 60
+        np.testing.assert_array_equal(np.sort(everything.rows[:, 0]), X[weights > 0, 0])  # all, when asked for more
+    # The answer is bounded by the request, whatever the partitioning: more partitions, same number of rows.
+    with FeatureBlocks(frame(spark, X, 16), F.col("features"), None, StorageLevel.MEMORY_ONLY) as blocks:
+        (sample,) = blocks.run_pass([WeightedSample(100, (3, 0))], "sample")
+        assert sample.rows.shape == (100, 2) and len(set(sample.rows[:, 0])) == 100
 
 
 def spark_job_descriptions(spark) -> list[str | None]:
@@ -253,13 +263,23 @@ def spark_job_descriptions(spark) -> list[str | None]:
     return [d.get() if d.isDefined() else None for d in descriptions]
 
 
-def test_every_pass_is_a_named_spark_job_and_the_name_is_cleared_after(spark):
+def test_every_pass_is_a_named_spark_job_counted_in_num_passes_and_the_name_is_cleared_after(spark):
     X, _ = overlapping_data_and_start("diag", n=200)
-    GaussianMixture(k=2, covarianceType="diag", maxIter=3, tol=0.0).fit(frame(spark, X))
-    assert spark_job_descriptions(spark)[:5] == [
-        "sparkgmm: final log-likelihood and cluster sizes", "sparkgmm: EM iteration 3", "sparkgmm: EM iteration 2",
-        "sparkgmm: EM iteration 1", "sparkgmm: convert features to cached blocks",
+    df = frame(spark, X)
+    jobs_before = len(spark_job_descriptions(spark))
+    model = GaussianMixture(k=2, covarianceType="diag", maxIter=3, tol=0.0).fit(df)
+    descriptions = spark_job_descriptions(spark)[: len(spark_job_descriptions(spark)) - jobs_before][::-1]
+    descriptions = [d for d in descriptions if d]  # jobs of the DataFrame itself (its shuffle) have no name
+    lloyd = [d for d in descriptions if "Lloyd pass" in d]
+    assert 1 <= len(lloyd) <= 3
+    assert descriptions == [
+        "sparkgmm: convert features to cached blocks", "sparkgmm: k-means|| first centre",
+        "sparkgmm: k-means|| round 1", "sparkgmm: k-means|| round 2", "sparkgmm: k-means|| candidate weights",
+        *lloyd, "sparkgmm: EM iteration 1", "sparkgmm: EM iteration 2", "sparkgmm: EM iteration 3",
+        "sparkgmm: final log-likelihood and cluster sizes",
     ]
+    assert model.summary.numPasses == len(descriptions)
+    assert model.summary.restarts[0]["initPasses"] == 4 + len(lloyd)
     spark.range(3).count()
     assert spark_job_descriptions(spark)[0] is None
 

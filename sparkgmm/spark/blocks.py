@@ -1,17 +1,17 @@
-"""From a DataFrame to persisted NumPy blocks, and one E-step over them as a Spark job.
+"""From a DataFrame to persisted NumPy blocks, and passes over them as Spark jobs.
 
 The features are converted once: Spark hands each partition to Python as Arrow record batches (``mapInArrow``), a
 task packs them into columnar float64 blocks (features x rows) of about BLOCK_BYTES, and the RDD of blocks is
-persisted. Every EM iteration
-then broadcasts the parameters, maps each partition of blocks to one ``SufficientStats`` and tree-reduces them:
-no per-row Python objects, no accumulators.
+persisted. Every pass
+then broadcasts what it is asked (``sparkgmm.passes``: E-steps, k-means|| rounds, samples), maps each partition of
+blocks to one answer per request and tree-reduces them: no per-row Python objects, no accumulators.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -24,16 +24,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ..errors import InputError
-from ..mixture import Mixture
-from ..stats import SufficientStats, accumulate, merge_stats
 
 # Target size of one cached block. Small blocks let the JVM stream the next block to the Python worker while it
 # computes on the current one: at 1M x 8 x 8, 2 MiB blocks gave ~0.24 s per iteration against ~0.30 s with 32 MiB
 # ones (1 to 4 MiB were within noise of each other).
 BLOCK_BYTES = 2 << 20
 NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
-# Partition i's tasks draw from the random stream [seed, i]; the driver's own draws use a stream no partition has.
-_DRIVER_STREAM = 2**32 - 1
 _FEATURES = "__sparkgmm_features"
 _WEIGHT = "__sparkgmm_weight"
 
@@ -179,70 +175,52 @@ def _number_blocks(index: int, blocks) -> Iterator[tuple[int, tuple]]:
         yield index + number, block
 
 
-class _PartitionSummary(NamedTuple):
+class _Description(NamedTuple):
+    """What the conversion pass learns about some blocks; ``merge`` is associative."""
+
     rows: int
     weight_sum: float
     invalid: int
     ragged: int
-    dims: list[int]
-    sample: np.ndarray | None  # (rows, d), in random order: any prefix is a uniform sample
-    sample_weight: np.ndarray | None
+    dims: frozenset
+
+    def merge(self, other: "_Description") -> "_Description":
+        return _Description(self.rows + other.rows, self.weight_sum + other.weight_sum, self.invalid + other.invalid,
+                            self.ragged + other.ragged, self.dims | other.dims)
 
 
-def _describe_partition(seed: int, sample_size: int, index: int, blocks) -> Iterator[_PartitionSummary]:
-    """Rows, weight sum, invalid counts, feature counts and a uniform sample (in random order) of one partition.
-
-    The sample streams: every row gets a uniform random key and the ``sample_size`` smallest keys are kept, so a
-    partition is never held in memory whole, and any prefix of the key-ordered sample is itself a uniform sample.
-    """
-    rng = np.random.default_rng([seed, index])
-    rows = weight_sum = invalid = ragged = 0
-    dims: set[int] = set()
-    keys = np.empty(0)
-    kept_x: np.ndarray | None = None
-    kept_w: np.ndarray | None = None
-    for packed, block_invalid, block_ragged in blocks:
-        invalid += block_invalid
-        ragged += block_ragged
+def _describe_partition(blocks) -> Iterator[_Description]:
+    """Rows, weight sum, invalid and ragged counts and the feature counts seen in one partition's blocks."""
+    total = _Description(0, 0.0, 0, 0, frozenset())
+    for packed, invalid, ragged in blocks:
         n_block = packed.xt.shape[1]
-        if not n_block:
-            continue
-        dims.add(packed.xt.shape[0])
-        rows += n_block
-        weight_sum += float(n_block if packed.w is None else packed.w.sum())
-        if len(dims) > 1:
-            continue
-        block_x = packed.xt.T
-        keys = np.concatenate([keys, rng.random(n_block)])
-        kept_x = block_x if kept_x is None else np.concatenate([kept_x, block_x])
-        if packed.w is not None:
-            kept_w = packed.w if kept_w is None else np.concatenate([kept_w, packed.w])
-        if keys.shape[0] > sample_size:
-            keep = np.argpartition(keys, sample_size - 1)[:sample_size]
-            keys, kept_x = keys[keep], kept_x[keep]
-            kept_w = None if kept_w is None else kept_w[keep]
-    if len(dims) != 1:  # no rows, or rows of different lengths: the driver reports it, no sample is needed
-        kept_x = kept_w = None
-    elif kept_x is not None:
-        order = np.argsort(keys)
-        kept_x = np.ascontiguousarray(kept_x[order])
-        kept_w = None if kept_w is None else kept_w[order]
-    yield _PartitionSummary(rows, weight_sum, invalid, ragged, sorted(dims), kept_x, kept_w)
-
-
-def _partition_stats(broadcast, count_hard: bool, blocks) -> Iterator[SufficientStats]:
-    weights, means, prec_chol, covariance_type = broadcast.value
-    total = SufficientStats.zeros(means.shape[0], means.shape[1], covariance_type)
-    for packed, _invalid, _ragged in blocks:
-        if packed.xt.shape[1]:
-            total = total.merge(accumulate(packed.xt, packed.w, weights, means, prec_chol, covariance_type, count_hard))
+        weight_sum = float(n_block if packed.w is None else packed.w.sum())
+        dims = frozenset([packed.xt.shape[0]]) if n_block else frozenset()
+        total = total.merge(_Description(n_block, weight_sum, invalid, ragged, dims))
     yield total
 
 
-class FeatureBlocks:
-    """The training data as persisted NumPy blocks, with what one pass over them learned.
+def _answer_partition(broadcast, n_features: int, index: int, blocks) -> Iterator[list]:
+    """One partition's answers to every request of a pass: each block is read once and answers all of them."""
+    requests = broadcast.value
+    answers = [request.empty(n_features) for request in requests]
+    for number, (packed, _invalid, _ragged) in enumerate(blocks):
+        if packed.xt.shape[1]:
+            for i, request in enumerate(requests):
+                answers[i] = answers[i].merge(request.on_block(packed.xt, packed.w, (index, number)))
+    yield answers
 
-    Use as a context manager, or call ``unpersist()``: the cached blocks are released either way.
+
+def _merge_answers(a: list, b: list) -> list:
+    return [x.merge(y) for x, y in zip(a, b)]
+
+
+class FeatureBlocks:
+    """The training data as persisted NumPy blocks, with what the conversion pass learned about them.
+
+    Use as a context manager, or call ``unpersist()``: the cached blocks are released either way. Every pass runs
+    over ``loop_rdd``, one task per core, and returns results bounded by what it was asked (never by the rows or the
+    input's partitions) through a tree-reduce.
     """
 
     def __init__(
@@ -251,12 +229,12 @@ class FeatureBlocks:
         features: Column,
         weight_col: str | None,
         storage_level: StorageLevel,
-        seed: int,
-        sample_size: int,
+        aggregation_depth: int = 2,
         block_bytes: int | None = None,
     ):
         spark = df.sparkSession
         self._sc = spark.sparkContext
+        self.aggregation_depth = aggregation_depth
         columns = [features.alias(_FEATURES)]
         has_weight = bool(weight_col)
         if has_weight:
@@ -272,60 +250,40 @@ class FeatureBlocks:
             # deal the blocks out round-robin once, here, so that each core gets a share.
             blocks = blocks.mapPartitionsWithIndex(_number_blocks).partitionBy(parallelism).values()
         self.rdd: RDD = blocks.persist(storage_level)
-        self._sc.setJobDescription("sparkgmm: convert features to cached blocks")
-        try:
-            described = self.rdd.mapPartitionsWithIndex(partial(_describe_partition, seed, sample_size)).collect()
-        except BaseException:
-            self.unpersist()
-            raise
-        self.n_rows = sum(p.rows for p in described)
-        self.weight_sum = sum(p.weight_sum for p in described)
-        self.invalid_rows = sum(p.invalid for p in described)
-        self.ragged_rows = sum(p.ragged for p in described)
-        dims = sorted({d for p in described for d in p.dims})
-        self.n_features = dims[0] if len(dims) == 1 else -1
-        self.sample = self.sample_weight = None
-        if len(dims) > 1:  # each partition was consistent, but they disagree with each other
-            self.ragged_rows = max(self.ragged_rows, 1)
-        else:
-            self.sample, self.sample_weight = self._combine_samples(described, seed, sample_size)
-        # More partitions than cores would cost a wave of task launches per iteration for nothing: read the cached
+        # More partitions than cores would cost a wave of task launches per pass for nothing: read the cached
         # partitions in one task per core.
         partitions = self.rdd.getNumPartitions()
         self.loop_rdd: RDD = self.rdd.coalesce(parallelism) if partitions > parallelism else self.rdd
+        self._sc.setJobDescription("sparkgmm: convert features to cached blocks")
+        try:
+            described = self.loop_rdd.mapPartitions(_describe_partition).treeReduce(
+                _Description.merge, depth=aggregation_depth
+            )
+        except BaseException:
+            self.unpersist()
+            raise
+        self.passes = 1
+        self.n_rows = described.rows
+        self.weight_sum = described.weight_sum
+        self.invalid_rows = described.invalid
+        self.ragged_rows = described.ragged
+        dims = sorted(described.dims)
+        self.n_features = dims[0] if len(dims) == 1 else -1
+        if len(dims) > 1:  # each partition was consistent, but they disagree with each other
+            self.ragged_rows = max(self.ragged_rows, 1)
 
-    @staticmethod
-    def _combine_samples(
-        described: list[_PartitionSummary], seed: int, sample_size: int
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """A uniform sample of all rows: split the total over partitions by a multivariate hypergeometric draw."""
-        usable = [p for p in described if p.sample is not None]
-        if not usable:
-            return None, None
-        counts = np.array([p.rows for p in usable])
-        total = int(min(sample_size, counts.sum()))
-        rng = np.random.default_rng([seed, _DRIVER_STREAM])
-        take = rng.multivariate_hypergeometric(counts, total)
-        sample = np.concatenate([p.sample[:t] for p, t in zip(usable, take)])
-        has_weights = usable[0].sample_weight is not None
-        weights = np.concatenate([p.sample_weight[:t] for p, t in zip(usable, take)]) if has_weights else None
-        return sample, weights
-
-    def expectation(self, aggregation_depth: int):
-        """An ``expectation`` for ``run_em``: broadcast the parameters, one named Spark job, tree-reduce the stats."""
-
-        def run(mixture: Mixture, description: str, count_hard: bool) -> SufficientStats:
-            params = (mixture.weights, mixture.means, mixture.precisions_cholesky, mixture.covariance_type)
-            broadcast = self._sc.broadcast(params)
-            self._sc.setJobDescription(f"sparkgmm: {description}")
-            try:
-                return self.loop_rdd.mapPartitions(partial(_partition_stats, broadcast, count_hard)).treeReduce(
-                    merge_stats, depth=aggregation_depth
-                )
-            finally:
-                broadcast.destroy()
-
-        return run
+    def run_pass(self, requests: Sequence, description: str) -> list:
+        """One pass for ``sparkgmm.em``: broadcast the requests, one named Spark job, tree-reduce the answers."""
+        broadcast = self._sc.broadcast(list(requests))
+        self._sc.setJobDescription(f"sparkgmm: {description}")
+        try:
+            answers = self.loop_rdd.mapPartitionsWithIndex(
+                partial(_answer_partition, broadcast, self.n_features)
+            ).treeReduce(_merge_answers, depth=self.aggregation_depth)
+        finally:
+            broadcast.destroy()
+        self.passes += 1
+        return answers
 
     def unpersist(self) -> None:
         self.rdd.unpersist()

@@ -1,0 +1,176 @@
+"""The params that ``GaussianMixture`` and ``GaussianMixtureModel`` share: declared, defaulted and validated once."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (
+    HasAggregationDepth,
+    HasFeaturesCol,
+    HasInputCols,
+    HasMaxIter,
+    HasPredictionCol,
+    HasProbabilityCol,
+    HasSeed,
+    HasTol,
+    HasWeightCol,
+)
+
+from ..config import STORAGE_LEVELS
+from ..em import ACCELERATIONS
+from ..errors import InputError
+from ..gaussian import COVARIANCE_TYPES
+from ..init import INIT_MODES
+from ..mixture import Mixture
+
+DEFAULT_INIT_MODE = "k-means||"
+DEFAULT_ACCELERATION = "none"
+
+# pyspark's HasSeed defaults to hash(class name), which Python randomises per process: fix it so that an unseeded
+# fit is reproducible from run to run.
+_DEFAULT_SEED = zlib.crc32(b"sparkgmm.GaussianMixture")
+
+
+def _to_mixture(value: Any) -> Mixture:
+    mixture = getattr(value, "mixture", value)  # a GaussianMixtureModel holds its Mixture
+    if not isinstance(mixture, Mixture):
+        raise TypeError(
+            f"initialModel must be a sparkgmm.Mixture or GaussianMixtureModel; got {type(value).__name__}"
+        )
+    return mixture
+
+
+class GaussianMixtureParams(
+    HasMaxIter,
+    HasFeaturesCol,
+    HasInputCols,
+    HasSeed,
+    HasPredictionCol,
+    HasProbabilityCol,
+    HasTol,
+    HasAggregationDepth,
+    HasWeightCol,
+):
+    """Params shared by the estimator and the model; defaults declared once, here."""
+
+    k: Param[int] = Param(Params._dummy(), "k", "number of mixture components (>= 1)", TypeConverters.toInt)
+    covarianceType: Param[str] = Param(
+        Params._dummy(), "covarianceType", f"covariance type: one of {', '.join(COVARIANCE_TYPES)}",
+        TypeConverters.toString,
+    )
+    regCovar: Param[float] = Param(
+        Params._dummy(), "regCovar", "non-negative value added to the diagonal of every covariance",
+        TypeConverters.toFloat,
+    )
+    initMode: Param[str] = Param(
+        Params._dummy(), "initMode", f"initialisation: one of {', '.join(INIT_MODES)}", TypeConverters.toString
+    )
+    initialModel: Param[Mixture] = Param(
+        Params._dummy(), "initialModel",
+        "a sparkgmm.Mixture or GaussianMixtureModel to start EM from (overrides initMode and nInit)", _to_mixture,
+    )
+    initSteps: Param[int] = Param(
+        Params._dummy(), "initSteps", "k-means|| oversampling rounds (passes over the data), >= 1",
+        TypeConverters.toInt,
+    )
+    nInit: Param[int] = Param(
+        Params._dummy(), "nInit", "restarts run side by side in shared passes; the best log-likelihood wins (>= 1)",
+        TypeConverters.toInt,
+    )
+    acceleration: Param[str] = Param(
+        Params._dummy(), "acceleration", f"EM acceleration: one of {', '.join(ACCELERATIONS)}",
+        TypeConverters.toString,
+    )
+    storageLevel: Param[str] = Param(
+        Params._dummy(), "storageLevel", f"storage level of the cached feature blocks: one of {', '.join(STORAGE_LEVELS)}",
+        TypeConverters.toString,
+    )
+    logDensityCol: Param[str] = Param(
+        Params._dummy(), "logDensityCol", "output column for each row's log-density", TypeConverters.toString
+    )
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._setDefault(
+            k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode=DEFAULT_INIT_MODE,
+            initSteps=2, nInit=1, acceleration=DEFAULT_ACCELERATION, storageLevel="MEMORY_AND_DISK_DESER",
+            aggregationDepth=2, logDensityCol="logDensity", seed=_DEFAULT_SEED,
+        )
+
+    def getK(self) -> int:
+        return self.getOrDefault(self.k)
+
+    def getCovarianceType(self) -> str:
+        return self.getOrDefault(self.covarianceType)
+
+    def getRegCovar(self) -> float:
+        return self.getOrDefault(self.regCovar)
+
+    def getInitMode(self) -> str:
+        return self.getOrDefault(self.initMode)
+
+    def getInitialModel(self) -> Mixture | None:
+        return self.getOrDefault(self.initialModel) if self.isDefined(self.initialModel) else None
+
+    def getInitSteps(self) -> int:
+        return self.getOrDefault(self.initSteps)
+
+    def getNInit(self) -> int:
+        return self.getOrDefault(self.nInit)
+
+    def getAcceleration(self) -> str:
+        return self.getOrDefault(self.acceleration)
+
+    def getStorageLevel(self) -> str:
+        return self.getOrDefault(self.storageLevel)
+
+    def getLogDensityCol(self) -> str:
+        return self.getOrDefault(self.logDensityCol)
+
+    # Setters for the columns: the estimator and the model both have them.
+    def setFeaturesCol(self, value: str):
+        return self._set(featuresCol=value)
+
+    def setInputCols(self, value: list[str]):
+        return self._set(inputCols=value)
+
+    def setPredictionCol(self, value: str):
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value: str):
+        return self._set(probabilityCol=value)
+
+    def setLogDensityCol(self, value: str):
+        return self._set(logDensityCol=value)
+
+    def _input_cols(self) -> list[str] | None:
+        return self.getInputCols() if self.isDefined(self.inputCols) else None
+
+    def _weight_col(self) -> str | None:
+        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+
+    def _validated(self) -> dict[str, Any]:
+        """Every param checked once, with a message naming the bad value."""
+        checks = {
+            "k": (self.getK(), lambda v: v >= 1, "must be >= 1"),
+            "maxIter": (self.getMaxIter(), lambda v: v >= 0, "must be >= 0"),
+            "tol": (self.getTol(), lambda v: v >= 0 and math.isfinite(v), "must be a finite number >= 0"),
+            "regCovar": (self.getRegCovar(), lambda v: v >= 0 and math.isfinite(v), "must be a finite number >= 0"),
+            "aggregationDepth": (self.getAggregationDepth(), lambda v: v >= 1, "must be >= 1"),
+            "covarianceType": (self.getCovarianceType(), lambda v: v in COVARIANCE_TYPES,
+                               f"must be one of {', '.join(COVARIANCE_TYPES)}"),
+            "initMode": (self.getInitMode(), lambda v: v in INIT_MODES, f"must be one of {', '.join(INIT_MODES)}"),
+            "initSteps": (self.getInitSteps(), lambda v: v >= 1, "must be >= 1"),
+            "nInit": (self.getNInit(), lambda v: v >= 1, "must be >= 1"),
+            "acceleration": (self.getAcceleration(), lambda v: v in ACCELERATIONS,
+                             f"must be one of {', '.join(ACCELERATIONS)}"),
+            "storageLevel": (self.getStorageLevel(), lambda v: v in STORAGE_LEVELS,
+                             f"must be one of {', '.join(STORAGE_LEVELS)}"),
+        }
+        for name, (value, ok, rule) in checks.items():
+            if not ok(value):
+                raise InputError(f"{name}={value!r} {rule}")
+        return {name: value for name, (value, _, _) in checks.items()}
