@@ -1,7 +1,8 @@
 """sparkgmm: Gaussian mixture models fitted with EM on Apache Spark.
 
 ``sparkgmm.Mixture`` (the fitted model as plain data, scoring NumPy arrays) imports no pyspark. The Spark estimator
-``sparkgmm.GaussianMixture`` and its ``GaussianMixtureModel`` load pyspark on first access.
+``sparkgmm.GaussianMixture``, its ``GaussianMixtureModel`` and ``sparkgmm.select_model`` load pyspark on first
+access.
 """
 
 from .errors import InputError
@@ -12,8 +13,10 @@ from .persistence import ModelFormatError
 __version__ = "0.1.0"
 
 _SPARK_NAMES = ("GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary")
+_SELECTION_NAMES = ("ModelSelection", "select_model")
 
-__all__ = ["COVARIANCE_TYPES", "CovarianceError", "InputError", "Mixture", "ModelFormatError", *_SPARK_NAMES]
+__all__ = ["COVARIANCE_TYPES", "CovarianceError", "InputError", "Mixture", "ModelFormatError", *_SPARK_NAMES,
+           *_SELECTION_NAMES]
 
 
 def __getattr__(name: str):
@@ -21,4 +24,8 @@ def __getattr__(name: str):
         from .spark import estimator
 
         return getattr(estimator, name)
+    if name in _SELECTION_NAMES:
+        from .spark import selection
+
+        return getattr(selection, name)
     raise AttributeError(f"module 'sparkgmm' has no attribute {name!r}")

@@ -85,13 +85,13 @@ def _local_path(uri: str) -> Path | None:
 
 def check_local_paths(command: str, config: Any) -> None:
     """Refuse, before Spark starts, local inputs that do not exist and local outputs that do."""
-    for name in ("input", "model"):
+    for name in ("input", "model", "initial_model"):
         uri = getattr(config, name, None)
         path = _local_path(uri) if uri and not _GLOB.search(uri) else None  # Spark expands globs itself
         if path is not None and not path.exists():
-            raise FileNotFoundError(f"--{name} {uri} does not exist")
-    if command == "predict" and _local_path(config.model) is not None:
-        load_mixture(_local_path(config.model))  # a damaged model directory fails here with ModelFormatError
+            raise FileNotFoundError(f"{flag_name(name)} {uri} does not exist")
+        if path is not None and name != "input":
+            load_mixture(path)  # a damaged model directory fails here with ModelFormatError
     output = _local_path(config.output)
     if output is not None and output.exists() and not config.overwrite:
         raise FileExistsError(f"output {config.output} already exists; pass --overwrite to replace it")

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
-from .init import INIT_MODES
+from .em import ACCELERATIONS, DEFAULT_ACCELERATION
+from .init import DEFAULT_INIT_MODE, INIT_MODES
 
 CRITERIA = ("bic", "aic")
 STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DISK_ONLY", "MEMORY_AND_DISK_2")
@@ -117,7 +118,11 @@ class _FitOptions:
     tol: float = _option(1e-3, _at_least(0), "stop when the mean per-row log-likelihood changes less than this")
     reg_covar: float = _option(1e-6, _at_least(0), "added to the diagonal of every covariance")
     seed: int | None = _option(None, None, "seed of every random draw; default: a fixed seed")
-    init: str = _option("k-means", _one_of(INIT_MODES), f"initialisation: {', '.join(INIT_MODES)}")
+    init: str = _option(DEFAULT_INIT_MODE, _one_of(INIT_MODES), f"initialisation: {', '.join(INIT_MODES)}")
+    init_steps: int = _option(2, _at_least(1), "k-means|| oversampling rounds, one pass over the data each")
+    n_init: int = _option(1, _at_least(1), "restarts, run side by side in shared passes; the best log-likelihood wins")
+    acceleration: str = _option(DEFAULT_ACCELERATION, _one_of(ACCELERATIONS),
+                                f"EM acceleration: {', '.join(ACCELERATIONS)}")
     aggregation_depth: int = _option(2, _at_least(1), "depth of the tree-reduce of per-partition statistics")
     storage_level: str = _option("MEMORY_AND_DISK_DESER", _one_of(STORAGE_LEVELS), "storage level of cached blocks")
     overwrite: bool = _option(False, None, "replace an existing output")
@@ -129,6 +134,9 @@ class FitConfig(_FitOptions):
     output: str = _option(MISSING, _not_empty, "model directory to write", "MODEL_DIR")
     k: int = _option(2, _at_least(1), "number of components")
     covariance_type: str = _option("full", _one_of(COVARIANCE_TYPES), f"{', '.join(COVARIANCE_TYPES)}")
+    initial_model: str | None = _option(
+        None, _not_empty, "model directory to start EM from (a warm start: replaces --init and --n-init)", "MODEL_DIR"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

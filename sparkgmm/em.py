@@ -27,6 +27,7 @@ from .stats import SufficientStats, m_step
 logger = logging.getLogger("sparkgmm")
 
 ACCELERATIONS = ("none", "squarem")
+DEFAULT_ACCELERATION = "none"
 
 # run_pass(requests, description) -> one merged answer per request, from one read of every row. ``description``
 # names the pass (Spark shows it as the job's name).
@@ -113,6 +114,9 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Gen
     (``sparkgmm.acceleration``); an extrapolated point whose log-likelihood is below that of the last point kept is
     rejected and replaced by the plain EM step, so the recorded history never goes down (re-seeds aside).
 
+    Convergence is tested on the change that an EM step made, never on the jump to an extrapolated point, so ``tol``
+    means the same with and without acceleration.
+
     A component that collapses (``collapsed_components``) is re-seeded (``reseed``), at most ``k`` times per fit.
     """
     k, d = initial.means.shape
@@ -132,7 +136,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Gen
         stats = yield EStep(current, worst=k if k > 1 else 0, description=f"EM iteration {number}")
         passes += 1
         log_likelihood = stats.mean_log_likelihood
-        if fallback is not None:
+        extrapolated = fallback is not None
+        if extrapolated:
             if log_likelihood < best:
                 squarem.rejected()
                 current, fallback = fallback, None
@@ -161,7 +166,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Gen
         logger.info("%siteration %d: log-likelihood %.10g, change %.3g, %.3f s", label, len(history),
                     log_likelihood, change, seconds[-1])
         best, compare = log_likelihood, True
-        if abs(change) < settings.tol:
+        if abs(change) < settings.tol and not extrapolated:  # the change of an EM step, as plain EM tests it
             converged = True
             current = following
             break
@@ -170,10 +175,10 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Gen
         elif squarem is not None:
             cycle.append(current)
             if len(cycle) == 2:
-                extrapolated = squarem.extrapolate(cycle[0], cycle[1], following) if number < settings.max_iter else None
+                jump = squarem.extrapolate(cycle[0], cycle[1], following) if number < settings.max_iter else None
                 cycle = []
-                if extrapolated is not None:
-                    fallback, following = following, extrapolated
+                if jump is not None:
+                    fallback, following = following, jump
         current = following
     if not converged and settings.tol > 0.0 and settings.max_iter > 0:
         logger.warning("%sEM did not converge in %d iterations (tol %g): raise maxIter or tol", label,

@@ -29,6 +29,7 @@ from .passes import HardAssignment, NearestCentre, OversampleRound, WeightedSamp
 from .stats import SufficientStats, m_step, stats_from_resp
 
 INIT_MODES = ("k-means||", "k-means", "k-means++", "random_from_data")
+DEFAULT_INIT_MODE = "k-means||"
 LLOYD_MAX_ITER = 100
 # Distributed Lloyd passes after k-means||, at most; they stop early once no centre moves by more than
 # LLOYD_SHIFT_TOL times the root mean squared distance of the rows to their centres.

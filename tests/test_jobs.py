@@ -106,6 +106,39 @@ def test_fit_logs_one_line_per_iteration(spark, points, tmp_path, caplog):
     assert metrics["feature_names"] == ["vec[0]", "vec[1]", "vec[2]"] and metrics["n_iter"] == 4
 
 
+def test_fit_job_restarts_acceleration_and_a_warning_when_it_stops_at_max_iter(spark, points, tmp_path, caplog):
+    path, X = points
+    out = tmp_path / "model"
+    with caplog.at_level(logging.WARNING, logger="sparkgmm"):
+        assert run("fit", ["--input", path, "--output", str(out), "--features", "x0,x1,x2", "--k", "3", "--seed", "5",
+                           "--n-init", "3", "--acceleration", "squarem", "--max-iter", "1", "--tol", "1e-12"]) == 0
+    assert any("did not converge in 1 iterations" in r.getMessage() for r in caplog.records)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["converged"] is False and metrics["warnings"] == [
+        "EM did not converge in 1 iterations (tol 1e-12): raise max_iter or tol"]
+    assert metrics["acceleration"] == "squarem" and metrics["init"] == "k-means||" and len(metrics["restarts"]) == 3
+    assert metrics["log_likelihood"] == max(r["logLikelihood"] for r in metrics["restarts"])
+    np.testing.assert_allclose(metrics["log_likelihood"], Mixture.load(out).score(X), rtol=1e-10)
+    assert metrics["passes"] == GaussianMixtureModel.load(str(out)).summary.numPasses > 3  # conversion, init, EM
+
+
+def test_fit_job_warm_starts_from_a_model_directory(spark, points, fitted, tmp_path, capsys):
+    path, X = points
+    out = tmp_path / "warm"
+    assert run("fit", ["--input", path, "--output", str(out), "--features", "x0,x1,x2", "--k", "3",
+                       "--initial-model", fitted, "--max-iter", "2", "--tol", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["init"] == "initial_model" and metrics["restarts"][0]["initPasses"] == 0
+    np.testing.assert_allclose(metrics["initial_log_likelihood"], Mixture.load(fitted).score(X), rtol=1e-10)
+    assert run("fit", ["--input", path, "--output", str(tmp_path / "m"), "--k", "3", "--initial-model",
+                       str(tmp_path / "nope")]) == 2
+    assert "--initial-model " + str(tmp_path / "nope") + " does not exist" in error_lines(capsys.readouterr().err)[0]
+    assert run("fit", ["--input", path, "--output", str(tmp_path / "m"), "--features", "x0,x1,x2", "--k", "4",
+                       "--initial-model", fitted]) == 2
+    assert "initialModel has 3 full components but k=4" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "m").exists()
+
+
 def test_features_default_to_every_numeric_column_but_the_weight(spark, tmp_path):
     X, _ = make_mixture("full", n_components=2, n_features=2, seed=2).sample(500, seed=1)
     table = pa.table({"x0": X[:, 0], "x1": X[:, 1], "n": np.arange(500) % 7, "w": np.ones(500), "name": ["r"] * 500})
@@ -237,7 +270,7 @@ def test_select_job_writes_candidates_and_the_best_model(spark, points, tmp_path
     with open(out / "candidates.csv") as f:
         from_csv = list(csv.DictReader(f))
     assert list(from_csv[0]) == ["k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter",
-                                 "converged", "seconds"]
+                                 "converged", "passes", "seconds"]
     for row, csv_row in zip(rows, from_csv):
         assert float(csv_row["bic"]) == row["bic"] and int(csv_row["k"]) == row["k"]
     best = min(range(len(rows)), key=lambda i: rows[i]["bic"])
@@ -316,3 +349,26 @@ def test_predict_nulls_for_unusable_rows_and_refuses_when_no_row_fits_the_model(
     assert "no row could be scored: the model wants 3 finite features per row from vec" in error_lines(
         capsys.readouterr().err)[0]
     assert not (tmp_path / "none").exists() and leftovers(tmp_path) == []
+
+
+def test_many_input_partitions_fit_under_a_small_max_result_size(tmp_path):
+    """What the driver collects does not grow with the input's partitions: 500 partitions of 400 rows would have sent
+    the driver 6.4 MB of initialisation sample under the earlier per-partition sampling; every pass now returns
+    one bounded answer per core, well under a 2 MiB spark.driver.maxResultSize (its own JVM, so the limit is real)."""
+    import subprocess
+    import sys
+
+    X, _ = make_mixture("diag", n_components=3, n_features=4, seed=1, separation=5.0).sample(200_000, seed=2)
+    path = write_points(tmp_path / "in.parquet", X, files=2)
+    config = tmp_path / "fit.toml"
+    config.write_text('[spark]\npartitions = 500\n[spark.conf]\n"spark.driver.maxResultSize" = "2m"\n'
+                      '"spark.ui.enabled" = "false"\n')
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [sys.executable, "-m", "sparkgmm", "fit", "--config", str(config), "--input", path, "--output", str(out),
+         "--features", "x0,x1,x2,x3", "--k", "3", "--init", "k-means", "--n-init", "2", "--max-iter", "5"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(Mixture.load(out).score(X), json.loads((out / "metrics.json").read_text())[
+        "log_likelihood"], rtol=1e-10)

@@ -9,6 +9,7 @@ blocks to one answer per request and tree-reduces them: no per-row Python object
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Iterator, NamedTuple, Sequence
@@ -232,6 +233,7 @@ class FeatureBlocks:
         aggregation_depth: int = 2,
         block_bytes: int | None = None,
     ):
+        started = time.perf_counter()
         spark = df.sparkSession
         self._sc = spark.sparkContext
         self.aggregation_depth = aggregation_depth
@@ -263,6 +265,7 @@ class FeatureBlocks:
             self.unpersist()
             raise
         self.passes = 1
+        self.seconds = time.perf_counter() - started
         self.n_rows = described.rows
         self.weight_sum = described.weight_sum
         self.invalid_rows = described.invalid

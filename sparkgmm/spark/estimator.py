@@ -13,12 +13,13 @@ from pyspark.ml.param import Param
 from pyspark.sql import DataFrame
 
 from ..candidates import FitOutcome, FitSpec, fit_side_by_side
-from ..em import EMSettings
+from ..em import DEFAULT_ACCELERATION, EMSettings
 from ..errors import InputError
+from ..init import DEFAULT_INIT_MODE
 from ..mixture import Mixture
 from .blocks import FeatureBlocks, features_column
 from .model import GaussianMixtureModel, GaussianMixtureSummary
-from .params import DEFAULT_ACCELERATION, DEFAULT_INIT_MODE, GaussianMixtureParams
+from .params import GaussianMixtureParams
 
 __all__ = ["GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary", "fit_on_blocks"]
 
@@ -130,7 +131,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
     def _seed(self) -> int:
         return self.getSeed() & 0xFFFFFFFFFFFFFFFF
 
-    def _spec(self, blocks: FeatureBlocks) -> FitSpec:
+    def _spec(self, blocks: FeatureBlocks, label: str = "") -> FitSpec:
         """The fit this estimator asks for, after checking it against the converted data."""
         p = self._validated()
         k, covariance_type = p["k"], p["covarianceType"]
@@ -145,7 +146,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         self._check_blocks(blocks, k, initial_model)
         settings = EMSettings(p["maxIter"], p["tol"], p["regCovar"], p["acceleration"])
         return FitSpec(k, covariance_type, settings, p["initMode"], self._seed(), p["nInit"], p["initSteps"],
-                       initial_model)
+                       initial_model, label)
 
     def _check_blocks(self, blocks: FeatureBlocks, k: int, initial_model: Mixture | None) -> None:
         what = ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
@@ -205,21 +206,27 @@ class _SharedBlockFits:
 def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) -> list[GaussianMixtureModel]:
     """Fit every estimator's model side by side on blocks that are already cached (the caller owns them): one
     pass per step serves every restart of every estimator that is still running."""
-    specs = [estimator._spec(blocks) for estimator in estimators]
+    several = len(estimators) > 1
+    specs = [
+        estimator._spec(blocks, f"k={estimator.getK()} {estimator.getCovarianceType()}: " if several else "")
+        for estimator in estimators
+    ]
     restarts = sum(spec.restarts for spec in specs)
     logger.info(
         "fitting %d model(s), %d candidate(s) side by side, to %d rows x %d features in %d partitions",
         len(specs), restarts, blocks.n_rows, blocks.n_features, blocks.loop_rdd.getNumPartitions(),
     )
-    conversion_passes = blocks.passes
+    conversion_passes, conversion_seconds = blocks.passes, blocks.seconds
     outcomes = fit_side_by_side(specs, blocks.run_pass)
     return [
-        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, conversion_passes)))
+        estimator._copyValues(
+            GaussianMixtureModel(outcome.best.mixture, _summary(outcome, conversion_passes, conversion_seconds))
+        )
         for estimator, outcome in zip(estimators, outcomes)
     ]
 
 
-def _summary(outcome: FitOutcome, conversion_passes: int) -> GaussianMixtureSummary:
+def _summary(outcome: FitOutcome, conversion_passes: int, conversion_seconds: float) -> GaussianMixtureSummary:
     result = outcome.best
     return GaussianMixtureSummary(
         logLikelihood=result.log_likelihood,
@@ -232,6 +239,7 @@ def _summary(outcome: FitOutcome, conversion_passes: int) -> GaussianMixtureSumm
         weightSum=result.weight_sum,
         numParameters=result.mixture.n_parameters,
         numPasses=conversion_passes + outcome.passes,
+        seconds=conversion_seconds + outcome.seconds,
         numReseeds=result.n_reseeds,
         numExtrapolations=result.n_extrapolations,
         numRejectedSteps=result.n_rejected,

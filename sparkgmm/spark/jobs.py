@@ -26,11 +26,12 @@ from pyspark.sql import types as T
 from .. import __version__
 from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
 from ..errors import InputError
-from ..gaussian import CovarianceError
 from .blocks import NUMERIC_TYPES, features_column
+from ..persistence import load_mixture
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import local_copy_of_dir, staged_output
 from .scoring import score_dataframe
+from .selection import CANDIDATE_FIELDS, candidate_row, select_model
 from .session import job_session
 
 logger = logging.getLogger("sparkgmm.jobs")
@@ -39,9 +40,6 @@ METRICS_FILE = "metrics.json"
 CANDIDATES_JSON = "candidates.json"
 CANDIDATES_CSV = "candidates.csv"
 BEST_MODEL_DIR = "best"
-CANDIDATE_FIELDS = (
-    "k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter", "converged", "seconds",
-)
 
 
 @dataclass(frozen=True)
@@ -87,25 +85,43 @@ def read_input(spark: SparkSession, path: str, partitions: int | None) -> DataFr
     return df.repartition(partitions) if partitions else df
 
 
-def _estimator(config: FitConfig | SelectConfig, features: Features) -> GaussianMixture:
-    estimator = GaussianMixture(
+def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> dict[str, Any]:
+    """The GaussianMixture params that fit and select share, from the config."""
+    params: dict[str, Any] = dict(
         maxIter=config.max_iter, tol=config.tol, regCovar=config.reg_covar, initMode=config.init,
+        initSteps=config.init_steps, nInit=config.n_init, acceleration=config.acceleration,
         aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level,
     )
     if config.seed is not None:
-        estimator.setSeed(config.seed)
+        params["seed"] = config.seed
     if config.weight_col:
-        estimator.setWeightCol(config.weight_col)
-    return features.apply(estimator)
+        params["weightCol"] = config.weight_col
+    if features.input_cols:
+        params["inputCols"] = list(features.input_cols)
+    else:
+        params["featuresCol"] = features.features_col
+    return params
 
 
 def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str, seconds: float) -> dict[str, Any]:
     """What ``metrics.json`` holds: the fit's outcome, and per iteration the log-likelihood of the parameters after
-    it, its change and the iteration's seconds."""
+    it, its change and the iteration's seconds; the restarts; and a warning when EM stopped at maxIter."""
     summary = model.summary
     lls = summary.logLikelihoodHistory
+    warnings = []
+    if not summary.converged and model.getTol() > 0.0:
+        warnings.append(f"EM did not converge in {model.getMaxIter()} iterations (tol {model.getTol():g}): "
+                        "raise max_iter or tol")
     return {
-        **_outcome(model),
+        **candidate_row(model, seconds),
+        "warnings": warnings,
+        "init": model.getInitMode() if model.getInitialModel() is None else "initial_model",
+        "acceleration": model.getAcceleration(),
+        "n_reseeds": summary.numReseeds,
+        "n_extrapolations": summary.numExtrapolations,
+        "n_rejected_steps": summary.numRejectedSteps,
+        "best_restart": summary.bestRestart,
+        "restarts": list(summary.restarts),
         "initial_log_likelihood": lls[0],
         "history": [
             {"iteration": t, "log_likelihood": lls[t], "change": lls[t] - lls[t - 1],
@@ -118,7 +134,6 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
         "n_features": model.mixture.n_features,
         "feature_names": features.names(model.mixture.n_features),
         "input": input_path,
-        "seconds": seconds,
         "sparkgmm_version": __version__,
     }
 
@@ -138,7 +153,11 @@ def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
     with staged_output(spark, config.output, config.overwrite) as output:
         df = read_input(spark, config.input, config.spark.partitions)
         features = resolve_features(df, config.features, config.weight_col)
-        estimator = _estimator(config, features).setK(config.k).setCovarianceType(config.covariance_type)
+        estimator = GaussianMixture(k=config.k, covarianceType=config.covariance_type,
+                                    **_estimator_params(config, features))
+        if config.initial_model:
+            with local_copy_of_dir(spark, config.initial_model) as model_dir:
+                estimator.setInitialModel(load_mixture(model_dir))
         model = estimator.fit(df)
         metrics = fit_metrics(model, features, config.input, time.perf_counter() - started)
         with tempfile.TemporaryDirectory(prefix="sparkgmm-fit-") as tmp:
@@ -160,26 +179,14 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
     with staged_output(spark, config.output, config.overwrite) as output:
         df = read_input(spark, config.input, config.spark.partitions)
         features = resolve_features(df, config.features, config.weight_col)
-        estimator = _estimator(config, features)
-        grid = [(k, covariance_type) for covariance_type in config.covariance_types for k in config.k_range]
-        param_maps = [{estimator.k: k, estimator.covarianceType: cov} for k, cov in grid]
-        models: list[GaussianMixtureModel] = []
-        rows: list[dict[str, Any]] = []
-        fits = estimator.fitMultiple(df, param_maps)
-        try:
-            for k, covariance_type in grid:
-                candidate_started = time.perf_counter()
-                try:
-                    index, model = next(fits)
-                except CovarianceError as e:
-                    raise CovarianceError(f"candidate k={k} covariance_type={covariance_type}: {e}") from None
-                models.append(model)
-                rows.append(_candidate_row(model, time.perf_counter() - candidate_started))
-                logger.info("candidate %d/%d: k=%d %s, %s %.6g", index + 1, len(grid), k, covariance_type,
-                            config.criterion, rows[-1][config.criterion])
-        finally:
-            getattr(fits, "close", lambda: None)()  # releases the cached blocks if a candidate failed
-        best = min(range(len(rows)), key=lambda i: rows[i][config.criterion])
+        selection = select_model(df, config.k_range, config.covariance_types, config.criterion,
+                                 **_estimator_params(config, features))
+        rows, models = list(selection.candidates), selection.models
+        for index, row in enumerate(rows):
+            logger.info("candidate %d/%d: k=%d %s, %s %.6g, %d iterations%s", index + 1, len(rows), row["k"],
+                        row["covariance_type"], config.criterion, row[config.criterion], row["n_iter"],
+                        "" if row["converged"] else " (not converged)")
+        best = selection.best
         document = {
             "criterion": config.criterion,
             "best": {"k": rows[best]["k"], "covariance_type": rows[best]["covariance_type"], "index": best},
@@ -201,25 +208,6 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
     logger.info("wrote %s: best k=%d %s (%s %.6g) of %d candidates", config.output, rows[best]["k"],
                 rows[best]["covariance_type"], config.criterion, rows[best][config.criterion], len(rows))
     return document
-
-
-def _outcome(model: GaussianMixtureModel) -> dict[str, Any]:
-    """What a fit came to: the fields of a candidates.csv row but seconds, and the head of metrics.json."""
-    summary = model.summary
-    return {
-        "k": model.mixture.n_components,
-        "covariance_type": model.mixture.covariance_type,
-        "log_likelihood": summary.logLikelihood,
-        "bic": summary.bic,
-        "aic": summary.aic,
-        "n_parameters": summary.numParameters,
-        "n_iter": summary.numIter,
-        "converged": summary.converged,
-    }
-
-
-def _candidate_row(model: GaussianMixtureModel, seconds: float) -> dict[str, Any]:
-    return {**_outcome(model), "seconds": seconds}
 
 
 def candidates_csv(rows: list[dict[str, Any]]) -> str:

@@ -30,7 +30,8 @@ class GaussianMixtureSummary:
     other fits (restarts, ``fitMultiple``, ``select_model``) count once for each. ``restarts`` has one entry per
     restart (``logLikelihood``, ``numIter``, ``converged``, ``numPasses`` of its EM loop); ``bestRestart`` is the
     index of the one returned. ``numReseeds`` counts collapsed components moved, ``numExtrapolations`` and
-    ``numRejectedSteps`` the accelerated steps taken and rejected, all in the returned restart."""
+    ``numRejectedSteps`` the accelerated steps taken and rejected, all in the returned restart. ``seconds`` is the
+    wall time from the start of the conversion to the end of this fit's last restart."""
 
     logLikelihood: float
     logLikelihoodHistory: tuple[float, ...]
@@ -47,6 +48,7 @@ class GaussianMixtureSummary:
     numRejectedSteps: int = 0
     bestRestart: int = 0
     restarts: tuple[dict, ...] = ()
+    seconds: float = 0.0
 
     @property
     def bic(self) -> float:

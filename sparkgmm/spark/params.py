@@ -20,14 +20,11 @@ from pyspark.ml.param.shared import (
 )
 
 from ..config import STORAGE_LEVELS
-from ..em import ACCELERATIONS
+from ..em import ACCELERATIONS, DEFAULT_ACCELERATION
 from ..errors import InputError
 from ..gaussian import COVARIANCE_TYPES
-from ..init import INIT_MODES
+from ..init import DEFAULT_INIT_MODE, INIT_MODES
 from ..mixture import Mixture
-
-DEFAULT_INIT_MODE = "k-means||"
-DEFAULT_ACCELERATION = "none"
 
 # pyspark's HasSeed defaults to hash(class name), which Python randomises per process: fix it so that an unseeded
 # fit is reproducible from run to run.

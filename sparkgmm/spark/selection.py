@@ -1,0 +1,84 @@
+"""``select_model``: fit every (k, covariance type) candidate side by side in shared passes and keep the one with the
+lowest information criterion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from pyspark.sql import DataFrame
+
+from ..config import CRITERIA
+from ..errors import InputError
+from ..gaussian import COVARIANCE_TYPES
+from .estimator import GaussianMixture, fit_on_blocks
+from .model import GaussianMixtureModel
+
+# The fields of one row of ``ModelSelection.candidates``, in order.
+CANDIDATE_FIELDS = (
+    "k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter", "converged", "passes",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """Every candidate's outcome (``candidates``: one dict per candidate with CANDIDATE_FIELDS; ``seconds`` and
+    ``passes`` are those of the shared run when the candidate finished), the criterion, the index of the winner
+    and its model; ``models`` holds every candidate's model in the order of ``candidates``."""
+
+    criterion: str
+    candidates: tuple[dict[str, Any], ...]
+    best: int
+    models: tuple[GaussianMixtureModel, ...]
+
+    @property
+    def bestModel(self) -> GaussianMixtureModel:
+        return self.models[self.best]
+
+
+def candidate_row(model: GaussianMixtureModel, seconds: float | None = None) -> dict[str, Any]:
+    """One candidate's outcome, as ``select_model`` tables it (``seconds``: the fit's, if not the summary's)."""
+    summary = model.summary
+    return {
+        "k": model.mixture.n_components,
+        "covariance_type": model.mixture.covariance_type,
+        "log_likelihood": summary.logLikelihood,
+        "bic": summary.bic,
+        "aic": summary.aic,
+        "n_parameters": summary.numParameters,
+        "n_iter": summary.numIter,
+        "converged": summary.converged,
+        "passes": summary.numPasses,
+        "seconds": summary.seconds if seconds is None else seconds,
+    }
+
+
+def select_model(dataset: DataFrame, k: Sequence[int], covarianceTypes: Sequence[str] = ("full",),
+                 criterion: str = "bic", **params: Any) -> ModelSelection:
+    """Fit one mixture per ``(k, covariance type)`` on one conversion of ``dataset``, all side by side (each pass
+    reads every block once for every live candidate and restart), and pick the lowest ``criterion`` (``bic`` or
+    ``aic``; the first candidate wins a tie). ``params`` are any other ``GaussianMixture`` params (``nInit``,
+    ``acceleration``, ``maxIter``, ``seed``, ``inputCols``, ``weightCol``, ...)."""
+    ks = [int(value) for value in k]
+    types = list(covarianceTypes)
+    if not ks or min(ks) < 1:
+        raise InputError(f"k must name at least one number of components, each >= 1; got {list(k)!r}")
+    bad = [t for t in types if t not in COVARIANCE_TYPES]
+    if not types or bad:
+        raise InputError(f"covarianceTypes must name at least one of {', '.join(COVARIANCE_TYPES)}; got {types!r}")
+    if criterion not in CRITERIA:
+        raise InputError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
+    for name in ("k", "covarianceType", "initialModel"):
+        if name in params:
+            raise InputError(f"select_model sets {name} itself; leave it out of the params")
+    estimator = GaussianMixture(**params)
+    grid = [(covariance_type, n) for covariance_type in types for n in ks]
+    estimators = [estimator.copy({estimator.k: n, estimator.covarianceType: t}) for t, n in grid]
+    for candidate in estimators:
+        candidate._validated()
+    with estimator._feature_blocks(dataset) as blocks:
+        models = fit_on_blocks(estimators, blocks)
+    rows = tuple(candidate_row(model) for model in models)
+    best = min(range(len(rows)), key=lambda i: (rows[i][criterion], i))
+    return ModelSelection(criterion, rows, best, tuple(models))
