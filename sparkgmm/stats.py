@@ -166,7 +166,12 @@ def accumulate(
         log_norm = log_normalise_t(resp_t)
         if worst_rows is not None:
             badness = -log_norm if sw is None else np.where(sw > 0.0, -log_norm, -np.inf)
-            worst_rows = worst_rows.merge(TopRows.of(worst, badness, columns))
+            entering = columns
+            if worst_rows.keys.size == worst:  # full: only rows worse than the best kept one can enter
+                keep = np.flatnonzero(badness > worst_rows.keys[-1])
+                badness, entering = badness[keep], columns[:, keep]
+            if badness.size:
+                worst_rows = worst_rows.merge(TopRows.of(worst, badness, entering))
         if sw is None:
             log_likelihood += float(log_norm.sum())
         else:
