@@ -45,9 +45,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import tempfile
 import time
 import warnings
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,17 +73,11 @@ ENGINES = ("sparkgmm", "squarem", "sklearn", "MLlib")
 CHECKS: list[tuple[str, str, bool, str]] = []  # (section, what, met, detail), for the footer
 
 
-@dataclass(frozen=True)
-class Settings:
-    n: int = 30_000
-    max_iter: int = 2000
-    select_k: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    big_n: int = 1_000_000
-    plain_cap: int = 1000
-    mllib_cap: int = 200
-
-
-QUICK = Settings(n=3_000, max_iter=500, select_k=(2, 3, 4, 5), big_n=100_000, plain_cap=300, mllib_cap=40)
+# rows of the small synthetic sets, EM cap (sparkgmm and scikit-learn), k range of select_model, rows at "1M", and
+# the long runs' maxIter of sparkgmm plain EM and MLlib in section 5
+Settings = namedtuple("Settings", "n max_iter select_k big_n plain_cap mllib_cap")
+FULL = Settings(30_000, 2000, (2, 3, 4, 5, 6, 7, 8), 1_000_000, 1000, 200)
+QUICK = Settings(3_000, 500, (2, 3, 4, 5), 100_000, 300, 40)
 
 
 @dataclass
@@ -93,7 +89,7 @@ class Fit:
     iters: int = 0
     seconds: float = math.nan
     note: str = ""
-    summary: Any = None
+    summary: Any = None  # sparkgmm's
     error: str = ""
 
 
@@ -101,8 +97,6 @@ def check(section: str, what: str, ok: bool, detail: str) -> str:
     CHECKS.append((section, what, ok, detail))
     return "" if ok else "MISS"
 
-
-# ---------------------------------------------------------------- data
 
 def spaced_means(rng: np.random.Generator, k: int, d: int, gap: float) -> np.ndarray:
     """k means drawn N(0, gap^2) until every pair is at least ``gap`` apart."""
@@ -158,12 +152,9 @@ def cached_frame(spark, X: np.ndarray, path: str):
     return df
 
 
-# ---------------------------------------------------------------- engines
-
 def timed(fit):
     started = time.perf_counter()
-    result = fit()
-    return result, time.perf_counter() - started
+    return fit(), time.perf_counter() - started
 
 
 def scored(fit: Fit, mixture: Mixture, X: np.ndarray, y: np.ndarray) -> Fit:
@@ -212,8 +203,6 @@ def guarded(engine: str, run) -> Fit:
         return Fit(engine, error=f"{type(e).__name__}: {str(e).splitlines()[0][:100]}")
 
 
-# ---------------------------------------------------------------- printing
-
 def table(headers: list[str], rows: list[list]) -> None:
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells if i < len(r)]) for i, h in enumerate(headers)]
@@ -233,9 +222,7 @@ def section(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-# ---------------------------------------------------------------- sections 1-3
-
-def quality_sets(spark, args, cfg: Settings, tmp: str) -> None:
+def quality_sets(spark, args, cfg, tmp: str) -> None:
     want = set(args.sections)
     fits: dict[str, dict[str, Fit]] = {}
     selections: dict[str, Any] = {}
@@ -313,14 +300,14 @@ def print_acceleration(fits) -> None:
           "steps); slow = plain EM > 100 iterations")
 
 
-def run_selection(df, cfg: Settings, seed: int):
+def run_selection(df, cfg, seed: int):
     from sparkgmm import select_model
 
     return timed(lambda: select_model(df, k=list(cfg.select_k), covarianceTypes=["full"], criterion="bic",
                                       seed=seed, maxIter=300, tol=1e-6))
 
 
-def print_selection(selections, cfg: Settings) -> None:
+def print_selection(selections, cfg) -> None:
     section("3. Model selection: BIC over k (full covariance, shared passes, maxIter=300, tol=1e-6)")
     rows = []
     for name, (true_k, outcome) in selections.items():
@@ -335,8 +322,6 @@ def print_selection(selections, cfg: Settings) -> None:
                      mark])
     table(["set", "true k", "chosen k", *(f"BIC k={k}" for k in cfg.select_k), "seconds", "mark"], rows)
 
-
-# ---------------------------------------------------------------- sections 4-5
 
 def restarts(df, k: int, seed: int) -> None:
     section(f"4. Restarts side by side: fit wall time, nInit=4 vs nInit=1 (maxIter=20, tol=0), k={k}")
@@ -380,7 +365,7 @@ def first_at(history, target: float) -> int | None:
     return next((i for i, v in enumerate(history) if v >= target), None)
 
 
-def time_to_quality(name, X, y, df, k, seed, cfg: Settings) -> list:
+def time_to_quality(name, X, y, df, k, seed, cfg) -> list:
     sq = run_sparkgmm(df, X, y, k, "squarem", seed, 2000)
     plain = run_sparkgmm(df, X, y, k, "none", seed, cfg.plain_cap)
     ml_tol = 1e-8 * X.shape[0]
@@ -424,7 +409,7 @@ def time_to_quality(name, X, y, df, k, seed, cfg: Settings) -> list:
     return rows
 
 
-def big_sections(spark, args, cfg: Settings, tmp: str) -> None:
+def big_sections(spark, args, cfg, tmp: str) -> None:
     rows = []
     for name in ("separated-8", "overlapping-8"):
         X, y = truth(name, args.seed).sample(cfg.big_n, seed=args.seed + 1)
@@ -456,13 +441,15 @@ def main() -> None:
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if set(args.sections) - set(SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(set(args.sections) - set(SECTIONS)))}")
-    cfg = QUICK if args.quick else Settings()
+    cfg = QUICK if args.quick else FULL
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("sparkgmm").setLevel(logging.WARNING)
 
     spark = local_session("local[2]", "sparkgmm-quality", **{"spark.ui.enabled": "false", "spark.driver.memory": "6g"})
     spark.sparkContext.setLogLevel("WARN")
     started = time.perf_counter()
+    print(f"sparkgmm quality benchmark, seed {args.seed}{', quick' if args.quick else ''}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes skew the seconds)", flush=True)
     with tempfile.TemporaryDirectory(prefix="sparkgmm-quality-") as tmp:
         if set(args.sections) & {"quality", "acceleration", "selection"}:
             quality_sets(spark, args, cfg, tmp)
@@ -471,7 +458,8 @@ def main() -> None:
     spark.stop()
 
     met = sum(ok for _, _, ok, _ in CHECKS)
-    section(f"Targets: {met} met, {len(CHECKS) - met} missed ({time.perf_counter() - started:.0f} s in all)")
+    section(f"Targets: {met} met, {len(CHECKS) - met} missed ({time.perf_counter() - started:.0f} s in all; load "
+            f"average now {os.getloadavg()[0]:.1f})")
     for sec, what, ok, detail in CHECKS:
         print(f"  {'met   ' if ok else 'MISSED'} {sec:<12} {what:<28} {detail}")
 

@@ -33,7 +33,7 @@ DEFAULT_INIT_MODE = "k-means||"
 LLOYD_MAX_ITER = 100
 # Distributed Lloyd passes after k-means||, at most; they stop early once no centre moves by more than
 # LLOYD_SHIFT_TOL times the root mean squared distance of the rows to their centres.
-LLOYD_PASSES = 3
+LLOYD_PASSES = 20
 LLOYD_SHIFT_TOL = 1e-3
 # Rows drawn to the driver for the sample modes: enough for k-means++ to see every sizeable cluster.
 INIT_SAMPLE_ROWS = 10_000
