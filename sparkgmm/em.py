@@ -133,7 +133,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Gen
     converged = False
     last = time.perf_counter()
     for number in range(1, settings.max_iter + 1):
-        stats = yield EStep(current, worst=k if k > 1 else 0, description=f"EM iteration {number}")
+        worst = k if k > 1 and reseeds < k else 0  # rows to re-seed at, while re-seeds are still allowed
+        stats = yield EStep(current, worst=worst, description=f"EM iteration {number}")
         passes += 1
         log_likelihood = stats.mean_log_likelihood
         extrapolated = fallback is not None
