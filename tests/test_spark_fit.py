@@ -32,7 +32,7 @@ def test_distributed_fit_equals_sklearn(spark, covariance_type, partitions, dept
     X, start = overlapping_data_and_start(covariance_type)
     df = frame(spark, X, partitions)
     model = GaussianMixture(k=3, covarianceType=covariance_type, maxIter=6, tol=0.0, initialModel=start,
-                            aggregationDepth=depth).fit(df)
+                            acceleration="none", aggregationDepth=depth).fit(df)
     reference = sklearn_fit(X, start, 6)
     assert model.summary.numIter == reference.n_iter_ == 6
     assert_matches_sklearn(model.mixture, reference)
