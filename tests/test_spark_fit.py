@@ -256,19 +256,28 @@ def test_initialisation_sample_is_bounded_weighted_and_from_the_data(spark):
         assert sample.rows.shape == (100, 2) and len(set(sample.rows[:, 0])) == 100
 
 
-def spark_job_descriptions(spark) -> list[str | None]:
-    """Every job's description, newest first (None where it has none), from Spark's own status store."""
+def spark_jobs(spark) -> list[tuple[int, str | None]]:
+    """Every job Spark's status store still holds, as (job id, description or None), oldest first."""
     jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)  # a Scala Seq
-    descriptions = [jobs.apply(i).description() for i in range(jobs.size())]
-    return [d.get() if d.isDefined() else None for d in descriptions]
+    found = [(jobs.apply(i).jobId(), jobs.apply(i).description()) for i in range(jobs.size())]
+    return sorted((job_id, d.get() if d.isDefined() else None) for job_id, d in found)
+
+
+def last_job_id(spark) -> int:
+    return max((job_id for job_id, _ in spark_jobs(spark)), default=-1)
+
+
+def job_descriptions_since(spark, job_id: int) -> list[str | None]:
+    """Descriptions of the jobs after ``job_id``, oldest first (by id: the store drops old jobs once it is full)."""
+    return [description for later, description in spark_jobs(spark) if later > job_id]
 
 
 def test_every_pass_is_a_named_spark_job_counted_in_num_passes_and_the_name_is_cleared_after(spark):
     X, _ = overlapping_data_and_start("diag", n=200)
     df = frame(spark, X)
-    jobs_before = len(spark_job_descriptions(spark))
+    before = last_job_id(spark)
     model = GaussianMixture(k=2, covarianceType="diag", maxIter=3, tol=0.0).fit(df)
-    descriptions = spark_job_descriptions(spark)[: len(spark_job_descriptions(spark)) - jobs_before][::-1]
+    descriptions = job_descriptions_since(spark, before)
     descriptions = [d for d in descriptions if d]  # jobs of the DataFrame itself (its shuffle) have no name
     lloyd = [d for d in descriptions if "Lloyd pass" in d]
     assert 1 <= len(lloyd) <= 3
@@ -281,7 +290,7 @@ def test_every_pass_is_a_named_spark_job_counted_in_num_passes_and_the_name_is_c
     assert model.summary.numPasses == len(descriptions)
     assert model.summary.restarts[0]["initPasses"] == 4 + len(lloyd)
     spark.range(3).count()
-    assert spark_job_descriptions(spark)[0] is None
+    assert spark_jobs(spark)[-1][1] is None
 
 
 def test_fit_multiple_converts_once_and_equals_separate_fits(spark):
@@ -290,9 +299,9 @@ def test_fit_multiple_converts_once_and_equals_separate_fits(spark):
     df = frame(spark, X, 3)
     gmm = GaussianMixture(maxIter=20, tol=1e-6, seed=9)
     maps = [{gmm.k: 2}, {gmm.k: 3, gmm.covarianceType: "diag"}, {gmm.k: 4, gmm.covarianceType: "spherical"}]
-    jobs_before = len(spark_job_descriptions(spark))
+    before = last_job_id(spark)
     models = gmm.fit(df, maps)
-    descriptions = spark_job_descriptions(spark)[: len(spark_job_descriptions(spark)) - jobs_before]
+    descriptions = job_descriptions_since(spark, before)
     assert descriptions.count("sparkgmm: convert features to cached blocks") == 1
     assert persisted_rdd_count(spark) == 0
     for param_map, model in zip(maps, models):
@@ -326,9 +335,9 @@ def test_cross_validator_tunes_k_through_fit_multiple(spark):
     grid = ParamGridBuilder().addGrid(gmm.k, [2, 3]).build()
     cv = CrossValidator(estimator=gmm, estimatorParamMaps=grid, evaluator=ClusteringEvaluator(), numFolds=2,
                         parallelism=2, seed=1)
-    jobs_before = len(spark_job_descriptions(spark))
+    before = last_job_id(spark)
     best = cv.fit(df)
-    descriptions = spark_job_descriptions(spark)[: len(spark_job_descriptions(spark)) - jobs_before]
+    descriptions = job_descriptions_since(spark, before)
     assert descriptions.count("sparkgmm: convert features to cached blocks") == 3  # each fold once, then the refit
     assert len(best.avgMetrics) == 2 and all(np.isfinite(best.avgMetrics))
     assert best.bestModel.mixture.n_components == [2, 3][int(np.argmax(best.avgMetrics))]  # silhouette: larger wins
