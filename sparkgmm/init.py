@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 from .mixture import Mixture
 from .passes import HardAssignment, NearestCentre, OversampleRound, WeightedSample
-from .stats import SufficientStats, m_step, stats_from_resp
+from .stats import m_step
 
 INIT_MODES = ("k-means||", "k-means", "k-means++", "random_from_data")
 DEFAULT_INIT_MODE = "k-means||"
@@ -121,17 +121,9 @@ def initial_mixture(
 
 def hard_assignment_mixture(X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray,
                             covariance_type: str, reg_covar: float) -> Mixture:
-    """Weights, means and covariances of the rows of ``X`` assigned to their nearest centre."""
-    n_components, d = centres.shape
-    nearest = _squared_distances(X, centres).argmin(axis=1)
-    weight = np.ones(X.shape[0]) if sample_weight is None else sample_weight
-    stats = SufficientStats.zeros(n_components, d, covariance_type)
-    for j in range(n_components):
-        # Hard assignments: only a component's own rows contribute, so scratch stays (d, rows of j), not (k, d, n).
-        mine = nearest == j
-        centred = (X[mine] - centres[j]).T[None, :, :]
-        nk, first, second = stats_from_resp(centred, weight[mine][None, :], covariance_type)
-        stats.nk[j], stats.first[j], stats.second[j] = nk[0], first[0], second[0]
+    """Weights, means and covariances of the rows of ``X`` assigned to their nearest centre: the distributed Lloyd
+    pass's own statistics, computed on the in-memory rows."""
+    stats = HardAssignment(centres, covariance_type).on_block(np.ascontiguousarray(X.T), sample_weight, ())
     weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
     return Mixture(weights, means, covariances, covariance_type)
 

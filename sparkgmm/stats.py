@@ -77,11 +77,6 @@ class SufficientStats:
         return self.log_likelihood / self.weight_sum
 
 
-def merge_stats(a: SufficientStats, b: SufficientStats) -> SufficientStats:
-    """Module-level merge, convenient as a reduce function."""
-    return a.merge(b)
-
-
 def log_normalise_t(weighted_t: np.ndarray) -> np.ndarray:
     """In place, turn component-major weighted log-probabilities (k, n) into responsibilities (k, n).
 

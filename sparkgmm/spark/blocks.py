@@ -264,7 +264,6 @@ class FeatureBlocks:
         except BaseException:
             self.unpersist()
             raise
-        self.passes = 1
         self.seconds = time.perf_counter() - started
         self.n_rows = described.rows
         self.weight_sum = described.weight_sum
@@ -285,7 +284,6 @@ class FeatureBlocks:
             ).treeReduce(_merge_answers, depth=self.aggregation_depth)
         finally:
             broadcast.destroy()
-        self.passes += 1
         return answers
 
     def unpersist(self) -> None:

@@ -199,9 +199,6 @@ class _SharedBlockFits:
                     raise
             return index, self._models[index]
 
-    def close(self) -> None:
-        """Nothing stays cached between calls; kept so that callers may release the iterator explicitly."""
-
 
 def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) -> list[GaussianMixtureModel]:
     """Fit every estimator's model side by side on blocks that are already cached (the caller owns them): one
@@ -216,17 +213,14 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
         "fitting %d model(s), %d candidate(s) side by side, to %d rows x %d features in %d partitions",
         len(specs), restarts, blocks.n_rows, blocks.n_features, blocks.loop_rdd.getNumPartitions(),
     )
-    conversion_passes, conversion_seconds = blocks.passes, blocks.seconds
     outcomes = fit_side_by_side(specs, blocks.run_pass)
     return [
-        estimator._copyValues(
-            GaussianMixtureModel(outcome.best.mixture, _summary(outcome, conversion_passes, conversion_seconds))
-        )
+        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks.seconds)))
         for estimator, outcome in zip(estimators, outcomes)
     ]
 
 
-def _summary(outcome: FitOutcome, conversion_passes: int, conversion_seconds: float) -> GaussianMixtureSummary:
+def _summary(outcome: FitOutcome, conversion_seconds: float) -> GaussianMixtureSummary:
     result = outcome.best
     return GaussianMixtureSummary(
         logLikelihood=result.log_likelihood,
@@ -238,7 +232,7 @@ def _summary(outcome: FitOutcome, conversion_passes: int, conversion_seconds: fl
         numRows=result.n_samples,
         weightSum=result.weight_sum,
         numParameters=result.mixture.n_parameters,
-        numPasses=conversion_passes + outcome.passes,
+        numPasses=1 + outcome.passes,  # the conversion, then the shared run's passes
         seconds=conversion_seconds + outcome.seconds,
         numReseeds=result.n_reseeds,
         numExtrapolations=result.n_extrapolations,

@@ -26,8 +26,8 @@ from pyspark.sql import types as T
 from .. import __version__
 from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
 from ..errors import InputError
-from .blocks import NUMERIC_TYPES, features_column
 from ..persistence import load_mixture
+from .blocks import NUMERIC_TYPES, features_column
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import local_copy_of_dir, staged_output
 from .scoring import score_dataframe
@@ -54,11 +54,13 @@ class Features:
             return list(self.input_cols)
         return [f"{self.features_col}[{i}]" for i in range(n_features)]
 
+    def params(self) -> dict[str, Any]:
+        """The estimator or model params that select these columns."""
+        return {"inputCols": list(self.input_cols)} if self.input_cols else {"featuresCol": self.features_col}
+
     def apply(self, estimator_or_model):
-        if self.input_cols:
-            return estimator_or_model.setInputCols(list(self.input_cols))
         estimator_or_model.clear(estimator_or_model.inputCols)  # inputCols would win over featuresCol
-        return estimator_or_model.setFeaturesCol(self.features_col)
+        return estimator_or_model._set(**self.params())
 
 
 def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | None) -> Features:
@@ -96,11 +98,7 @@ def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> d
         params["seed"] = config.seed
     if config.weight_col:
         params["weightCol"] = config.weight_col
-    if features.input_cols:
-        params["inputCols"] = list(features.input_cols)
-    else:
-        params["featuresCol"] = features.features_col
-    return params
+    return {**params, **features.params()}
 
 
 def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str, seconds: float) -> dict[str, Any]:
