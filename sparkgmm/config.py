@@ -20,9 +20,13 @@ from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
 from .em import ACCELERATIONS, DEFAULT_ACCELERATION
 from .init import DEFAULT_INIT_MODE, INIT_MODES
+from .passes import BLOCK_DTYPES
 
 CRITERIA = ("bic", "aic")
 STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DISK_ONLY", "MEMORY_AND_DISK_2")
+# Where the converted blocks live between passes (sparkgmm.spark.blocks.FeatureBlocks).
+BLOCK_STORAGES = ("local-files", "spark-cache")
+DEFAULT_BLOCK_STORAGE = "local-files"
 # The columns the predict job adds to its output.
 PREDICTION_COLUMNS = ("prediction", "probability", "log_density")
 
@@ -125,6 +129,10 @@ class _FitOptions:
                                 f"EM acceleration: {', '.join(ACCELERATIONS)}")
     aggregation_depth: int = _option(2, _at_least(1), "depth of the tree-reduce of per-partition statistics")
     storage_level: str = _option("MEMORY_AND_DISK_DESER", _one_of(STORAGE_LEVELS), "storage level of cached blocks")
+    dtype: str = _option("float64", _one_of(BLOCK_DTYPES),
+                         "float64, or float32: half the memory and bytes per pass, ~7 significant digits per row")
+    block_storage: str = _option(DEFAULT_BLOCK_STORAGE, _one_of(BLOCK_STORAGES),
+                                 "local-files (memory-mapped on the executors' local disks) or spark-cache")
     overwrite: bool = _option(False, None, "replace an existing output")
     spark: SparkSettings = field(default_factory=SparkSettings)
 

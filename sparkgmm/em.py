@@ -21,7 +21,7 @@ import numpy as np
 from .acceleration import Squarem
 from .gaussian import CovarianceError
 from .mixture import Mixture
-from .passes import EStep, Partial, Request, run_local_pass
+from .passes import EStep, Partial, Request, chunks, pack_block, run_local_pass
 from .stats import SufficientStats, m_step
 
 logger = logging.getLogger("sparkgmm")
@@ -261,12 +261,16 @@ def run_em(initial: Mixture, run_pass: PassRunner, *, max_iter: int, tol: float,
     return run_side_by_side([em_candidate(initial, settings)], run_pass)[0].value
 
 
-def local_passes(X: np.ndarray, sample_weight: np.ndarray | None = None, block_rows: int = 1 << 15) -> PassRunner:
-    """A ``PassRunner`` over an in-memory array (n, d): for tests, and fits that fit in one process."""
-    xt = np.ascontiguousarray(np.asarray(X, dtype=np.float64).T)
+def local_passes(X: np.ndarray, sample_weight: np.ndarray | None = None, block_rows: int = 1 << 15,
+                 dtype: str = "float64") -> PassRunner:
+    """A ``PassRunner`` over an in-memory array (n, d), packed into blocks of ``block_rows`` rows in ``dtype``: for
+    tests, and fits that fit in one process."""
+    X = np.asarray(X, dtype=np.float64)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    blocks = [pack_block(X[rows], None if w is None else w[rows], (0, number), dtype)
+              for number, rows in enumerate(chunks(X.shape[0], block_rows))]
 
     def run_pass(requests: Sequence[Request], _description: str) -> list[Partial]:
-        return run_local_pass(xt, w, requests, block_rows)
+        return run_local_pass(blocks, X.shape[1], requests)
 
     return run_pass

@@ -114,17 +114,20 @@ def squared_mahalanobis_t(
 
     Rows are centred on each mean before whitening, so offset data loses no precision. When ``centred_out`` (shape
     (k, d, n)) is given, the centred columns ``XT - means[j][:, None]`` are left in it for the caller's second
-    moments. Feature-major rows and component-major outputs keep every elementwise operation and reduction on
+    moments. The arithmetic runs in ``XT``'s dtype (float64 or float32). Feature-major rows and component-major outputs keep every elementwise operation and reduction on
     long contiguous runs (numpy handles short inner axes slowly); whitening is one matrix product per component.
     """
     d, n = XT.shape
     k = means.shape[0]
-    centred = centred_out if centred_out is not None else np.empty((k, d, n))
+    dtype = XT.dtype
+    means = means.astype(dtype, copy=False)
+    prec_chol = prec_chol.astype(dtype, copy=False)
+    centred = centred_out if centred_out is not None else np.empty((k, d, n), dtype)
     np.subtract(XT[None, :, :], means[:, :, None], out=centred)
-    out = np.empty((k, n))
-    scratch = np.empty((d, n))
+    out = np.empty((k, n), dtype)
+    scratch = np.empty((d, n), dtype)
     if covariance_type in ("full", "tied"):
-        ones = np.ones(d)
+        ones = np.ones(d, dtype)
         factors_t = np.swapaxes(prec_chol, -1, -2)
         for j in range(k):
             np.matmul(factors_t[j] if covariance_type == "full" else factors_t, centred[j], out=scratch)
@@ -147,7 +150,7 @@ def log_gaussian_prob_t(
     out = squared_mahalanobis_t(XT, means, prec_chol, covariance_type, centred_out)
     half_log_det = 0.5 * log_det_precision(prec_chol, covariance_type, d, k)
     out *= -0.5
-    out += (half_log_det - 0.5 * d * LOG_2PI)[:, None]
+    out += (half_log_det - 0.5 * d * LOG_2PI).astype(out.dtype)[:, None]
     return out
 
 

@@ -5,8 +5,9 @@ request maps a block to a partial result, and partial results merge associativel
 tree-reduce over any partitioning equals one pass over all rows (up to float rounding and, for the random draws, the
 streams they come from). Every result is bounded by the request (``k``, ``d``, a capacity), never by the rows.
 
-Blocks are columnar: ``xt`` (d, n) float64, sample weights ``w`` (n,) or None, and a ``key`` of integers naming the
-block, which seeds its random stream together with the request's seed. Pure NumPy: never imports pyspark.
+Blocks are columnar (``Block``): ``xt`` (d, n) float64, or float32 relative to a float64 ``origin``, sample weights
+``w`` (n,) or None, and a ``key`` of integers naming the block, which seeds its random stream together with the
+request's seed. Pure NumPy: never imports pyspark.
 """
 
 from __future__ import annotations
@@ -25,6 +26,45 @@ class Partial(Protocol):
     def merge(self, other): ...
 
 
+BLOCK_DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """Some rows, columnar. Row ``i`` is ``xt[:, i]`` (float64), or ``xt[:, i] + origin`` when the block is stored
+    in float32 relative to ``origin`` (d,) float64, the block's mean: float32 then keeps ~7 significant digits of
+    each row's offset from the block, not of its absolute value, so data far from zero loses nothing to the
+    narrower type. Requests move their points into the block's frame (``local``), never the rows."""
+
+    xt: np.ndarray
+    w: np.ndarray | None
+    key: tuple[int, ...]
+    origin: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return self.xt.shape[1]
+
+    def local(self, points: np.ndarray) -> np.ndarray:
+        """Points (c, d) given in float64 data coordinates, moved into this block's frame and dtype."""
+        if self.origin is not None:
+            points = points - self.origin
+        return points.astype(self.xt.dtype, copy=False)
+
+    def top_rows(self, capacity: int, keys: np.ndarray) -> TopRows:
+        return TopRows.of(capacity, keys, self.xt, self.origin)
+
+
+def pack_block(rows: np.ndarray, w: np.ndarray | None, key: tuple[int, ...], dtype: str = "float64") -> Block:
+    """A ``Block`` in ``dtype`` from float64 rows (n, d)."""
+    if dtype == "float64":
+        return Block(np.ascontiguousarray(rows.T, dtype=np.float64), w, key)
+    if dtype != "float32":
+        raise ValueError(f"dtype must be one of {', '.join(BLOCK_DTYPES)}; got {dtype!r}")
+    origin = rows.mean(axis=0) if rows.shape[0] else np.zeros(rows.shape[1])
+    return Block(np.ascontiguousarray((rows - origin).T, dtype=np.float32), w, key, origin)
+
+
 class Request(Protocol):
     """One candidate's question to a pass. ``description`` names it in the pass's Spark job."""
 
@@ -32,7 +72,7 @@ class Request(Protocol):
 
     def empty(self, n_features: int) -> Partial: ...
 
-    def on_block(self, xt: np.ndarray, w: np.ndarray | None, key: tuple[int, ...]) -> Partial: ...
+    def on_block(self, block: Block) -> Partial: ...
 
 
 def block_rng(seed: tuple[int, ...], key: tuple[int, ...]) -> np.random.Generator:
@@ -48,9 +88,9 @@ def squared_distances_t(xt: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Squared Euclidean distance of every column of ``xt`` (d, n) to every centre (c, d): shape (c, n), from
     centred differences (no ``|x|^2 - 2 x.c + |c|^2`` cancellation on offset data)."""
     d, n = xt.shape
-    out = np.empty((centres.shape[0], n))
+    out = np.empty((centres.shape[0], n), xt.dtype)
     step = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // max(d, 1))
-    diff = np.empty((d, min(n, step)))
+    diff = np.empty((d, min(n, step)), xt.dtype)
     for rows in chunks(n, step):
         width = rows.stop - rows.start
         for j, centre in enumerate(centres):
@@ -76,10 +116,10 @@ class EStep:
         m = self.mixture
         return SufficientStats.zeros(m.n_components, n_features, m.covariance_type, self.worst)
 
-    def on_block(self, xt, w, key) -> SufficientStats:
+    def on_block(self, block: Block) -> SufficientStats:
         m = self.mixture
-        return accumulate(xt, w, m.weights, m.means, m.precisions_cholesky, m.covariance_type, self.count_hard,
-                          self.worst)
+        return accumulate(block.xt, block.w, m.weights, m.means, m.precisions_cholesky, m.covariance_type,
+                          self.count_hard, self.worst, block.origin)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,11 +134,12 @@ class WeightedSample:
     def empty(self, n_features: int) -> TopRows:
         return TopRows.empty(self.size, n_features)
 
-    def on_block(self, xt, w, key) -> TopRows:
-        u = 1.0 - block_rng(self.seed, key).random(xt.shape[1])  # in (0, 1]
+    def on_block(self, block: Block) -> TopRows:
+        w = block.w
+        u = 1.0 - block_rng(self.seed, block.key).random(block.n_rows)  # in (0, 1]
         with np.errstate(divide="ignore"):
             keys = np.log(u) if w is None else np.where(w > 0.0, np.log(u) / np.where(w > 0.0, w, 1.0), -np.inf)
-        return TopRows.of(self.size, keys, xt)
+        return block.top_rows(self.size, keys)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,13 +172,13 @@ class OversampleRound:
     def empty(self, n_features: int) -> Oversampled:
         return Oversampled(0.0, TopRows.empty(self.capacity, n_features))
 
-    def on_block(self, xt, w, key) -> Oversampled:
-        cost_t = squared_distances_t(xt, self.centres).min(axis=0)
-        if w is not None:
-            cost_t *= w
-        u = 1.0 - block_rng(self.seed, key).random(xt.shape[1])
+    def on_block(self, block: Block) -> Oversampled:
+        cost_t = squared_distances_t(block.xt, block.local(self.centres)).min(axis=0).astype(np.float64)
+        if block.w is not None:
+            cost_t *= block.w
+        u = 1.0 - block_rng(self.seed, block.key).random(block.n_rows)
         keys = np.where(cost_t > 0.0, cost_t / u, -np.inf)
-        return Oversampled(float(cost_t.sum()), TopRows.of(self.capacity, keys, xt))
+        return Oversampled(float(cost_t.sum()), block.top_rows(self.capacity, keys))
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,11 +200,11 @@ class NearestCentre:
     def empty(self, n_features: int) -> CentreWeights:
         return CentreWeights(np.zeros(self.centres.shape[0]), 0.0)
 
-    def on_block(self, xt, w, key) -> CentreWeights:
-        distances = squared_distances_t(xt, self.centres)
+    def on_block(self, block: Block) -> CentreWeights:
+        distances = squared_distances_t(block.xt, block.local(self.centres))
         nearest = distances.argmin(axis=0)
-        cost_t = distances[nearest, np.arange(xt.shape[1])]
-        weight = np.ones(xt.shape[1]) if w is None else w
+        cost_t = distances[nearest, np.arange(block.n_rows)].astype(np.float64)
+        weight = np.ones(block.n_rows) if block.w is None else block.w
         counts = np.bincount(nearest, weights=weight, minlength=self.centres.shape[0])
         return CentreWeights(counts, float(cost_t @ weight))
 
@@ -181,22 +222,24 @@ class HardAssignment:
     def empty(self, n_features: int) -> SufficientStats:
         return SufficientStats.zeros(self.centres.shape[0], n_features, self.covariance_type)
 
-    def on_block(self, xt, w, key) -> SufficientStats:
+    def on_block(self, block: Block) -> SufficientStats:
+        xt, w = block.xt, block.w
         k, d = self.centres.shape
         n = xt.shape[1]
         stats = self.empty(d)
         nk, first, second, hard_counts = stats.nk, stats.first, stats.second, stats.hard_counts
         cost = 0.0
+        centres = block.local(self.centres)
         step = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // (k * d))
-        centred = np.empty((k, d, min(n, step)))
+        centred = np.empty((k, d, min(n, step)), xt.dtype)
         for rows in chunks(n, step):
             width = rows.stop - rows.start
             c = centred[:, :, :width]
-            np.subtract(xt[None, :, rows], self.centres[:, :, None], out=c)
+            np.subtract(xt[None, :, rows], centres[:, :, None], out=c)
             distances = np.einsum("kdn,kdn->kn", c, c)
             nearest = distances.argmin(axis=0)
             weight = np.ones(width) if w is None else w[rows]
-            resp_t = np.zeros((k, width))
+            resp_t = np.zeros((k, width), xt.dtype)
             resp_t[nearest, np.arange(width)] = weight
             cost += float(distances[nearest, np.arange(width)] @ weight)
             hard_counts += np.bincount(nearest, minlength=k)
@@ -208,12 +251,10 @@ class HardAssignment:
         return SufficientStats(n, weight_sum, -cost, nk, first, second, hard_counts)
 
 
-def run_local_pass(xt: np.ndarray, w: np.ndarray | None, requests: Sequence[Request], block_rows: int = 1 << 15,
-                   ) -> list[Partial]:
-    """A pass over in-memory columnar rows, cut into blocks of ``block_rows`` (for tests and driver-side fits)."""
-    results = [request.empty(xt.shape[0]) for request in requests]
-    for number, rows in enumerate(chunks(xt.shape[1], block_rows)):
-        block_w = None if w is None else w[rows]
+def run_local_pass(blocks: Sequence[Block], n_features: int, requests: Sequence[Request]) -> list[Partial]:
+    """A pass over in-memory blocks (for tests and driver-side fits)."""
+    results = [request.empty(n_features) for request in requests]
+    for block in blocks:
         for i, request in enumerate(requests):
-            results[i] = results[i].merge(request.on_block(xt[:, rows], block_w, (0, number)))
+            results[i] = results[i].merge(request.on_block(block))
     return results

@@ -10,7 +10,9 @@ responsibility of component j for row i and ``w_i`` the row's sample weight:
 - optionally ``worst``: the few rows of positive weight with the lowest ``log p(x_i)`` (for re-seeding components)
 
 All accumulators are float64 and centred on the *same* means for every block, so adding them is exact algebra:
-a tree-reduce over any partitioning equals one pass over all the data (up to float rounding).
+a tree-reduce over any partitioning equals one pass over all the data (up to float rounding). The per-row arithmetic
+runs in the block's dtype: float64, or float32 (blocks stored relative to an ``origin``, so offset data keeps its
+digits); every chunk's sums are added into the float64 accumulators.
 """
 
 from __future__ import annotations
@@ -102,17 +104,19 @@ def stats_from_resp(
     mirrored.
     """
     k, d, n = centred.shape
+    dtype = centred.dtype
     nk = resp_t.sum(axis=1)
-    first = np.empty((k, d))
-    second = np.empty((k, d, d) if covariance_type in ("full", "tied") else (k, d))
-    scratch = np.empty((d, n))
-    sqrt_resp = np.empty(n)
+    first = np.empty((k, d), dtype)
+    second = np.empty((k, d, d) if covariance_type in ("full", "tied") else (k, d), dtype)
+    scratch = np.empty((d, n), dtype)
+    sqrt_resp = np.empty(n, dtype)
+    syrk = blas.get_blas_funcs("syrk", (scratch,))
     for j in range(k):
         np.matmul(centred[j], resp_t[j], out=first[j])
         if covariance_type in ("full", "tied") and d >= SYRK_MIN_FEATURES:
             np.sqrt(resp_t[j], out=sqrt_resp)
             np.multiply(centred[j], sqrt_resp, out=scratch)
-            upper = blas.dsyrk(1.0, scratch.T, trans=1)
+            upper = syrk(1.0, scratch.T, trans=1)
             second[j] = upper + np.triu(upper, 1).T
         elif covariance_type in ("full", "tied"):
             np.multiply(centred[j], resp_t[j], out=scratch)
@@ -132,9 +136,13 @@ def accumulate(
     covariance_type: str,
     count_hard: bool = True,
     worst: int = 0,
+    origin: np.ndarray | None = None,
 ) -> SufficientStats:
-    """One E-step over *columnar* rows ``XT`` (d, n), returning their sufficient statistics (float64 throughout).
+    """One E-step over *columnar* rows ``XT`` (d, n), float64 or float32, returning their sufficient statistics
+    (float64 accumulators).
 
+    ``origin`` (d,), when given, is what the columns are stored relative to (the row is ``XT[:, i] + origin``): the
+    means are shifted instead of the rows, and the statistics, centred on the means, do not change.
     ``count_hard`` adds how many rows each component wins (for cluster sizes); the EM loop needs it only once.
     ``worst`` > 0 keeps that many rows of positive weight with the lowest log-density.
     """
@@ -144,10 +152,12 @@ def accumulate(
     worst_rows = stats.worst
     if n == 0:
         return stats
+    if origin is not None:
+        means = means - origin
     with np.errstate(divide="ignore"):
-        log_weights = np.log(weights)[:, None]
+        log_weights = np.log(weights).astype(XT.dtype)[:, None]
     chunk = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // (k * d))
-    scratch = np.empty((k, d, min(chunk, n)))
+    scratch = np.empty((k, d, min(chunk, n)), XT.dtype)
     nk, first, second, hard_counts = stats.nk, stats.first, stats.second, stats.hard_counts
     log_likelihood = 0.0
     for start in range(0, n, chunk):
@@ -166,9 +176,9 @@ def accumulate(
                 keep = np.flatnonzero(badness > worst_rows.keys[-1])
                 badness, entering = badness[keep], columns[:, keep]
             if badness.size:
-                worst_rows = worst_rows.merge(TopRows.of(worst, badness, entering))
+                worst_rows = worst_rows.merge(TopRows.of(worst, badness, entering, origin))
         if sw is None:
-            log_likelihood += float(log_norm.sum())
+            log_likelihood += float(log_norm.sum(dtype=np.float64))
         else:
             log_likelihood += float(log_norm @ sw)
             resp_t *= sw

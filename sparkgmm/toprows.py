@@ -28,12 +28,16 @@ class TopRows:
         return cls(capacity, np.empty(0), np.empty((0, n_features)))
 
     @classmethod
-    def of(cls, capacity: int, keys: np.ndarray, rows_t: np.ndarray) -> "TopRows":
-        """The top ``capacity`` of ``keys`` over the columns of ``rows_t`` (d, n); keys of -inf never count."""
+    def of(cls, capacity: int, keys: np.ndarray, rows_t: np.ndarray, origin: np.ndarray | None = None) -> "TopRows":
+        """The top ``capacity`` of ``keys`` over the columns of ``rows_t`` (d, n); keys of -inf never count. Kept rows
+        are float64, with ``origin`` (d,) added back when the columns are stored relative to it."""
         candidates = np.flatnonzero(keys > -np.inf)
         if candidates.size > capacity:
             candidates = candidates[np.argpartition(keys[candidates], -capacity)[-capacity:]]
-        return cls._sorted(capacity, keys[candidates], rows_t[:, candidates].T)
+        rows = rows_t[:, candidates].T.astype(np.float64)
+        if origin is not None:
+            rows += origin
+        return cls._sorted(capacity, keys[candidates], rows)
 
     @classmethod
     def _sorted(cls, capacity: int, keys: np.ndarray, rows: np.ndarray) -> "TopRows":

@@ -126,10 +126,12 @@ def test_the_loop_runs_one_task_per_core_whatever_the_input_partitioning(spark, 
 
     X, start = overlapping_data_and_start("spherical", n=500)
     df = frame(spark, X, partitions)
-    with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=2048) as blocks:
-        assert blocks.loop_rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
-        sizes = blocks.loop_rdd.mapPartitions(lambda part: [sum(b.xt.shape[1] for b, _, _ in part)]).collect()
-        assert sum(sizes) == 500 and min(sizes) > 0
+    for storage in ("local-files", "spark-cache"):
+        with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=2048,
+                           block_storage=storage) as blocks:
+            assert blocks.loop_rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
+            sizes = blocks.task_rows()
+            assert sum(sizes) == 500 and min(sizes) > 0
     model = GaussianMixture(k=3, covarianceType="spherical", maxIter=3, tol=0.0, initialModel=start).fit(df)
     assert_matches_sklearn(model.mixture, sklearn_fit(X, start, 3))
 
@@ -281,8 +283,10 @@ def test_every_pass_is_a_named_spark_job_counted_in_num_passes_and_the_name_is_c
     descriptions = [d for d in descriptions if d]  # jobs of the DataFrame itself (its shuffle) have no name
     lloyd = [d for d in descriptions if "Lloyd pass" in d]
     assert 1 <= len(lloyd) <= 3
+    # The blocks' local files are removed after the fit: a job, but not a pass over the data.
+    assert descriptions.pop() == "sparkgmm: remove local block files"
     assert descriptions == [
-        "sparkgmm: convert features to cached blocks", "sparkgmm: k-means|| first centre",
+        "sparkgmm: convert features to blocks", "sparkgmm: k-means|| first centre",
         "sparkgmm: k-means|| round 1", "sparkgmm: k-means|| round 2", "sparkgmm: k-means|| candidate weights",
         *lloyd, "sparkgmm: EM iteration 1", "sparkgmm: EM iteration 2", "sparkgmm: EM iteration 3",
         "sparkgmm: final log-likelihood and cluster sizes",
@@ -302,7 +306,7 @@ def test_fit_multiple_converts_once_and_equals_separate_fits(spark):
     before = last_job_id(spark)
     models = gmm.fit(df, maps)
     descriptions = job_descriptions_since(spark, before)
-    assert descriptions.count("sparkgmm: convert features to cached blocks") == 1
+    assert descriptions.count("sparkgmm: convert features to blocks") == 1
     assert persisted_rdd_count(spark) == 0
     for param_map, model in zip(maps, models):
         alone = gmm.copy(param_map).fit(df)
@@ -338,7 +342,7 @@ def test_cross_validator_tunes_k_through_fit_multiple(spark):
     before = last_job_id(spark)
     best = cv.fit(df)
     descriptions = job_descriptions_since(spark, before)
-    assert descriptions.count("sparkgmm: convert features to cached blocks") == 3  # each fold once, then the refit
+    assert descriptions.count("sparkgmm: convert features to blocks") == 3  # each fold once, then the refit
     assert len(best.avgMetrics) == 2 and all(np.isfinite(best.avgMetrics))
     assert best.bestModel.mixture.n_components == [2, 3][int(np.argmax(best.avgMetrics))]  # silhouette: larger wins
     assert persisted_rdd_count(spark) == 0

@@ -110,3 +110,28 @@ def test_wide_data_takes_the_symmetric_update_path_and_agrees():
     for j in range(2):
         diff = X - mixture.means[j]
         np.testing.assert_allclose(stats.second[j], (diff * resp[:, j : j + 1]).T @ diff, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_float32_blocks_give_the_float64_statistics_to_single_precision(covariance_type, offset):
+    from sparkgmm.mixture import Mixture
+    from sparkgmm.passes import EStep, pack_block
+
+    X, mixture = data_and_mixture(covariance_type, n=3000)
+    w = np.random.default_rng(3).uniform(0.1, 3.0, X.shape[0])
+    X = X + offset
+    mixture = Mixture(mixture.weights, mixture.means + offset, mixture.covariances, covariance_type)
+    request = EStep(mixture, count_hard=True, worst=5)
+    wide = request.on_block(pack_block(X, w, (0,), "float64"))
+    block = pack_block(X, w, (0,), "float32")
+    assert block.xt.dtype == np.float32 and block.origin.dtype == np.float64
+    narrow = request.on_block(block)
+    # float64 accumulators: the sums are exact to float32 rounding of each row's offset from the block's mean
+    for name in ("nk", "first", "second"):
+        got, want = getattr(narrow, name), getattr(wide, name)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+    np.testing.assert_allclose(narrow.log_likelihood, wide.log_likelihood, rtol=1e-6)
+    assert np.abs(narrow.hard_counts - wide.hard_counts).sum() <= 2
+    # the worst-explained rows come back in data coordinates
+    np.testing.assert_allclose(narrow.worst.rows, wide.worst.rows, rtol=0, atol=1e-5)

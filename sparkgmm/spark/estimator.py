@@ -12,6 +12,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.param import Param
 from pyspark.sql import DataFrame
 
+from ..config import DEFAULT_BLOCK_STORAGE
 from ..candidates import FitOutcome, FitSpec, fit_side_by_side
 from ..em import DEFAULT_ACCELERATION, EMSettings
 from ..errors import InputError
@@ -38,7 +39,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         covarianceType: str = "full", maxIter: int = 100, tol: float = 1e-3, regCovar: float = 1e-6,
         seed: int | None = None, initMode: str = DEFAULT_INIT_MODE, initialModel: Any = None, initSteps: int = 2,
         nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
-        aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER",
+        aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
+        blockStorage: str = DEFAULT_BLOCK_STORAGE,
     ):
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -50,7 +52,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         covarianceType: str = "full", maxIter: int = 100, tol: float = 1e-3, regCovar: float = 1e-6,
         seed: int | None = None, initMode: str = DEFAULT_INIT_MODE, initialModel: Any = None, initSteps: int = 2,
         nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
-        aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER",
+        aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
+        blockStorage: str = DEFAULT_BLOCK_STORAGE,
     ) -> "GaussianMixture":
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
@@ -97,13 +100,19 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
     def setStorageLevel(self, value: str) -> "GaussianMixture":
         return self._set(storageLevel=value)
 
+    def setDtype(self, value: str) -> "GaussianMixture":
+        return self._set(dtype=value)
+
+    def setBlockStorage(self, value: str) -> "GaussianMixture":
+        return self._set(blockStorage=value)
+
     def _fit(self, dataset: DataFrame) -> GaussianMixtureModel:
         self._validated()
         with self._feature_blocks(dataset) as blocks:
             return fit_on_blocks([self], blocks)[0]
 
     def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]) -> Iterator[tuple[int, GaussianMixtureModel]]:
-        """Fit one model per param map. When the maps agree on the input (features, weights, storage level), as when
+        """Fit one model per param map. When the maps agree on the input (features, weights, storage), as when
         they vary ``k``, the covariance type, the seed or the EM settings, the features are converted to cached
         blocks once and every fit runs side by side in shared passes (on the first ``next``). Yields
         ``(index, model)``; thread-safe, as pyspark.ml's tuning expects."""
@@ -119,14 +128,15 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         input_cols = self._input_cols()
         return (
             tuple(input_cols) if input_cols else None, None if input_cols else self.getFeaturesCol(),
-            self._weight_col(), self.getStorageLevel(),
+            self._weight_col(), self.getStorageLevel(), self.getDtype(), self.getBlockStorage(),
         )
 
     def _feature_blocks(self, dataset: DataFrame) -> FeatureBlocks:
         """Convert and cache ``dataset``'s features."""
         features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         storage_level = getattr(StorageLevel, self.getStorageLevel())
-        return FeatureBlocks(dataset, features, self._weight_col(), storage_level, self.getAggregationDepth())
+        return FeatureBlocks(dataset, features, self._weight_col(), storage_level, self.getAggregationDepth(),
+                             dtype=self.getDtype(), block_storage=self.getBlockStorage())
 
     def _seed(self) -> int:
         return self.getSeed() & 0xFFFFFFFFFFFFFFFF
@@ -215,12 +225,12 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
     )
     outcomes = fit_side_by_side(specs, blocks.run_pass)
     return [
-        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks.seconds)))
+        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks)))
         for estimator, outcome in zip(estimators, outcomes)
     ]
 
 
-def _summary(outcome: FitOutcome, conversion_seconds: float) -> GaussianMixtureSummary:
+def _summary(outcome: FitOutcome, blocks: FeatureBlocks) -> GaussianMixtureSummary:
     result = outcome.best
     return GaussianMixtureSummary(
         logLikelihood=result.log_likelihood,
@@ -233,7 +243,11 @@ def _summary(outcome: FitOutcome, conversion_seconds: float) -> GaussianMixtureS
         weightSum=result.weight_sum,
         numParameters=result.mixture.n_parameters,
         numPasses=1 + outcome.passes,  # the conversion, then the shared run's passes
-        seconds=conversion_seconds + outcome.seconds,
+        seconds=blocks.seconds + outcome.seconds,
+        conversionSeconds=blocks.seconds,
+        blockBytes=blocks.block_bytes,
+        blockStorage=blocks.block_storage,
+        dtype=blocks.dtype,
         numReseeds=result.n_reseeds,
         numExtrapolations=result.n_extrapolations,
         numRejectedSteps=result.n_rejected,

@@ -92,7 +92,8 @@ def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> d
     params: dict[str, Any] = dict(
         maxIter=config.max_iter, tol=config.tol, regCovar=config.reg_covar, initMode=config.init,
         initSteps=config.init_steps, nInit=config.n_init, acceleration=config.acceleration,
-        aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level,
+        aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level, dtype=config.dtype,
+        blockStorage=config.block_storage,
     )
     if config.seed is not None:
         params["seed"] = config.seed
@@ -115,6 +116,10 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
         "warnings": warnings,
         "init": model.getInitMode() if model.getInitialModel() is None else "initial_model",
         "acceleration": model.getAcceleration(),
+        "dtype": summary.dtype,
+        "block_storage": summary.blockStorage,
+        "block_bytes": summary.blockBytes,
+        "conversion_seconds": summary.conversionSeconds,
         "n_reseeds": summary.numReseeds,
         "n_extrapolations": summary.numExtrapolations,
         "n_rejected_steps": summary.numRejectedSteps,

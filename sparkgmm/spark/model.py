@@ -31,7 +31,9 @@ class GaussianMixtureSummary:
     restart (``logLikelihood``, ``numIter``, ``converged``, ``numPasses`` of its EM loop); ``bestRestart`` is the
     index of the one returned. ``numReseeds`` counts collapsed components moved, ``numExtrapolations`` and
     ``numRejectedSteps`` the accelerated steps taken and rejected, all in the returned restart. ``seconds`` is the
-    wall time from the start of the conversion to the end of this fit's last restart."""
+    wall time from the start of the conversion to the end of this fit's last restart, ``conversionSeconds`` the part
+    spent converting the input to blocks; ``blockBytes`` is the size of those blocks, held as ``blockStorage`` says
+    in ``dtype``."""
 
     logLikelihood: float
     logLikelihoodHistory: tuple[float, ...]
@@ -49,6 +51,10 @@ class GaussianMixtureSummary:
     bestRestart: int = 0
     restarts: tuple[dict, ...] = ()
     seconds: float = 0.0
+    conversionSeconds: float = 0.0
+    blockBytes: int = 0
+    blockStorage: str = ""
+    dtype: str = "float64"
 
     @property
     def bic(self) -> float:

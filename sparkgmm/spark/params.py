@@ -19,12 +19,13 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
-from ..config import STORAGE_LEVELS
+from ..config import BLOCK_STORAGES, DEFAULT_BLOCK_STORAGE, STORAGE_LEVELS
 from ..em import ACCELERATIONS, DEFAULT_ACCELERATION
 from ..errors import InputError
 from ..gaussian import COVARIANCE_TYPES
 from ..init import DEFAULT_INIT_MODE, INIT_MODES
 from ..mixture import Mixture
+from ..passes import BLOCK_DTYPES
 
 # pyspark's HasSeed defaults to hash(class name), which Python randomises per process: fix it so that an unseeded
 # fit is reproducible from run to run.
@@ -85,6 +86,15 @@ class GaussianMixtureParams(
         Params._dummy(), "storageLevel", f"storage level of the cached feature blocks: one of {', '.join(STORAGE_LEVELS)}",
         TypeConverters.toString,
     )
+    dtype: Param[str] = Param(
+        Params._dummy(), "dtype",
+        f"type of the stored blocks and the per-row arithmetic: one of {', '.join(BLOCK_DTYPES)} (sums are float64)",
+        TypeConverters.toString,
+    )
+    blockStorage: Param[str] = Param(
+        Params._dummy(), "blockStorage",
+        f"where the converted blocks live between passes: one of {', '.join(BLOCK_STORAGES)}", TypeConverters.toString,
+    )
     logDensityCol: Param[str] = Param(
         Params._dummy(), "logDensityCol", "output column for each row's log-density", TypeConverters.toString
     )
@@ -94,7 +104,7 @@ class GaussianMixtureParams(
         self._setDefault(
             k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode=DEFAULT_INIT_MODE,
             initSteps=2, nInit=1, acceleration=DEFAULT_ACCELERATION, storageLevel="MEMORY_AND_DISK_DESER",
-            aggregationDepth=2, logDensityCol="logDensity", seed=_DEFAULT_SEED,
+            dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity", seed=_DEFAULT_SEED,
         )
 
     def getK(self) -> int:
@@ -123,6 +133,12 @@ class GaussianMixtureParams(
 
     def getStorageLevel(self) -> str:
         return self.getOrDefault(self.storageLevel)
+
+    def getDtype(self) -> str:
+        return self.getOrDefault(self.dtype)
+
+    def getBlockStorage(self) -> str:
+        return self.getOrDefault(self.blockStorage)
 
     def getLogDensityCol(self) -> str:
         return self.getOrDefault(self.logDensityCol)
@@ -166,6 +182,9 @@ class GaussianMixtureParams(
                              f"must be one of {', '.join(ACCELERATIONS)}"),
             "storageLevel": (self.getStorageLevel(), lambda v: v in STORAGE_LEVELS,
                              f"must be one of {', '.join(STORAGE_LEVELS)}"),
+            "dtype": (self.getDtype(), lambda v: v in BLOCK_DTYPES, f"must be one of {', '.join(BLOCK_DTYPES)}"),
+            "blockStorage": (self.getBlockStorage(), lambda v: v in BLOCK_STORAGES,
+                             f"must be one of {', '.join(BLOCK_STORAGES)}"),
         }
         for name, (value, ok, rule) in checks.items():
             if not ok(value):

@@ -1,0 +1,114 @@
+"""Where the blocks live between passes (local files or Spark's cache), in which dtype, and how they are balanced."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from conftest import make_mixture
+from test_em import overlapping_data_and_start
+from test_spark_fit import frame, persisted_rdd_count
+from sparkgmm import GaussianMixture
+from sparkgmm.passes import EStep
+from sparkgmm.spark.blocks import FeatureBlocks
+
+pytestmark = pytest.mark.spark
+
+
+def local_dirs(spark) -> list[str]:
+    """The directories Spark gives its Python workers for local files (one executor here: the driver's)."""
+    found = spark.sparkContext.parallelize([0], 1).map(lambda _: os.environ.get("SPARK_LOCAL_DIRS", "")).collect()
+    return [d for d in found[0].split(",") if d]
+
+
+def block_files(spark) -> list[str]:
+    return [path for root in local_dirs(spark) for path in glob.glob(os.path.join(root, "sparkgmm-*", "*.bin"))]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_local_files_and_spark_cache_give_the_same_model(spark, dtype):
+    X, _ = make_mixture("full", n_components=3, n_features=3, seed=2).sample(2000, seed=4)
+    df = frame(spark, X, 3)
+    fits = {
+        storage: GaussianMixture(k=3, maxIter=8, tol=0.0, seed=3, dtype=dtype, blockStorage=storage).fit(df)
+        for storage in ("local-files", "spark-cache")
+    }
+    files, cache = fits["local-files"], fits["spark-cache"]
+    np.testing.assert_array_equal(files.means, cache.means)
+    np.testing.assert_array_equal(files.covariances, cache.covariances)
+    assert files.summary.logLikelihoodHistory == cache.summary.logLikelihoodHistory
+    itemsize = np.dtype(dtype).itemsize
+    for storage, model in fits.items():
+        summary = model.summary
+        assert (summary.blockStorage, summary.dtype) == (storage, dtype)
+        assert summary.blockBytes == X.size * itemsize
+        assert 0.0 < summary.conversionSeconds < summary.seconds
+    assert block_files(spark) == [] and persisted_rdd_count(spark) == 0  # every fit removed its files
+
+
+def test_float32_fit_stays_close_to_the_float64_fit_even_far_from_zero(spark, covariance_type):
+    X, start = overlapping_data_and_start(covariance_type, n=1500)
+    offset = 1e5  # float32 keeps ~7 digits: stored as is, these rows would keep ~2 digits of their spread
+    df = frame(spark, X + offset, 3)
+    shifted = start.__class__(start.weights, start.means + offset, start.covariances, start.covariance_type)
+    fits = {
+        dtype: GaussianMixture(k=3, covarianceType=covariance_type, maxIter=10, tol=0.0, initialModel=shifted,
+                               acceleration="none", dtype=dtype).fit(df)
+        for dtype in ("float64", "float32")
+    }
+    wide, narrow = fits["float64"], fits["float32"]
+    np.testing.assert_allclose(narrow.summary.logLikelihoodHistory, wide.summary.logLikelihoodHistory, rtol=1e-6)
+    np.testing.assert_allclose(narrow.means - offset, wide.means - offset, atol=1e-4)
+    np.testing.assert_allclose(narrow.covariances, wide.covariances, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(narrow.weights, wide.weights, atol=1e-5)
+
+
+def test_a_pass_that_finds_its_files_gone_rewrites_them_and_answers_the_same(spark):
+    X, start = overlapping_data_and_start("full", n=600)
+    with FeatureBlocks(frame(spark, X, 3), F.col("features"), None, StorageLevel.MEMORY_AND_DISK,
+                       block_bytes=4096) as blocks:
+        request = [EStep(start, count_hard=True)]
+        (before,) = blocks.run_pass(request, "E-step")
+        written = block_files(spark)
+        assert written
+        for path in written:
+            os.remove(path)
+        (after,) = blocks.run_pass(request, "E-step after the files were lost")
+        rewritten = block_files(spark)
+        assert rewritten and not set(rewritten) & set(written)
+        np.testing.assert_allclose(after.second, before.second, rtol=1e-12)
+        np.testing.assert_allclose(after.log_likelihood, before.log_likelihood, rtol=1e-12)
+        np.testing.assert_array_equal(after.hard_counts, before.hard_counts)
+    assert block_files(spark) == []
+
+
+@pytest.mark.parametrize("storage", ["local-files", "spark-cache"])
+def test_a_skewed_input_is_dealt_out_so_that_every_task_reads_its_share(spark, storage):
+    X, start = overlapping_data_and_start("diag", n=1000)
+    # Three input partitions of 900, 50 and 50 rows: two tasks would read ~950 and 50 rows.
+    parts = [X[:900].tolist(), X[900:950].tolist(), X[950:].tolist()]
+    rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])
+    skewed = spark.createDataFrame(rows, "features array<double>")
+    assert skewed.rdd.glom().map(len).collect() == [900, 50, 50]
+    with FeatureBlocks(skewed, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
+                       block_storage=storage) as blocks:
+        assert blocks.rebalanced
+        rows = blocks.task_rows()
+        assert len(rows) == spark.sparkContext.defaultParallelism == 2 and sum(rows) == 1000
+        assert max(rows) == blocks.largest_task_rows <= 1.25 * 500
+    balanced = frame(spark, X, 4)
+    with FeatureBlocks(balanced, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
+                       block_storage=storage) as blocks:
+        assert not blocks.rebalanced  # nothing to gain: converted once
+
+
+def test_dtype_and_block_storage_are_checked(spark):
+    X, _ = overlapping_data_and_start("diag", n=100)
+    df = frame(spark, X, 1)
+    for params, message in [(dict(dtype="float16"), "dtype='float16' must be one of float64, float32"),
+                            (dict(blockStorage="tape"), "blockStorage='tape' must be one of local-files, spark-cache")]:
+        with pytest.raises(ValueError, match=message):
+            GaussianMixture(k=2, **params).fit(df)
