@@ -7,6 +7,7 @@ work if the shipped zip reaches every process; a probe job shows where each one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -59,13 +60,14 @@ def package(tmp_path_factory) -> str:
     return str(out)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster")
+@contextlib.contextmanager
+def running_cluster(state: Path, worker_cores: int):
+    """A master and two workers of ``worker_cores`` cores each; yields (master URL, state directory)."""
     script = [str(ROOT / "scripts" / "local-cluster")]
     env = {**os.environ, "SPARKGMM_PYTHON": sys.executable}
-    started = subprocess.run([*script, "start", "--state-dir", str(state), "--workers", "2", "--worker-cores", "1",
-                              "--worker-memory", "2g"], capture_output=True, text=True, timeout=300, env=env)
+    started = subprocess.run([*script, "start", "--state-dir", str(state), "--workers", "2", "--worker-cores",
+                              str(worker_cores), "--worker-memory", "2g"], capture_output=True, text=True, timeout=300,
+                             env=env)
     assert started.returncode == 0, started.stderr
     try:
         yield started.stdout.strip(), state
@@ -73,6 +75,20 @@ def cluster(tmp_path_factory):
         stopped = subprocess.run([*script, "stop", "--state-dir", str(state)], capture_output=True, text=True,
                                  timeout=120, env=env)
         assert stopped.returncode == 0, stopped.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with running_cluster(tmp_path_factory.mktemp("cluster"), worker_cores=1) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def wide_cluster(tmp_path_factory):
+    """Two workers of two cores each: a pass's task count can then follow the cores registered (Spark's default
+    parallelism is at least 2 whatever the cores, so one-core workers could not show it)."""
+    with running_cluster(tmp_path_factory.mktemp("wide-cluster"), worker_cores=2) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +169,25 @@ def test_fit_predict_and_select_on_the_cluster_match_local_runs(spark, cluster, 
         assert (a["k"], a["covariance_type"], a["n_iter"]) == (b["k"], b["covariance_type"], b["n_iter"])
         np.testing.assert_allclose(a["bic"], b["bic"], rtol=1e-10)
     assert (tmp_path / "cluster-selection" / "best" / "metrics.json").exists()
+
+
+def test_passes_follow_the_executors_registered_and_read_balanced_rows(wide_cluster, shipped_only_python, package,
+                                                                       tmp_path):
+    result = submit(wide_cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
+                    cwd=tmp_path)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["input_rows"][0] == 7000 and sum(report["input_rows"]) == 10_000  # one partition holds 70%
+    assert report["rebalanced"] and report["killed"] and report["requested"]
+    both, one, rejoined = report["both executors"], report["one executor"], report["a new executor joined"]
+    for snapshot, cores, executors in ((both, 4, 2), (one, 2, 1), (rejoined, 4, 2)):
+        # one task per core registered when the pass started, every one reading its share of the rows
+        assert snapshot["parallelism"] == snapshot["tasks"] == len(snapshot["task_rows"]) == cores
+        assert sum(snapshot["task_rows"]) == 10_000
+        assert max(snapshot["task_rows"]) <= 1.25 * 10_000 / cores
+        assert len(snapshot["executors"]) == executors
+    assert rejoined["executors"] != both["executors"]  # the new executor is another process
+    # The files of the executor that left were written again from the input: every pass answers the same.
+    for snapshot in (one, rejoined):
+        assert snapshot["hard_counts"] == both["hard_counts"]
+        np.testing.assert_allclose(snapshot["log_likelihood"], both["log_likelihood"], rtol=1e-12)
+        np.testing.assert_allclose(snapshot["second"], both["second"], rtol=1e-10)
