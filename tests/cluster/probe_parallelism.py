@@ -70,7 +70,9 @@ with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_AND_DISK, bl
     report["killed"] = jsc.killExecutor(sorted(ids.apply(i) for i in range(ids.size()))[0])
     wait_for(lambda: sc.defaultParallelism == 2, "one executor to leave")
     snapshot("one executor", blocks)
-    report["requested"] = jsc.requestExecutors(1)
+    # Ask for two executors in all again (the kill lowered the application's target).
+    no_locality = getattr(getattr(sc._jvm.scala.collection.immutable, "Map$"), "MODULE$").empty()
+    report["requested"] = jsc.requestTotalExecutors(2, 0, no_locality)
     wait_for(lambda: sc.defaultParallelism == 4, "a new executor to register")
     snapshot("a new executor joined", blocks)
 print(json.dumps(report))
