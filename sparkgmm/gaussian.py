@@ -114,8 +114,9 @@ def squared_mahalanobis_t(
 
     Rows are centred on each mean before whitening, so offset data loses no precision. When ``centred_out`` (shape
     (k, d, n)) is given, the centred columns ``XT - means[j][:, None]`` are left in it for the caller's second
-    moments. The arithmetic runs in ``XT``'s dtype (float64 or float32). Feature-major rows and component-major outputs keep every elementwise operation and reduction on
-    long contiguous runs (numpy handles short inner axes slowly); whitening is one matrix product per component.
+    moments. The arithmetic runs in ``XT``'s dtype (float64 or float32). Feature-major rows and component-major
+    outputs keep every elementwise operation and reduction on long contiguous runs (numpy handles short inner axes
+    slowly); whitening is one matrix product per component.
     """
     d, n = XT.shape
     k = means.shape[0]

@@ -2,8 +2,9 @@
 
 The features are converted once: Spark hands each partition to Python as Arrow record batches (``mapInArrow``), a
 task packs them into columnar float64 or float32 blocks (features x rows) of about BLOCK_BYTES, and the blocks are
-stored: in files on the executors' local disks, or in Spark's cache (``FeatureBlocks``). Every pass then broadcasts what it is asked (``sparkgmm.passes``: E-steps, k-means|| rounds, samples), maps each partition of
-blocks to one answer per request and tree-reduces them: no per-row Python objects, no accumulators.
+stored: in files on the executors' local disks, or in Spark's cache (``FeatureBlocks``). Every pass then broadcasts
+what it is asked (``sparkgmm.passes``: E-steps, k-means|| rounds, samples), maps each partition of blocks to one
+answer per request and tree-reduces them: no per-row Python objects, no accumulators.
 """
 
 from __future__ import annotations
