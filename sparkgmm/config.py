@@ -128,7 +128,8 @@ class _FitOptions:
     acceleration: str = _option(DEFAULT_ACCELERATION, _one_of(ACCELERATIONS),
                                 f"EM acceleration: {', '.join(ACCELERATIONS)}")
     aggregation_depth: int = _option(2, _at_least(1), "depth of the tree-reduce of per-partition statistics")
-    storage_level: str = _option("MEMORY_AND_DISK_DESER", _one_of(STORAGE_LEVELS), "storage level of cached blocks")
+    storage_level: str = _option("MEMORY_AND_DISK_DESER", _one_of(STORAGE_LEVELS),
+                                 "storage level of what Spark persists: the blocks with spark-cache, else their places")
     dtype: str = _option("float64", _one_of(BLOCK_DTYPES),
                          "float64, or float32: half the memory and bytes per pass, ~7 significant digits per row")
     block_storage: str = _option(DEFAULT_BLOCK_STORAGE, _one_of(BLOCK_STORAGES),

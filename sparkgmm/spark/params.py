@@ -83,7 +83,9 @@ class GaussianMixtureParams(
         TypeConverters.toString,
     )
     storageLevel: Param[str] = Param(
-        Params._dummy(), "storageLevel", f"storage level of the cached feature blocks: one of {', '.join(STORAGE_LEVELS)}",
+        Params._dummy(), "storageLevel",
+        f"storage level of what Spark persists (the blocks with blockStorage=spark-cache, else where their files are): "
+        f"one of {', '.join(STORAGE_LEVELS)}",
         TypeConverters.toString,
     )
     dtype: Param[str] = Param(
@@ -104,7 +106,8 @@ class GaussianMixtureParams(
         self._setDefault(
             k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode=DEFAULT_INIT_MODE,
             initSteps=2, nInit=1, acceleration=DEFAULT_ACCELERATION, storageLevel="MEMORY_AND_DISK_DESER",
-            dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity", seed=_DEFAULT_SEED,
+            dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity",
+            seed=_DEFAULT_SEED,
         )
 
     def getK(self) -> int:
