@@ -172,7 +172,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def extra_params(args: argparse.Namespace) -> dict[str, str]:
-    """Estimator params that exist only in newer versions of the library: passed only when asked for."""
+    """The estimator params given on the command line (the library's defaults otherwise)."""
     extra = {}
     if args.dtype is not None:
         extra["dtype"] = args.dtype

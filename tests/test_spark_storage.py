@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from conftest import make_mixture
 from test_em import overlapping_data_and_start
 from test_spark_fit import frame, persisted_rdd_count
-from sparkgmm import GaussianMixture
+from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.passes import EStep
 from sparkgmm.spark.blocks import FeatureBlocks
 
@@ -53,7 +53,7 @@ def test_float32_fit_stays_close_to_the_float64_fit_even_far_from_zero(spark, co
     X, start = overlapping_data_and_start(covariance_type, n=1500)
     offset = 1e5  # float32 keeps ~7 digits: stored as is, these rows would keep ~2 digits of their spread
     df = frame(spark, X + offset, 3)
-    shifted = start.__class__(start.weights, start.means + offset, start.covariances, start.covariance_type)
+    shifted = Mixture(start.weights, start.means + offset, start.covariances, start.covariance_type)
     fits = {
         dtype: GaussianMixture(k=3, covarianceType=covariance_type, maxIter=10, tol=0.0, initialModel=shifted,
                                acceleration="none", dtype=dtype).fit(df)

@@ -10,6 +10,7 @@ answer per request and tree-reduces them: no per-row Python objects, no accumula
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import shutil
 import socket
@@ -238,14 +239,14 @@ def _local_dir(store: str) -> str:
     return os.path.join(root, f"sparkgmm-{store}")
 
 
-def _write_local_file(store: str, dtype: str, index: int, stored: Iterator[_Stored]) -> Iterator[_Stored]:
+def _write_local_file(store: str, index: int, stored: Iterator[_Stored]) -> Iterator[_Stored]:
     """Write one partition's blocks to a new file on this executor's local disk; yield where they are."""
     directory = _local_dir(store)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"part-{index:05d}-{uuid.uuid4().hex}.bin")
     layout = []
     invalid = ragged = 0
-    d = 0
+    d, dtype = 0, "float64"
     with open(path, "wb") as out:
         for element in stored:
             invalid += element.invalid
@@ -253,7 +254,7 @@ def _write_local_file(store: str, dtype: str, index: int, stored: Iterator[_Stor
             block = element.payload
             if not block.n_rows:
                 continue
-            d = block.xt.shape[0]
+            d, dtype = block.xt.shape[0], block.xt.dtype.name
             x_offset = _write_aligned(out, block.xt)
             w_offset = -1 if block.w is None else _write_aligned(out, block.w)
             layout.append((x_offset, block.n_rows, w_offset, block.origin))
@@ -312,10 +313,6 @@ def _describe_partition(stored) -> Iterator[_Description]:
             size = block.xt.nbytes + (0 if block.w is None else block.w.nbytes)
             total = total.merge(_Description(n_block, weight_sum, 0, 0, frozenset([block.xt.shape[0]]), size, 1, 0))
     yield total._replace(largest_task=total.rows)
-
-
-def _count_rows(stored) -> Iterator[int]:
-    yield sum(block.n_rows for element in stored for block in _blocks_of(element))
 
 
 def _answer_partition(broadcast, n_features: int, index: int, stored) -> Iterator[list]:
@@ -425,7 +422,7 @@ class FeatureBlocks:
     def _store(self, description: str) -> _Description:
         """Persist the blocks where ``block_storage`` says, in one job that also describes them."""
         if self.block_storage == "local-files":
-            stored = self._blocks.mapPartitionsWithIndex(partial(_write_local_file, self._store_id, self.dtype))
+            stored = self._blocks.mapPartitionsWithIndex(partial(_write_local_file, self._store_id))
         else:
             stored = self._blocks
         self.rdd = stored.persist(self._storage_level)
@@ -448,7 +445,7 @@ class FeatureBlocks:
     def task_rows(self) -> list[int]:
         """How many rows each task of a pass started now reads (one number per task: bounded by the cores)."""
         self._sc.setJobDescription("sparkgmm: rows per task")
-        return self.loop_rdd.mapPartitions(_count_rows).collect()
+        return self.loop_rdd.mapPartitions(_describe_partition).map(operator.attrgetter("rows")).collect()
 
     def run_pass(self, requests: Sequence, description: str) -> list:
         """One pass for ``sparkgmm.em``: broadcast the requests, one named Spark job, tree-reduce the answers. When
