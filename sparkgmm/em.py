@@ -267,8 +267,8 @@ def local_passes(X: np.ndarray, sample_weight: np.ndarray | None = None, block_r
     tests, and fits that fit in one process."""
     X = np.asarray(X, dtype=np.float64)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    blocks = [pack_block(X[rows], None if w is None else w[rows], (0, number), dtype)
-              for number, rows in enumerate(chunks(X.shape[0], block_rows))]
+    blocks = [pack_block(X[rows], None if w is None else w[rows], dtype)
+              for rows in chunks(X.shape[0], block_rows)]
 
     def run_pass(requests: Sequence[Request], _description: str) -> list[Partial]:
         return run_local_pass(blocks, X.shape[1], requests)

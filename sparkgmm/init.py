@@ -123,7 +123,7 @@ def hard_assignment_mixture(X: np.ndarray, sample_weight: np.ndarray | None, cen
                             covariance_type: str, reg_covar: float) -> Mixture:
     """Weights, means and covariances of the rows of ``X`` assigned to their nearest centre: the distributed Lloyd
     pass's own statistics, computed on the in-memory rows."""
-    stats = HardAssignment(centres, covariance_type).on_block(pack_block(X, sample_weight, ()))
+    stats = HardAssignment(centres, covariance_type).on_block(pack_block(X, sample_weight))
     weights, means, covariances = m_step(stats, centres, covariance_type, reg_covar)
     return Mixture(weights, means, covariances, covariance_type)
 

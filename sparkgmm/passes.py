@@ -6,8 +6,10 @@ tree-reduce over any partitioning equals one pass over all rows (up to float rou
 streams they come from). Every result is bounded by the request (``k``, ``d``, a capacity), never by the rows.
 
 Blocks are columnar (``Block``): ``xt`` (d, n) float64, or float32 relative to a float64 ``origin``, sample weights
-``w`` (n,) or None, and a ``key`` of integers naming the block, which seeds its random stream together with the
-request's seed. Pure NumPy: never imports pyspark.
+``w`` (n,) or None, and a 64-bit hash of each row's values. Every random draw a request makes for a row comes from
+that hash and the request's seed (``row_uniforms``), never from a stream tied to the block or the partition, so the
+draws, and the rows a pass picks, are the same whatever the partitioning, the number of cores or the block size.
+Pure NumPy: never imports pyspark.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ class Block:
     """Some rows, columnar. Row ``i`` is ``xt[:, i]`` (float64), or ``xt[:, i] + origin`` when the block is stored
     in float32 relative to ``origin`` (d,) float64, the block's mean: float32 then keeps ~7 significant digits of
     each row's offset from the block, not of its absolute value, so data far from zero loses nothing to the
-    narrower type. Requests move their points into the block's frame (``local``), never the rows."""
+    narrower type. Requests move their points into the block's frame (``local``), never the rows. ``hashes`` (n,)
+    uint64 holds ``row_hashes`` of the rows' float64 values, taken before any change of type or frame."""
 
     xt: np.ndarray
     w: np.ndarray | None
-    key: tuple[int, ...]
+    hashes: np.ndarray
     origin: np.ndarray | None = None
 
     @property
@@ -55,14 +58,15 @@ class Block:
         return TopRows.of(capacity, keys, self.xt, self.origin)
 
 
-def pack_block(rows: np.ndarray, w: np.ndarray | None, key: tuple[int, ...], dtype: str = "float64") -> Block:
+def pack_block(rows: np.ndarray, w: np.ndarray | None, dtype: str = "float64") -> Block:
     """A ``Block`` in ``dtype`` from float64 rows (n, d)."""
+    hashes = row_hashes(rows)
     if dtype == "float64":
-        return Block(np.ascontiguousarray(rows.T, dtype=np.float64), w, key)
+        return Block(np.ascontiguousarray(rows.T, dtype=np.float64), w, hashes)
     if dtype != "float32":
         raise ValueError(f"dtype must be one of {', '.join(BLOCK_DTYPES)}; got {dtype!r}")
     origin = rows.mean(axis=0) if rows.shape[0] else np.zeros(rows.shape[1])
-    return Block(np.ascontiguousarray((rows - origin).T, dtype=np.float32), w, key, origin)
+    return Block(np.ascontiguousarray((rows - origin).T, dtype=np.float32), w, hashes, origin)
 
 
 class Request(Protocol):
@@ -75,8 +79,53 @@ class Request(Protocol):
     def on_block(self, block: Block) -> Partial: ...
 
 
-def block_rng(seed: tuple[int, ...], key: tuple[int, ...]) -> np.random.Generator:
-    return np.random.default_rng([*seed, *key])
+# SplitMix64's output function (Steele, Lea & Flood, 2014): a bijection on 64-bit words whose every output bit
+# depends on every input bit, so that hashes of nearby values, and uniforms of nearby hashes, look independent.
+_MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def row_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash (n,) uint64 of each float64 row (n, d): equal rows hash alike wherever they are (``-0.0`` counts
+    as ``0.0``), and rows that differ in any bit of any value hash apart but by chance."""
+    n, d = rows.shape
+    bits = np.ascontiguousarray(rows + 0.0, dtype=np.float64).view(np.uint64)  # + 0.0 turns -0.0 into 0.0
+    with np.errstate(over="ignore"):
+        h = np.full(n, np.uint64(d) * _GOLDEN, dtype=np.uint64)
+        for j in range(d):
+            h = _mix64(h ^ bits[:, j]) + _GOLDEN
+    return h
+
+
+def content_fingerprint(block: Block) -> int:
+    """A 64-bit fingerprint of a block's rows and weights that does not depend on their order: rows split over any
+    blocks give the same ``merge_fingerprints`` of their fingerprints. It tells one input from another (a checkpoint
+    from other data), not a cryptographic hash."""
+    hashes = block.hashes
+    if block.w is not None:
+        with np.errstate(over="ignore"):
+            hashes = _mix64(hashes ^ np.ascontiguousarray(block.w, dtype=np.float64).view(np.uint64))
+    return int(hashes.sum(dtype=np.uint64))
+
+
+def merge_fingerprints(a: int, b: int) -> int:
+    return (a + b) & 0xFFFFFFFFFFFFFFFF
+
+
+def row_uniforms(seed: tuple[int, ...], hashes: np.ndarray) -> np.ndarray:
+    """One uniform draw in (0, 1] per row, a function of the row's hash and ``seed`` alone: the same row gets the same
+    draw in every block, partition or pass that uses the same seed."""
+    salt = np.uint64(len(seed))
+    with np.errstate(over="ignore"):
+        for part in seed:
+            salt = _mix64(salt ^ np.uint64(part & 0xFFFFFFFFFFFFFFFF)) + _GOLDEN
+        bits = _mix64(hashes ^ salt)
+    return 1.0 - (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def chunks(n: int, rows_per_chunk: int):
@@ -136,7 +185,7 @@ class WeightedSample:
 
     def on_block(self, block: Block) -> TopRows:
         w = block.w
-        u = 1.0 - block_rng(self.seed, block.key).random(block.n_rows)  # in (0, 1]
+        u = row_uniforms(self.seed, block.hashes)
         with np.errstate(divide="ignore"):
             keys = np.log(u) if w is None else np.where(w > 0.0, np.log(u) / np.where(w > 0.0, w, 1.0), -np.inf)
         return block.top_rows(self.size, keys)
@@ -176,7 +225,7 @@ class OversampleRound:
         cost_t = squared_distances_t(block.xt, block.local(self.centres)).min(axis=0).astype(np.float64)
         if block.w is not None:
             cost_t *= block.w
-        u = 1.0 - block_rng(self.seed, block.key).random(block.n_rows)
+        u = row_uniforms(self.seed, block.hashes)
         keys = np.where(cost_t > 0.0, cost_t / u, -np.inf)
         return Oversampled(float(cost_t.sum()), block.top_rows(self.capacity, keys))
 

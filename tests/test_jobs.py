@@ -113,7 +113,8 @@ def test_fit_job_dtype_and_block_storage_flags_reach_the_fit_and_its_metrics(spa
                        "--dtype", "float32", "--block-storage", "spark-cache", "--tol", "1e-6"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["dtype"], metrics["block_storage"]) == ("float32", "spark-cache")
-    assert metrics["block_bytes"] == X.size * 4 and 0 < metrics["conversion_seconds"] < metrics["seconds"]
+    assert metrics["block_bytes"] == X.size * 4 + len(X) * 8  # float32 rows, and a 64-bit hash of each
+    assert 0 < metrics["conversion_seconds"] < metrics["seconds"]
     wide = json.loads((Path(fitted) / "metrics.json").read_text())  # the same fit in float64, local files
     assert (wide["dtype"], wide["block_storage"]) == ("float64", "local-files")
     # float32 arithmetic measured the model's log-likelihood to single precision; the fit found the same optimum

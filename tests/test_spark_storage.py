@@ -44,7 +44,7 @@ def test_local_files_and_spark_cache_give_the_same_model(spark, dtype):
     for storage, model in fits.items():
         summary = model.summary
         assert (summary.blockStorage, summary.dtype) == (storage, dtype)
-        assert summary.blockBytes == X.size * itemsize
+        assert summary.blockBytes == X.size * itemsize + len(X) * 8  # the rows, and a 64-bit hash of each
         assert 0.0 < summary.conversionSeconds < summary.seconds
     assert block_files(spark) == [] and persisted_rdd_count(spark) == 0  # every fit removed its files
 

@@ -122,8 +122,8 @@ def test_float32_blocks_give_the_float64_statistics_to_single_precision(covarian
     X = X + offset
     mixture = Mixture(mixture.weights, mixture.means + offset, mixture.covariances, covariance_type)
     request = EStep(mixture, count_hard=True, worst=5)
-    wide = request.on_block(pack_block(X, w, (0,), "float64"))
-    block = pack_block(X, w, (0,), "float32")
+    wide = request.on_block(pack_block(X, w, "float64"))
+    block = pack_block(X, w, "float32")
     assert block.xt.dtype == np.float32 and block.origin.dtype == np.float64
     narrow = request.on_block(block)
     # float64 accumulators: the sums are exact to float32 rounding of each row's offset from the block's mean
