@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
@@ -105,7 +105,35 @@ def reseed(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, cova
     return weights, means, covariances, int(moved.size)
 
 
-def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Generator[EStep, SufficientStats, EMResult]:
+@dataclass
+class EMState:
+    """Where one EM run stands between two passes: everything its next steps depend on, so that a run rebuilt from
+    it (``em_candidate(..., state=)``) goes on exactly as the original would have. ``number`` is the iteration whose
+    pass comes next; ``final`` says the next pass is the last one, which measures ``current``. ``cycle`` holds the
+    points of the current SQUAREM cycle and ``fallback`` the plain EM step while ``current`` is an extrapolated
+    point; ``best`` is the log-likelihood of the last point kept, and ``compare`` is False right after a re-seed."""
+
+    current: Mixture
+    number: int = 1
+    history: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    cycle: list[Mixture] = field(default_factory=list)
+    fallback: Mixture | None = None
+    best: float = -math.inf
+    compare: bool = True
+    reseeds: int = 0
+    passes: int = 0
+    converged: bool = False
+    final: bool = False
+    squarem: Squarem | None = None
+
+    @classmethod
+    def start(cls, initial: Mixture, settings: EMSettings) -> "EMState":
+        return cls(initial, squarem=Squarem() if settings.acceleration == "squarem" else None)
+
+
+def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
+                 state: EMState | None = None) -> Generator[EStep, SufficientStats, EMResult]:
     """EM from ``initial``, one E-step pass per iteration, as a coroutine (see the module's docstring).
 
     As in scikit-learn, the pass of iteration ``t`` measures the log-likelihood of the parameters of iteration
@@ -120,86 +148,88 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "") -> Gen
     means the same with and without acceleration.
 
     A component that collapses (``collapsed_components``) is re-seeded (``reseed``), at most ``k`` times per fit.
+
+    The run keeps all it knows in ``state`` (an ``EMState``, new unless given), updated in place before every pass it
+    asks for: a checkpoint of it taken between passes resumes the run exactly (``initial`` is then not used).
     """
-    k, d = initial.means.shape
-    covariance_type = initial.covariance_type
-    squarem = Squarem() if settings.acceleration == "squarem" else None
-    history: list[float] = []
-    seconds: list[float] = []
-    current = initial
-    cycle: list[Mixture] = []  # evaluated points of the current SQUAREM cycle
-    fallback: Mixture | None = None  # the plain EM step, while ``current`` is an extrapolated point
-    best = -math.inf
-    compare = True  # False right after a re-seed: that jump is not a step towards convergence
-    reseeds = passes = 0
-    converged = False
+    if state is None:
+        state = EMState.start(initial, settings)
+    k, d = state.current.means.shape
+    covariance_type = state.current.covariance_type
     last = time.perf_counter()
-    for number in range(1, settings.max_iter + 1):
-        worst = k if k > 1 and reseeds < k else 0  # rows to re-seed at, while re-seeds are still allowed
-        stats = yield EStep(current, worst=worst, description=f"EM iteration {number}")
-        passes += 1
+    while not state.final:
+        number = state.number
+        if number > settings.max_iter:
+            state.final = True
+            break
+        worst = k if k > 1 and state.reseeds < k else 0  # rows to re-seed at, while re-seeds are still allowed
+        stats = yield EStep(state.current, worst=worst, description=f"EM iteration {number}")
+        state.passes += 1
+        state.number += 1
         log_likelihood = stats.mean_log_likelihood
-        extrapolated = fallback is not None
+        extrapolated = state.fallback is not None
         if extrapolated:
-            if log_likelihood < best:
-                squarem.rejected()
-                current, fallback = fallback, None
+            if log_likelihood < state.best:
+                state.squarem.rejected()
+                state.current, state.fallback = state.fallback, None
                 continue
-            fallback = None
-        weights, means, covariances = m_step(stats, current.means, covariance_type, settings.reg_covar)
+            state.fallback = None
+        weights, means, covariances = m_step(stats, state.current.means, covariance_type, settings.reg_covar)
         collapsed = collapsed_components(stats, d)
         moved = 0
-        if collapsed.size and reseeds < k and stats.worst is not None:
+        if collapsed.size and state.reseeds < k and stats.worst is not None:
             weights, means, covariances, moved = reseed(weights, means, covariances, covariance_type, collapsed,
                                                         stats.worst.rows)
-            reseeds += moved
+            state.reseeds += moved
             if moved:
                 logger.info("%sre-seeded %d collapsed component(s) at the rows the model explains worst", label,
                             moved)
         try:
             following = Mixture(weights, means, covariances, covariance_type)
         except CovarianceError as e:
-            raise CovarianceError(f"{label}EM iteration {len(history) + 1}: {e} (regCovar is "
+            raise CovarianceError(f"{label}EM iteration {len(state.history) + 1}: {e} (regCovar is "
                                   f"{settings.reg_covar:g})") from None
-        change = log_likelihood - history[-1] if history and compare else math.inf
+        history = state.history
+        change = log_likelihood - history[-1] if history and state.compare else math.inf
         history.append(log_likelihood)
         now = time.perf_counter()
-        seconds.append(now - last)
+        state.seconds.append(now - last)
         last = now
         logger.info("%siteration %d: log-likelihood %.10g, change %.3g, %.3f s", label, len(history),
-                    log_likelihood, change, seconds[-1])
-        best, compare = log_likelihood, True
+                    log_likelihood, change, state.seconds[-1])
+        state.best, state.compare = log_likelihood, True
         if abs(change) < settings.tol and not extrapolated:  # the change of an EM step, as plain EM tests it
-            converged = True
-            current = following
+            state.converged = state.final = True
+            state.current = following
             break
         if moved:
-            cycle, best, compare = [], -math.inf, False
-        elif squarem is not None:
-            cycle.append(current)
-            if len(cycle) == 2:
-                jump = squarem.extrapolate(cycle[0], cycle[1], following) if number < settings.max_iter else None
-                cycle = []
+            state.cycle, state.best, state.compare = [], -math.inf, False
+        elif state.squarem is not None:
+            state.cycle.append(state.current)
+            if len(state.cycle) == 2:
+                cycle, state.cycle = state.cycle, []
+                jump = state.squarem.extrapolate(cycle[0], cycle[1], following) if number < settings.max_iter else None
                 if jump is not None:
-                    fallback, following = following, jump
-        current = following
-    if not converged and settings.tol > 0.0 and settings.max_iter > 0:
+                    state.fallback, following = following, jump
+        state.current = following
+    if not state.converged and settings.tol > 0.0 and settings.max_iter > 0:
         logger.warning("%sEM did not converge in %d iterations (tol %g): raise maxIter or tol", label,
                        settings.max_iter, settings.tol)
-    final = yield EStep(current, count_hard=True, description="final log-likelihood and cluster sizes")
-    history.append(final.mean_log_likelihood)
+    final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes")
+    history = [*state.history, final.mean_log_likelihood]
+    squarem = state.squarem
     return EMResult(
-        mixture=current,
+        mixture=state.current,
         log_likelihood=history[-1],
         log_likelihood_history=tuple(history),
-        iteration_seconds=tuple(seconds),
+        iteration_seconds=tuple(state.seconds),
         n_iter=len(history) - 1,
-        converged=converged,
+        converged=state.converged,
         cluster_sizes=tuple(int(c) for c in final.hard_counts),
         n_samples=final.n_samples,
         weight_sum=final.weight_sum,
-        n_passes=passes + 1,
-        n_reseeds=reseeds,
+        n_passes=state.passes + 1,
+        n_reseeds=state.reseeds,
         n_extrapolations=0 if squarem is None else squarem.extrapolations,
         n_rejected=0 if squarem is None else squarem.rejections,
     )
@@ -222,14 +252,16 @@ def pass_name(requests: Sequence[Request]) -> str:
     return "; ".join(name if count == 1 else f"{name} x{count}" for name, count in names.items())
 
 
-def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner) -> list[Finished]:
+def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner,
+                     after_pass: Callable[[int], None] | None = None, passes: int = 0) -> list[Finished]:
     """Drive every candidate to its end; each pass answers the pending request of every live candidate.
 
+    ``after_pass(passes)`` is called after each pass, once every candidate has taken its answer and stands at its
+    next request (or has finished): the moment to checkpoint them. ``passes`` starts the count (a resumed run).
     A candidate that raises stops the run: the exception propagates (the others are closed).
     """
     results: list[Finished | None] = [None] * len(candidates)
     pending: dict[int, Request] = {}
-    passes = 0
 
     def advance(i: int, answer: Any, first: bool = False) -> None:
         try:
@@ -248,6 +280,8 @@ def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner) -> l
             passes += 1
             for i, answer in zip(live, answers):
                 advance(i, answer)
+            if after_pass is not None:
+                after_pass(passes)
     finally:
         for candidate in candidates:
             candidate.close()
