@@ -53,13 +53,24 @@ def check(document: dict[str, Any], key: dict[str, Any], where: str) -> None:
         return
     if not isinstance(saved, dict):
         raise CheckpointError(f"{where} is damaged: it does not say which fit wrote it")
-    for part in key:
-        if saved.get(part) != key[part]:
-            raise CheckpointError(
-                f"{where} was written by another fit: its {part} is {_show(saved.get(part))}, this fit's is "
-                f"{_show(key[part])}; resume with the same input and settings, or use another checkpoint directory"
-            )
-    raise CheckpointError(f"{where} was written by another fit; use another checkpoint directory")
+    name, theirs, ours = _first_difference(saved, key, "")
+    raise CheckpointError(
+        f"{where} was written by another fit: its {name} is {_show(theirs)}, this fit's is {_show(ours)}; resume "
+        "with the same input and settings, or use another checkpoint directory"
+    )
+
+
+def _first_difference(saved: Any, current: Any, name: str) -> tuple[str, Any, Any]:
+    """Where two keys first differ: a dotted name (``fits[0].max_iter``) and both values."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for part in current:
+            if saved.get(part) != current[part]:
+                return _first_difference(saved.get(part), current[part], f"{name}.{part}" if name else part)
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        for i, (a, b) in enumerate(zip(saved, current)):
+            if a != b:
+                return _first_difference(a, b, f"{name}[{i}]")
+    return name or "key", saved, current
 
 
 def restore(document: dict[str, Any], arrays: dict[str, np.ndarray], runs: Sequence[RestartRun], where: str) -> int:

@@ -27,6 +27,8 @@ STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DI
 # Where the converted blocks live between passes (sparkgmm.spark.blocks.FeatureBlocks).
 BLOCK_STORAGES = ("local-files", "spark-cache")
 DEFAULT_BLOCK_STORAGE = "local-files"
+# What a fit does with rows whose features or weight cannot be used (pyspark.ml's name and values).
+HANDLE_INVALID = ("error", "skip")
 # The columns the predict job adds to its output.
 PREDICTION_COLUMNS = ("prediction", "probability", "log_density")
 
@@ -134,6 +136,12 @@ class _FitOptions:
                          "float64, or float32: half the memory and bytes per pass, ~7 significant digits per row")
     block_storage: str = _option(DEFAULT_BLOCK_STORAGE, _one_of(BLOCK_STORAGES),
                                  "local-files (memory-mapped on the executors' local disks) or spark-cache")
+    invalid_rows: str = _option("error", _one_of(HANDLE_INVALID),
+                                "rows with null, NaN or infinite features or a bad weight: error (count them and "
+                                "stop) or skip (leave them out, counted in metrics.json)")
+    checkpoint_dir: str | None = _option(None, _not_empty, "save the fit's state here after every pass; the same "
+                                         "command run again resumes from it", "DIR")
+    keep_checkpoint: bool = _option(False, None, "keep the checkpoint after the output is written")
     overwrite: bool = _option(False, None, "replace an existing output")
     spark: SparkSettings = field(default_factory=SparkSettings)
 

@@ -126,3 +126,18 @@ def test_select_lists_and_criterion():
         load_job_config("select", {**REQUIRED["select"], "covariance_types": "full,fulll"})
     with pytest.raises(ConfigError, match="must be one of bic, aic"):
         load_job_config("select", {**REQUIRED["select"], "criterion": "loglik"})
+
+
+def test_a_hostile_config_is_data_never_code(tmp_path):
+    """Values are parsed as TOML and checked as data: nothing in a config file or flag is evaluated or run."""
+    marker = tmp_path / "code-ran"
+    code = f"__import__('pathlib').Path('{marker}').touch()"
+    with pytest.raises(ConfigError, match="k: .* is not an integer"):
+        load_job_config("fit", {}, write(tmp_path, f'input = "in"\noutput = "out"\nk = "{code}"\n'))
+    with pytest.raises(ConfigError, match="--max-iter: .* is not an integer"):
+        load_job_config("fit", {**REQUIRED["fit"], "max_iter": code})
+    # where a string is wanted it stays the string it was given
+    config = load_job_config("fit", {}, write(tmp_path, f'input = "{code}"\noutput = "$(touch {marker})"\n'
+                                                       f'features = ["{code}"]\n'))
+    assert (config.input, config.output, config.features) == (code, f"$(touch {marker})", (code,))
+    assert not marker.exists()

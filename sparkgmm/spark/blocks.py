@@ -376,8 +376,8 @@ class FeatureBlocks:
         if block_storage not in BLOCK_STORAGES:
             raise InputError(f"blockStorage={block_storage!r} must be one of {', '.join(BLOCK_STORAGES)}")
         started = time.perf_counter()
-        spark = df.sparkSession
-        self._sc = spark.sparkContext
+        self.spark = df.sparkSession
+        self._sc = self.spark.sparkContext
         self.aggregation_depth = aggregation_depth
         self.dtype = dtype
         self.block_storage = block_storage

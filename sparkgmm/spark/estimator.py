@@ -13,12 +13,13 @@ from pyspark.ml.param import Param
 from pyspark.sql import DataFrame
 
 from ..config import DEFAULT_BLOCK_STORAGE
-from ..candidates import FitOutcome, FitSpec, fit_side_by_side
+from ..candidates import FitOutcome, FitSpec, fit_side_by_side, restart_runs
 from ..em import DEFAULT_ACCELERATION, EMSettings
 from ..errors import InputError
 from ..init import DEFAULT_INIT_MODE
 from ..mixture import Mixture
 from .blocks import FeatureBlocks, features_column
+from .checkpoints import CheckpointStore, fit_key
 from .model import GaussianMixtureModel, GaussianMixtureSummary
 from .params import GaussianMixtureParams
 
@@ -40,7 +41,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         seed: int | None = None, initMode: str = DEFAULT_INIT_MODE, initialModel: Any = None, initSteps: int = 2,
         nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
-        blockStorage: str = DEFAULT_BLOCK_STORAGE,
+        blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
+        keepCheckpoint: bool = False,
     ):
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -53,7 +55,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         seed: int | None = None, initMode: str = DEFAULT_INIT_MODE, initialModel: Any = None, initSteps: int = 2,
         nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
-        blockStorage: str = DEFAULT_BLOCK_STORAGE,
+        blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
+        keepCheckpoint: bool = False,
     ) -> "GaussianMixture":
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
@@ -106,6 +109,15 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
     def setBlockStorage(self, value: str) -> "GaussianMixture":
         return self._set(blockStorage=value)
 
+    def setHandleInvalid(self, value: str) -> "GaussianMixture":
+        return self._set(handleInvalid=value)
+
+    def setCheckpointDir(self, value: str) -> "GaussianMixture":
+        return self._set(checkpointDir=value)
+
+    def setKeepCheckpoint(self, value: bool) -> "GaussianMixture":
+        return self._set(keepCheckpoint=value)
+
     def _fit(self, dataset: DataFrame) -> GaussianMixtureModel:
         self._validated()
         with self._feature_blocks(dataset) as blocks:
@@ -124,12 +136,17 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         return _SharedBlockFits(dataset, estimators)
 
     def _input_key(self) -> tuple:
-        """What decides the cached blocks: maps that agree on it can share one conversion."""
+        """What decides the cached blocks (and the checkpoint of a shared run): maps that agree on it can share one
+        conversion."""
         input_cols = self._input_cols()
         return (
             tuple(input_cols) if input_cols else None, None if input_cols else self.getFeaturesCol(),
             self._weight_col(), self.getStorageLevel(), self.getDtype(), self.getBlockStorage(),
+            self.getCheckpointDir(), self.getKeepCheckpoint(),
         )
+
+    def _features_description(self) -> str:
+        return ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
 
     def _feature_blocks(self, dataset: DataFrame) -> FeatureBlocks:
         """Convert and cache ``dataset``'s features."""
@@ -159,17 +176,18 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
                        initial_model, label)
 
     def _check_blocks(self, blocks: FeatureBlocks, k: int, initial_model: Mixture | None) -> None:
-        what = ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
+        what = self._features_description()
         if blocks.ragged_rows:
             raise InputError(f"features {what}: rows have different lengths; every row needs the same number of features")
-        if blocks.invalid_rows:
+        if blocks.invalid_rows and self.getHandleInvalid() == "error":
             weight = f" or in weight column {self._weight_col()!r} (null, negative or not finite)" if self._weight_col() else ""
             raise InputError(
                 f"{blocks.invalid_rows} rows have null, NaN or infinite values in features {what}{weight}; "
-                "drop or impute them before fitting"
+                "drop or impute them, or skip them (handleInvalid='skip', --invalid-rows skip)"
             )
         if blocks.n_rows < k:
-            raise InputError(f"k={k} components need at least {k} rows; the data has {blocks.n_rows}")
+            skipped = f" after skipping {blocks.invalid_rows} invalid rows" if blocks.invalid_rows else ""
+            raise InputError(f"k={k} components need at least {k} rows; the data has {blocks.n_rows}{skipped}")
         if blocks.n_features < 1:
             raise InputError(f"features {what} are empty: rows need at least one feature")
         if blocks.weight_sum <= 0.0:
@@ -219,18 +237,44 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
         for estimator in estimators
     ]
     restarts = sum(spec.restarts for spec in specs)
+    if blocks.invalid_rows:
+        logger.warning("skipped %d rows with null, NaN or infinite values in features %s%s", blocks.invalid_rows,
+                       estimators[0]._features_description(),
+                       f" or a bad weight in {estimators[0]._weight_col()!r}" if estimators[0]._weight_col() else "")
     logger.info(
         "fitting %d model(s), %d candidate(s) side by side, to %d rows x %d features in %d partitions",
         len(specs), restarts, blocks.n_rows, blocks.n_features, blocks.loop_rdd.getNumPartitions(),
     )
-    outcomes = fit_side_by_side(specs, blocks.run_pass)
+    runs = restart_runs(specs)
+    checkpoint_dir = estimators[0].getCheckpointDir()
+    if checkpoint_dir is None:
+        outcomes = fit_side_by_side(specs, blocks.run_pass, runs)
+        resumed = 0
+    else:
+        store = CheckpointStore(blocks.spark, checkpoint_dir)
+        key = fit_key(_input_description(estimators[0], blocks), specs, blocks.dtype)
+        resumed = store.resume(key, runs)
+
+        def save(passes: int) -> None:
+            if any(run.phase != "init" for run in runs):  # a run still initialising would start again anyway
+                store.save(key, runs, passes)
+
+        outcomes = fit_side_by_side(specs, blocks.run_pass, runs, save, resumed)
+        if not estimators[0].getKeepCheckpoint():
+            store.remove()
     return [
-        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks)))
+        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks, resumed)))
         for estimator, outcome in zip(estimators, outcomes)
     ]
 
 
-def _summary(outcome: FitOutcome, blocks: FeatureBlocks) -> GaussianMixtureSummary:
+def _input_description(estimator: GaussianMixture, blocks: FeatureBlocks) -> dict:
+    """The input as a checkpoint records it: the columns read, and the rows' count and order-free fingerprint."""
+    return {"features": estimator._input_cols() or estimator.getFeaturesCol(), "weight_col": estimator._weight_col(),
+            "rows": blocks.n_rows, "skipped_rows": blocks.invalid_rows, "fingerprint": f"{blocks.fingerprint:016x}"}
+
+
+def _summary(outcome: FitOutcome, blocks: FeatureBlocks, resumed: int) -> GaussianMixtureSummary:
     result = outcome.best
     return GaussianMixtureSummary(
         logLikelihood=result.log_likelihood,
@@ -243,6 +287,8 @@ def _summary(outcome: FitOutcome, blocks: FeatureBlocks) -> GaussianMixtureSumma
         weightSum=result.weight_sum,
         numParameters=result.mixture.n_parameters,
         numPasses=1 + outcome.passes,  # the conversion, then the shared run's passes
+        numSkippedRows=blocks.invalid_rows,
+        resumedFromPass=resumed,
         seconds=blocks.seconds + outcome.seconds,
         conversionSeconds=blocks.seconds,
         blockBytes=blocks.block_bytes,

@@ -28,6 +28,7 @@ from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
 from ..errors import InputError
 from ..persistence import load_mixture
 from .blocks import NUMERIC_TYPES, features_column
+from .checkpoints import CheckpointStore
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import local_copy_of_dir, staged_output
 from .scoring import score_dataframe
@@ -93,8 +94,11 @@ def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> d
         maxIter=config.max_iter, tol=config.tol, regCovar=config.reg_covar, initMode=config.init,
         initSteps=config.init_steps, nInit=config.n_init, acceleration=config.acceleration,
         aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level, dtype=config.dtype,
-        blockStorage=config.block_storage,
+        blockStorage=config.block_storage, handleInvalid=config.invalid_rows,
     )
+    if config.checkpoint_dir:
+        # kept through the fit: the job removes it once the output is written (remove_checkpoint)
+        params.update(checkpointDir=config.checkpoint_dir, keepCheckpoint=True)
     if config.seed is not None:
         params["seed"] = config.seed
     if config.weight_col:
@@ -120,6 +124,8 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
         "block_storage": summary.blockStorage,
         "block_bytes": summary.blockBytes,
         "conversion_seconds": summary.conversionSeconds,
+        "n_skipped_rows": summary.numSkippedRows,
+        "resumed_from_pass": summary.resumedFromPass,
         "n_reseeds": summary.numReseeds,
         "n_extrapolations": summary.numExtrapolations,
         "n_rejected_steps": summary.numRejectedSteps,
@@ -150,6 +156,12 @@ def _write_model_with_metrics(local_dir: Path, model: GaussianMixtureModel, metr
     _write_json(local_dir / METRICS_FILE, metrics)
 
 
+def remove_checkpoint(spark: SparkSession, config: FitConfig | SelectConfig) -> None:
+    """Once the output is in place, the checkpoint has served (unless asked to keep it)."""
+    if config.checkpoint_dir and not config.keep_checkpoint:
+        CheckpointStore(spark, config.checkpoint_dir).remove()
+
+
 def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
     """Fit one mixture and write the model directory with its ``metrics.json``; returns the metrics."""
     started = time.perf_counter()
@@ -167,6 +179,7 @@ def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
             local_dir = Path(tmp) / "model"
             _write_model_with_metrics(local_dir, model, metrics)
             output.put_local_dir(local_dir)
+    remove_checkpoint(spark, config)
     logger.info(
         "wrote %s: %d %s components, log-likelihood %.6g, BIC %.6g, %d iterations%s",
         config.output, config.k, config.covariance_type, metrics["log_likelihood"], metrics["bic"],
@@ -208,6 +221,7 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
             metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
             _write_model_with_metrics(local_dir / BEST_MODEL_DIR, models[best], metrics)
             output.put_local_dir(local_dir)
+    remove_checkpoint(spark, config)
     logger.info("wrote %s: best k=%d %s (%s %.6g) of %d candidates", config.output, rows[best]["k"],
                 rows[best]["covariance_type"], config.criterion, rows[best][config.criterion], len(rows))
     return document

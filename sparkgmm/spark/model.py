@@ -30,7 +30,9 @@ class GaussianMixtureSummary:
     other fits (restarts, ``fitMultiple``, ``select_model``) count once for each. ``restarts`` has one entry per
     restart (``logLikelihood``, ``numIter``, ``converged``, ``numPasses`` of its EM loop); ``bestRestart`` is the
     index of the one returned. ``numReseeds`` counts collapsed components moved, ``numExtrapolations`` and
-    ``numRejectedSteps`` the accelerated steps taken and rejected, all in the returned restart. ``seconds`` is the
+    ``numRejectedSteps`` the accelerated steps taken and rejected, all in the returned restart. ``numSkippedRows``
+    counts the rows left out as invalid (``handleInvalid="skip"``); ``resumedFromPass`` is the pass of the checkpoint
+    the fit resumed from (0: it started afresh; the counts and history include the passes before it). ``seconds`` is the
     wall time from the start of the conversion to the end of this fit's last restart, ``conversionSeconds`` the part
     spent converting the input to blocks; ``blockBytes`` is the size of those blocks, held as ``blockStorage`` says
     in ``dtype``."""
@@ -55,6 +57,8 @@ class GaussianMixtureSummary:
     blockBytes: int = 0
     blockStorage: str = ""
     dtype: str = "float64"
+    numSkippedRows: int = 0
+    resumedFromPass: int = 0
 
     @property
     def bic(self) -> float:

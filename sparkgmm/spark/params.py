@@ -19,7 +19,7 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
-from ..config import BLOCK_STORAGES, DEFAULT_BLOCK_STORAGE, STORAGE_LEVELS
+from ..config import BLOCK_STORAGES, DEFAULT_BLOCK_STORAGE, HANDLE_INVALID, STORAGE_LEVELS
 from ..em import ACCELERATIONS, DEFAULT_ACCELERATION
 from ..errors import InputError
 from ..gaussian import COVARIANCE_TYPES
@@ -100,6 +100,23 @@ class GaussianMixtureParams(
     logDensityCol: Param[str] = Param(
         Params._dummy(), "logDensityCol", "output column for each row's log-density", TypeConverters.toString
     )
+    handleInvalid: Param[str] = Param(
+        Params._dummy(), "handleInvalid",
+        f"rows with null, NaN or infinite features, or a null, negative or non-finite weight: one of "
+        f"{', '.join(HANDLE_INVALID)} ('error' refuses the input, counting them; 'skip' leaves them out and counts "
+        f"them in the summary)",
+        TypeConverters.toString,
+    )
+    checkpointDir: Param[str] = Param(
+        Params._dummy(), "checkpointDir",
+        "directory (any Hadoop file system URI) where the fit saves its state after every pass; a fit of the same "
+        "input and settings that finds a checkpoint there resumes from it",
+        TypeConverters.toString,
+    )
+    keepCheckpoint: Param[bool] = Param(
+        Params._dummy(), "keepCheckpoint", "keep the last checkpoint when the fit ends (default: remove it)",
+        TypeConverters.toBoolean,
+    )
 
     def __init__(self, *args: Any):
         super().__init__(*args)
@@ -107,7 +124,7 @@ class GaussianMixtureParams(
             k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode=DEFAULT_INIT_MODE,
             initSteps=2, nInit=1, acceleration=DEFAULT_ACCELERATION, storageLevel="MEMORY_AND_DISK_DESER",
             dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity",
-            seed=_DEFAULT_SEED,
+            seed=_DEFAULT_SEED, handleInvalid="error", keepCheckpoint=False,
         )
 
     def getK(self) -> int:
@@ -145,6 +162,15 @@ class GaussianMixtureParams(
 
     def getLogDensityCol(self) -> str:
         return self.getOrDefault(self.logDensityCol)
+
+    def getHandleInvalid(self) -> str:
+        return self.getOrDefault(self.handleInvalid)
+
+    def getCheckpointDir(self) -> str | None:
+        return self.getOrDefault(self.checkpointDir) if self.isDefined(self.checkpointDir) else None
+
+    def getKeepCheckpoint(self) -> bool:
+        return self.getOrDefault(self.keepCheckpoint)
 
     # Setters for the columns: the estimator and the model both have them.
     def setFeaturesCol(self, value: str):
@@ -188,6 +214,9 @@ class GaussianMixtureParams(
             "dtype": (self.getDtype(), lambda v: v in BLOCK_DTYPES, f"must be one of {', '.join(BLOCK_DTYPES)}"),
             "blockStorage": (self.getBlockStorage(), lambda v: v in BLOCK_STORAGES,
                              f"must be one of {', '.join(BLOCK_STORAGES)}"),
+            "handleInvalid": (self.getHandleInvalid(), lambda v: v in HANDLE_INVALID,
+                              f"must be one of {', '.join(HANDLE_INVALID)}"),
+            "checkpointDir": (self.getCheckpointDir(), lambda v: v is None or bool(v.strip()), "must not be empty"),
         }
         for name, (value, ok, rule) in checks.items():
             if not ok(value):

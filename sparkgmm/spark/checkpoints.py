@@ -1,0 +1,149 @@
+"""A fit's checkpoints in a directory of any file system Hadoop knows (local, HDFS, S3A, ...), through the session's
+``FileSystem``: ``DIR/checkpoint-<passes>/`` holds ``state.json`` and ``arrays.npz`` (``sparkgmm.checkpoint``).
+
+A checkpoint is written to a hidden temporary directory beside the others and renamed into place; only then are the
+older ones deleted, so an interruption at any moment leaves at least one whole checkpoint. A store that renames by
+copying (S3A) could leave a partial newest one: reading tries the newest first and falls back to older ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from ..candidates import FitSpec, RestartRun
+from ..checkpoint import CheckpointError, check, encode, restore
+from ..mixture import Mixture
+from .outputs import _HadoopPaths
+
+logger = logging.getLogger("sparkgmm")
+
+PREFIX = "checkpoint-"
+STATE_FILE = "state.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+def fit_key(input_description: dict[str, Any], specs: Sequence[FitSpec], dtype: str) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the input (its rows' fingerprint, the columns read) and every
+    setting that changes the fit. Storage settings and the partitioning are left out: they change no result."""
+    fits = [
+        {"k": spec.n_components, "covariance_type": spec.covariance_type, "max_iter": spec.settings.max_iter,
+         "tol": spec.settings.tol, "reg_covar": spec.settings.reg_covar, "acceleration": spec.settings.acceleration,
+         "init_mode": spec.init_mode, "seed": spec.seed, "n_init": spec.n_init, "init_steps": spec.init_steps,
+         "initial_model": None if spec.initial is None else _mixture_digest(spec.initial)}
+        for spec in specs
+    ]
+    return {"input": input_description, "dtype": dtype, "fits": fits}
+
+
+def _mixture_digest(mixture: Mixture) -> str:
+    digest = hashlib.sha256(mixture.covariance_type.encode())
+    for array in (mixture.weights, mixture.means, mixture.covariances):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class CheckpointStore:
+    """The checkpoints of one fit in the directory ``uri``."""
+
+    def __init__(self, spark: SparkSession, uri: str):
+        self.uri = uri
+        self._paths = _HadoopPaths(spark, uri)
+
+    def _children(self) -> list:
+        paths = self._paths
+        if not paths.exists():
+            return []
+        return [status.getPath() for status in paths.fs.listStatus(paths.path)]
+
+    def _saved(self) -> list[tuple[int, Any]]:
+        """(passes, path) of every checkpoint directory, the newest first."""
+        found = []
+        for path in self._children():
+            name = path.getName()
+            if name.startswith(PREFIX) and name[len(PREFIX):].isdigit():
+                found.append((int(name[len(PREFIX):]), path))
+        return sorted(found, key=lambda item: -item[0])
+
+    def resume(self, key: dict[str, Any], runs: Sequence[RestartRun]) -> int:
+        """Restore ``runs`` from the newest readable checkpoint, after checking that it is this fit's; returns the
+        passes it had made (0, and ``runs`` untouched, when there is none)."""
+        saved = self._saved()
+        problems = []
+        for passes, path in saved:
+            where = f"checkpoint {path.toString()}"
+            try:
+                document, arrays = self._read(path, where)
+            except CheckpointError as e:
+                problems.append(str(e))
+                logger.warning("%s; trying an older one", e)
+                continue
+            check(document, key, where)
+            restored = restore(document, arrays, runs, where)
+            logger.info("resuming from %s: %d passes and %d EM iterations made", where, restored,
+                        document.get("iterations", 0))
+            return restored
+        if problems:
+            raise CheckpointError(f"no readable checkpoint in {self.uri}: {problems[0]}")
+        return 0
+
+    def _read(self, path, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        paths = self._paths
+        with tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-") as tmp:
+            local = Path(tmp) / "checkpoint"
+            try:
+                paths.fs.copyToLocalFile(False, path, paths._Path(local.as_uri()), True)
+                document = json.loads((local / STATE_FILE).read_text())
+                with np.load(local / ARRAYS_FILE, allow_pickle=False) as npz:
+                    arrays = {name: npz[name] for name in npz.files}
+            except (OSError, ValueError, zipfile.BadZipFile) as e:  # JSONDecodeError and pickled arrays included
+                raise CheckpointError(f"{where} is damaged: {type(e).__name__}: {_first_line(e)}") from None
+            except Exception as e:  # the JVM's IOException, through py4j
+                raise CheckpointError(f"{where} is unreadable: {_first_line(e)}") from None
+        if not isinstance(document, dict):
+            raise CheckpointError(f"{where} is damaged: {STATE_FILE} does not hold a JSON object")
+        return document, arrays
+
+    def save(self, key: dict[str, Any], runs: Sequence[RestartRun], passes: int) -> None:
+        """Write the checkpoint after ``passes`` passes; then remove the older ones."""
+        document, arrays = encode(key, runs, passes)
+        paths = self._paths
+        target = paths._Path(paths.path, f"{PREFIX}{passes:08d}")
+        temporary = paths._Path(paths.path, f".{PREFIX}{passes:08d}.{uuid.uuid4().hex[:12]}.tmp")
+        with tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-") as tmp:
+            local = Path(tmp) / "checkpoint"
+            local.mkdir()
+            (local / STATE_FILE).write_text(json.dumps(document, allow_nan=False) + "\n")
+            with open(local / ARRAYS_FILE, "wb") as f:
+                np.savez(f, **arrays)
+            paths.fs.mkdirs(paths.path)
+            paths.fs.copyFromLocalFile(False, True, paths._Path(local.resolve().as_uri()), temporary)
+        paths.delete(target)  # a checkpoint of the same pass from an earlier, interrupted resume
+        paths.rename(temporary, target)
+        for older, path in self._saved():
+            if older < passes:
+                paths.delete(path)
+
+    def remove(self) -> None:
+        """Delete every checkpoint (and temporary one) here, and the directory if nothing else is left in it."""
+        paths = self._paths
+        for path in self._children():
+            name = path.getName()
+            if name.startswith(PREFIX) or (name.startswith("." + PREFIX) and name.endswith(".tmp")):
+                paths.delete(path)
+        if paths.exists() and not self._children():
+            paths.delete(paths.path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
