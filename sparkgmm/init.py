@@ -137,11 +137,22 @@ def initialise(n_components: int, covariance_type: str, reg_covar: float, init_m
     """A coroutine (see ``sparkgmm.em``) that asks for passes and returns the initial ``Mixture``."""
     if init_mode == "k-means||":
         return (yield from kmeans_parallel(n_components, covariance_type, reg_covar, seed, init_steps))
-    sample = yield WeightedSample(sample_size(n_components), (*seed, 0))
+    size = sample_size(n_components)
+    sample = yield WeightedSample(size, (*seed, 0))
     if sample.rows.shape[0] < n_components:
         raise InputError(f"k={n_components} components need at least {n_components} rows of positive weight; the "
                          f"data has {sample.rows.shape[0]}")
+    distinct = np.unique(sample.rows, axis=0)
+    if distinct.shape[0] < n_components:
+        # The sample holds every row when it came back short; else one more pass tells whether other rows exist.
+        if sample.rows.shape[0] < size or (yield NearestCentre(distinct)).cost == 0.0:
+            raise _too_few_distinct(n_components, distinct.shape[0])
     return initial_mixture(sample.rows, None, n_components, covariance_type, reg_covar, init_mode, seed)
+
+
+def _too_few_distinct(n_components: int, distinct: int) -> InputError:
+    return InputError(f"k={n_components} components need at least {n_components} distinct rows of positive weight; "
+                      f"the data has {distinct}")
 
 
 def kmeans_parallel(n_components: int, covariance_type: str, reg_covar: float, seed: tuple[int, ...],
@@ -158,12 +169,24 @@ def kmeans_parallel(n_components: int, covariance_type: str, reg_covar: float, s
         if not drawn.shape[0]:
             break
         centres = np.unique(np.concatenate([centres, drawn]), axis=0)
-    candidate_weights = (yield NearestCentre(centres)).weights
+    nearest = yield NearestCentre(centres)
+    for top_up in range(k):
+        # Fewer candidates than components while rows lie away from them all: identical rows share their draws, so
+        # heavily repeated data can leave the rounds short. Add the rows of the largest keys (all away from the
+        # candidates) until there are k candidates or none is left away from them.
+        if np.count_nonzero(nearest.weights) >= k or nearest.cost == 0.0:
+            break
+        answer = yield OversampleRound(centres, capacity, (*seed, 4, top_up), description="k-means|| top-up round")
+        centres = np.unique(np.concatenate([centres, answer.top.rows]), axis=0)
+        nearest = yield NearestCentre(centres)
     rng = np.random.default_rng([*seed, 3])
-    present = candidate_weights > 0.0
-    candidates, candidate_weights = centres[present], candidate_weights[present]
+    present = nearest.weights > 0.0
+    candidates, candidate_weights = centres[present], nearest.weights[present]
+    if candidates.shape[0] < k and nearest.cost == 0.0:  # every row of positive weight is one of the candidates
+        raise _too_few_distinct(k, candidates.shape[0])
     if candidates.shape[0] <= k:
-        # Fewer distinct rows than components: every candidate is a centre, the rest repeat the heaviest one.
+        # Exactly k candidates (fewer only if k top-up rounds could not find k): each is a centre, any missing
+        # ones repeat the heaviest.
         extra = np.full(k - candidates.shape[0], int(candidate_weights.argmax()))
         centres = np.concatenate([candidates, candidates[extra]])
     else:

@@ -160,3 +160,63 @@ def test_a_pickle_in_a_checkpoint_or_a_model_is_never_loaded(spark, data, tmp_pa
     with np.load(model_dir / "params.npz", allow_pickle=True) as npz:
         npz["means"]
     assert marker.exists()
+
+
+def newest_checkpoint_iterations(directory: Path) -> int:
+    """EM iterations in the newest whole checkpoint (0 if none yet). Checkpoints appear by rename, whole; an older
+    one may vanish while it is being read."""
+    try:
+        newest = max((p for p in directory.iterdir() if p.name.startswith("checkpoint-")), default=None)
+        return 0 if newest is None else json.loads((newest / "state.json").read_text())["iterations"]
+    except FileNotFoundError:
+        return 0
+
+
+def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_run_again(spark, tmp_path, caplog):
+    import logging
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sparkgmm.cli import run
+    from test_jobs import write_points
+
+    X, _ = make_mixture("full", n_components=4, n_features=3, seed=5, separation=2.0).sample(10_000, seed=3)
+    path = write_points(tmp_path / "in.parquet", X, files=3)
+    directory = tmp_path / "checkpoints"
+    args = ["--input", path, "--features", "x0,x1,x2", "--k", "4", "--seed", "3", "--tol", "0", "--max-iter", "60",
+            "--acceleration", "none"]
+    killed = subprocess.Popen([sys.executable, "-m", "sparkgmm", "fit", *args, "--output", str(tmp_path / "model"),
+                               "--checkpoint-dir", str(directory)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while newest_checkpoint_iterations(directory) < 5:  # poll what the job wrote; a deadline, not a sleep, decides
+        assert killed.poll() is None, f"the job ended before it could be killed: {killed.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint of 5 iterations within 300 s"
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)  # the driver dies at once: no clean-up, no exit code of its own
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    killed.stderr.close()
+    done = newest_checkpoint_iterations(directory)
+    assert 5 <= done < 60 and not (tmp_path / "model").exists()
+
+    with caplog.at_level(logging.INFO, logger="sparkgmm"):
+        assert run("fit", [*args, "--output", str(tmp_path / "model"), "--checkpoint-dir", str(directory)]) == 0
+    assert "resuming from checkpoint" in caplog.text
+    assert not directory.exists()  # the output is written: the checkpoint has served
+    assert run("fit", [*args, "--output", str(tmp_path / "uninterrupted")]) == 0
+    resumed_metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    whole_metrics = json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())
+    assert resumed_metrics["resumed_from_pass"] > 0 and whole_metrics["resumed_from_pass"] == 0
+    assert resumed_metrics["n_iter"] == whole_metrics["n_iter"] == 60
+    resumed, whole = Mixture.load(tmp_path / "model"), Mixture.load(tmp_path / "uninterrupted")
+    # Another JVM and process before the kill, but the same partitioning: the sums are added in the same order.
+    difference = max(float(np.max(np.abs(getattr(resumed, name) - getattr(whole, name))))
+                     for name in ("weights", "means", "covariances"))
+    print(f"resumed after {done} of 60 iterations; largest parameter difference from the uninterrupted fit: "
+          f"{difference:.3g}")
+    assert difference <= 1e-12
+    assert [h["log_likelihood"] for h in resumed_metrics["history"]] == pytest.approx(
+        [h["log_likelihood"] for h in whole_metrics["history"]], rel=1e-13)

@@ -203,6 +203,16 @@ def test_fewer_rows_than_components(spark):
         GaussianMixture(k=3).fit(df)
 
 
+@pytest.mark.parametrize("init_mode", ["k-means||", "k-means", "random_from_data"])
+def test_fewer_distinct_rows_than_components(spark, init_mode):
+    X = np.repeat([[1.0, 2.0], [2.0, 1.0]], 30, axis=0)  # 60 rows, 2 distinct
+    with pytest.raises(ValueError, match="k=3 components need at least 3 distinct rows of positive weight; the data "
+                                         "has 2"):
+        GaussianMixture(k=3, initMode=init_mode).fit(frame(spark, X, 2))
+    three = np.vstack([X, [[5.0, 5.0]]])  # one more distinct row: k=3 can be fitted
+    assert GaussianMixture(k=3, initMode=init_mode, maxIter=3).fit(frame(spark, three, 2)).summary.numRows == 61
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
