@@ -190,3 +190,64 @@ def test_passes_follow_the_executors_registered_and_read_balanced_rows(wide_clus
         assert snapshot["hard_counts"] == both["hard_counts"]
         np.testing.assert_allclose(snapshot["log_likelihood"], both["log_likelihood"], rtol=1e-12)
         np.testing.assert_allclose(snapshot["second"], both["second"], rtol=1e-10)
+
+
+@pytest.fixture
+def cluster_to_lose_a_worker(tmp_path_factory, monkeypatch):
+    """A fresh cluster of two 2-core workers for one test that kills a worker's JVM (the shared clusters stay whole).
+    Spark's local directories go to a temporary directory: a killed worker never removes its application's."""
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path_factory.mktemp("lost-worker-local")))
+    with running_cluster(tmp_path_factory.mktemp("lost-worker-cluster"), worker_cores=2) as started:
+        yield started
+
+
+# "spark-cache" passes too, but costs another cluster and submit (~90 s here); local files are the storage whose
+# blocks sparkgmm itself has to write again after the loss.
+@pytest.mark.parametrize("block_storage", ["local-files"])
+def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster_to_lose_a_worker, shipped_only_python,
+                                                                         package, block_storage, tmp_path):
+    trigger = "EM iteration 3"  # after the initialisation: both fits start from the same draws on the same partitions
+    _, state = cluster_to_lose_a_worker
+    result = submit(cluster_to_lose_a_worker, shipped_only_python, package,
+                    str(ROOT / "tests" / "cluster" / "probe_worker_lost.py"), "--state-dir", str(state),
+                    "--block-storage", block_storage, "--trigger", trigger, cwd=tmp_path)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    before, after, baseline, faulted = report["before"], report["after"], report["baseline"], report["faulted"]
+    assert before["parallelism"] == 4 and len(before["executors"]) == 2 and before["master_alive_workers"] == 2
+    assert before["workers_running_tasks"] == ["work-0", "work-1"]
+
+    # The fault: in the pass of EM iteration 3, a task on worker 0 SIGKILLed worker 1's JVM while a task of the same
+    # pass ran on worker 1; worker 1's executor exited with it.
+    marker, held, killed = faulted["marker"], faulted["held"], faulted["killed"]
+    assert Path(marker["cwd"]).relative_to(state).parts[0] == "work-0" and marker["victim"] == "work-1"
+    assert marker["victim_task_running"] and held["worker"] == "work-1" and held["stage"] == marker["stage"]
+    assert killed["gone"] and not faulted["victim_worker_alive"]
+    assert held["executor_pid"] in faulted["victim_executor_pids"] and faulted["victim_executors_alive"] == []
+    (injected,) = faulted["injected_passes"]
+    passes = {p["number"]: p for p in faulted["passes"]}
+    assert passes[injected]["description"] == trigger
+    assert marker["stage"] in {s["stage"] for s in passes[injected]["stages"]}
+
+    # Then the fit went on with one executor: 4 tasks per pass up to the fault, whose attempts on worker 1 were lost
+    # and ran again on worker 0, and one task per core left (2) in every pass after it.
+    assert after["parallelism"] == 2 and len(after["executors"]) == 1
+    assert set(after["executors"]) < set(before["executors"])
+    assert after["workers_running_tasks"] == ["work-0"] and list(after["executor_jvms"]) == ["work-0"]
+    assert after["master_alive_workers"] == 1
+    assert after["persisted_rdds"] == 0 and after["block_files_left"] == []  # the fit released its blocks
+    assert all(p["tasks"] == 4 and p["failed"] == 0 for p in baseline["passes"])
+    for number, p in passes.items():
+        if number < injected:
+            assert (p["tasks"], p["failed"]) == (4, 0), p
+        elif number == injected:
+            assert p["tasks"] == 4 and p["failed"] >= 1, p
+        else:
+            assert (p["tasks"], p["failed"]) == (2, 0), p
+
+    # The same model. Not bit for bit: after the fault each task sums two of the baseline's partitions before the
+    # tree-reduce does, so the floating-point summation order differs (relative differences ~1e-15 seen; rtol 1e-8).
+    model, expected = faulted["model"], baseline["model"]
+    assert model["block_storage"] == expected["block_storage"] == block_storage
+    assert model["n_iter"] == expected["n_iter"] and model["passes"] == expected["passes"] and model["converged"]
+    for key in ("weights", "means", "covariances", "history"):
+        np.testing.assert_allclose(model[key], expected[key], rtol=1e-8, err_msg=key)
