@@ -251,3 +251,22 @@ def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster_
     assert model["n_iter"] == expected["n_iter"] and model["passes"] == expected["passes"] and model["converged"]
     for key in ("weights", "means", "covariances", "history"):
         np.testing.assert_allclose(model[key], expected[key], rtol=1e-8, err_msg=key)
+
+
+def test_four_cores_from_the_start_fit_the_model_of_two(spark, wide_cluster, shipped_only_python, package, points,
+                                                        tmp_path):
+    """Determinism across cores: on two 2-core workers every pass runs four tasks over the input's four files, locally
+    two; the initialisation draws the same rows (their draws come from their values) and only the order of the
+    tree-reduce's sums differs."""
+    path, X = points
+    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
+    submit(wide_cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
+           "--output", str(tmp_path / "four-cores"), cwd=tmp_path)
+    assert run("fit", [*fit_args, "--output", str(tmp_path / "two-cores")]) == 0
+    four, two = Mixture.load(tmp_path / "four-cores"), Mixture.load(tmp_path / "two-cores")
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(getattr(four, name), getattr(two, name), rtol=1e-9, atol=1e-12)
+    four_metrics = json.loads((tmp_path / "four-cores" / "metrics.json").read_text())
+    two_metrics = json.loads((tmp_path / "two-cores" / "metrics.json").read_text())
+    assert four_metrics["n_iter"] == two_metrics["n_iter"]
+    assert four_metrics["restarts"][0]["initPasses"] == two_metrics["restarts"][0]["initPasses"]
