@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -203,12 +204,17 @@ def test_input_problems_found_by_spark_exit_2_with_one_line_and_no_output(spark,
 
 
 def test_a_missing_input_and_non_finite_rows_exit_2(spark, tmp_path, capsys):
-    X = np.ones((50, 2))
+    X = np.arange(100.0).reshape(50, 2)
     X[7, 1] = np.nan
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), path)
     assert run("fit", ["--input", str(path), "--output", str(tmp_path / "m")]) == 2
     assert "1 rows have null, NaN or infinite values in features a, b" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "m").exists()
+    assert run("fit", ["--input", str(path), "--output", str(tmp_path / "m"), "--invalid-rows", "skip"]) == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert (metrics["n_skipped_rows"], metrics["n_rows"]) == (1, 49)
+    shutil.rmtree(tmp_path / "m")
     assert run("fit", ["--input", "file://" + str(tmp_path / "missing"), "--output", str(tmp_path / "m")]) == 2
     assert "does not exist" in error_lines(capsys.readouterr().err)[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]

@@ -197,6 +197,33 @@ def test_null_rows_ragged_rows_and_bad_weights_raise(spark):
         GaussianMixture(k=2, weightCol="w").fit(negative)
 
 
+def test_invalid_rows_are_skipped_and_counted_when_asked(spark):
+    """handleInvalid="skip" fits the rows that can be used, and only them: the same model as a fit of the clean rows
+    alone (other rows in other partitions, yet the same draws: they come from the rows' values)."""
+    X, _ = overlapping_data_and_start("full", n=600)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, 600)
+    bad = np.zeros(600, bool)
+    bad[[0, 1, 2, 50, 51, 300, 599]] = True
+    features = [None if i in (0, 300) else row.tolist() for i, row in enumerate(X)]
+    features[1][0], features[50][2] = np.nan, np.inf
+    weights = w.copy()
+    weights[2], weights[51], weights[599] = -1.0, np.nan, np.inf
+    df = spark.createDataFrame([(f, float(v)) for f, v in zip(features, weights)], "features array<double>, w double")
+    estimator = GaussianMixture(k=3, weightCol="w", seed=4, tol=1e-8)
+    with pytest.raises(ValueError, match="7 rows have null, NaN or infinite values in features 'features' or in weight "
+                                         r"column 'w' .*skip them \(handleInvalid='skip', --invalid-rows skip\)"):
+        estimator.fit(df.repartition(3))
+    skipped = estimator.copy().setHandleInvalid("skip").fit(df.repartition(3))
+    clean = estimator.fit(frame(spark, X[~bad], 2, extra={"w": w[~bad]}))
+    assert skipped.summary.numSkippedRows == 7 and clean.summary.numSkippedRows == 0
+    assert skipped.summary.numRows == clean.summary.numRows == 593
+    np.testing.assert_allclose(skipped.summary.weightSum, w[~bad].sum(), rtol=1e-12)
+    np.testing.assert_allclose(skipped.means, clean.means, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(skipped.covariances, clean.covariances, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="handleInvalid='drop' must be one of error, skip"):
+        estimator.copy().setHandleInvalid("drop").fit(df)
+
+
 def test_fewer_rows_than_components(spark):
     df = spark.createDataFrame([([1.0, 2.0],), ([2.0, 1.0],)], "features array<double>")
     with pytest.raises(ValueError, match="k=3 components need at least 3 rows; the data has 2"):
