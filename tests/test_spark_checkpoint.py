@@ -94,6 +94,24 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
     np.testing.assert_allclose(elsewhere.covariances, uninterrupted.covariances, rtol=1e-9, atol=1e-9)
 
 
+def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypatch):
+    from sparkgmm import select_model
+
+    df = frame(spark, data, 3)
+    params = dict(k=[2, 3, 4], covarianceTypes=["full", "diag"], seed=2, tol=1e-6, maxIter=40)
+    whole = select_model(df, **params)
+    directory = tmp_path / "selection"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 12)
+        with pytest.raises(Interrupted):
+            select_model(df, checkpointDir=str(directory), **params)
+    resumed = select_model(df, checkpointDir=str(directory), **params)
+    assert all(model.summary.resumedFromPass == 12 for model in resumed.models)
+    assert resumed.best == whole.best and not directory.exists()
+    for a, b in zip(resumed.models, whole.models, strict=True):
+        assert_same_model(a, b)
+
+
 def test_a_checkpoint_of_other_data_or_settings_is_refused_and_one_can_be_kept(spark, data, tmp_path):
     df = frame(spark, data, 3)
     directory = tmp_path / "kept"
