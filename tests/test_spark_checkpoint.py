@@ -60,8 +60,25 @@ def assert_same_model(a, b):
         b.summary.numIter, b.summary.converged, b.summary.clusterSizes, b.summary.bestRestart)
 
 
+@pytest.fixture(params=["direct", "hadoop"])
+def file_system(request, monkeypatch):
+    """Checkpoints in a local directory go through Python's file functions; anywhere else, through the JVM's Hadoop
+    FileSystem: "hadoop" sends the local directory that way too, so both code paths are exercised here."""
+    if request.param == "hadoop":
+        from sparkgmm.spark.checkpoints import CheckpointStore
+
+        init = CheckpointStore.__init__
+
+        def through_hadoop(self, spark, uri):
+            init(self, spark, uri)
+            self._local = None
+
+        monkeypatch.setattr(CheckpointStore, "__init__", through_hadoop)
+    return request.param
+
+
 def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_model(spark, data, tmp_path,
-                                                                                              monkeypatch):
+                                                                                              monkeypatch, file_system):
     df = frame(spark, data, 3)
     uninterrupted = estimator(tmp_path / "unused").fit(df)
     assert uninterrupted.summary.resumedFromPass == 0 and not (tmp_path / "unused").exists()  # removed at the end
@@ -152,7 +169,7 @@ def hostile_npz(path: Path, marker: Path, replace: str, **arrays) -> None:
         np.savez(f, **{**arrays, replace: np.array([payload], dtype=object)})
 
 
-def test_a_pickle_in_a_checkpoint_or_a_model_is_never_loaded(spark, data, tmp_path):
+def test_a_pickle_in_a_checkpoint_or_a_model_is_never_loaded(spark, data, tmp_path, file_system):
     df = frame(spark, data, 3)
     directory = tmp_path / "checkpoints"
     estimator(directory, keepCheckpoint=True, maxIter=3, nInit=1).fit(df)

@@ -1,5 +1,6 @@
 """A fit's checkpoints in a directory of any file system Hadoop knows (local, HDFS, S3A, ...), through the session's
-``FileSystem``: ``DIR/checkpoint-<passes>/`` holds ``state.json`` and ``arrays.npz`` (``sparkgmm.checkpoint``).
+``FileSystem`` (a local directory directly, which is faster): ``DIR/checkpoint-<passes>/`` holds ``state.json`` and
+``arrays.npz`` (``sparkgmm.checkpoint``).
 
 A checkpoint is written to a hidden temporary directory beside the others and renamed into place; only then are the
 older ones deleted, so an interruption at any moment leaves at least one whole checkpoint. A store that renames by
@@ -8,9 +9,12 @@ copying (S3A) could leave a partial newest one: reading tries the newest first a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import shutil
 import tempfile
 import uuid
 import zipfile
@@ -53,36 +57,70 @@ def _mixture_digest(mixture: Mixture) -> str:
 
 
 class CheckpointStore:
-    """The checkpoints of one fit in the directory ``uri``."""
+    """The checkpoints of one fit in the directory ``uri``. On the local file system the files are handled directly
+    (a checkpoint then costs a few milliseconds); elsewhere through the JVM's Hadoop ``FileSystem``."""
 
     def __init__(self, spark: SparkSession, uri: str):
         self.uri = uri
         self._paths = _HadoopPaths(spark, uri)
+        self._local = Path(self._paths.local_path()) if self._paths.is_local else None
 
-    def _children(self) -> list:
+    # --- the directory, on either kind of file system -------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        if self._local is not None:
+            return sorted(p.name for p in self._local.iterdir()) if self._local.is_dir() else []
         paths = self._paths
         if not paths.exists():
             return []
-        return [status.getPath() for status in paths.fs.listStatus(paths.path)]
+        return sorted(status.getPath().getName() for status in paths.fs.listStatus(paths.path))
 
-    def _saved(self) -> list[tuple[int, Any]]:
-        """(passes, path) of every checkpoint directory, the newest first."""
-        found = []
-        for path in self._children():
-            name = path.getName()
-            if name.startswith(PREFIX) and name[len(PREFIX):].isdigit():
-                found.append((int(name[len(PREFIX):]), path))
-        return sorted(found, key=lambda item: -item[0])
+    def _delete(self, name: str) -> None:
+        if self._local is not None:
+            shutil.rmtree(self._local / name, ignore_errors=True)
+        else:
+            self._paths.delete(self._child(name))
+
+    def _child(self, name: str):
+        return self._paths._Path(self._paths.path, name)
+
+    def _publish(self, local: Path, name: str) -> None:
+        """Move the local directory ``local`` in as ``name``: under a temporary name first, then renamed."""
+        temporary = f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+        self._delete(name)  # a checkpoint of the same pass from an earlier, interrupted resume
+        if self._local is not None:
+            self._local.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(local, self._local / temporary)
+            os.replace(self._local / temporary, self._local / name)
+            return
+        paths = self._paths
+        paths.fs.mkdirs(paths.path)
+        paths.fs.copyFromLocalFile(False, True, paths._Path(local.resolve().as_uri()), self._child(temporary))
+        paths.rename(self._child(temporary), self._child(name))
+
+    def _fetch(self, name: str, local: Path) -> None:
+        if self._local is not None:
+            shutil.copytree(self._local / name, local)
+        else:
+            paths = self._paths
+            paths.fs.copyToLocalFile(False, self._child(name), paths._Path(local.as_uri()), True)
+
+    # --- checkpoints ------------------------------------------------------------------------------------------------
+
+    def _saved(self) -> list[tuple[int, str]]:
+        """(passes, name) of every checkpoint, the newest first."""
+        found = [(int(name[len(PREFIX):]), name) for name in self._names()
+                 if name.startswith(PREFIX) and name[len(PREFIX):].isdigit()]
+        return sorted(found, reverse=True)
 
     def resume(self, key: dict[str, Any], runs: Sequence[RestartRun]) -> int:
         """Restore ``runs`` from the newest readable checkpoint, after checking that it is this fit's; returns the
         passes it had made (0, and ``runs`` untouched, when there is none)."""
-        saved = self._saved()
         problems = []
-        for passes, path in saved:
-            where = f"checkpoint {path.toString()}"
+        for _, name in self._saved():
+            where = f"checkpoint {self._child(name).toString()}"
             try:
-                document, arrays = self._read(path, where)
+                document, arrays = self._read(name, where)
             except CheckpointError as e:
                 problems.append(str(e))
                 logger.warning("%s; trying an older one", e)
@@ -96,15 +134,14 @@ class CheckpointStore:
             raise CheckpointError(f"no readable checkpoint in {self.uri}: {problems[0]}")
         return 0
 
-    def _read(self, path, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        paths = self._paths
+    def _read(self, name: str, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-") as tmp:
             local = Path(tmp) / "checkpoint"
             try:
-                paths.fs.copyToLocalFile(False, path, paths._Path(local.as_uri()), True)
+                self._fetch(name, local)
                 document = json.loads((local / STATE_FILE).read_text())
                 with np.load(local / ARRAYS_FILE, allow_pickle=False) as npz:
-                    arrays = {name: npz[name] for name in npz.files}
+                    arrays = {array: npz[array] for array in npz.files}
             except (OSError, ValueError, zipfile.BadZipFile) as e:  # JSONDecodeError and pickled arrays included
                 raise CheckpointError(f"{where} is damaged: {type(e).__name__}: {_first_line(e)}") from None
             except Exception as e:  # the JVM's IOException, through py4j
@@ -116,32 +153,28 @@ class CheckpointStore:
     def save(self, key: dict[str, Any], runs: Sequence[RestartRun], passes: int) -> None:
         """Write the checkpoint after ``passes`` passes; then remove the older ones."""
         document, arrays = encode(key, runs, passes)
-        paths = self._paths
-        target = paths._Path(paths.path, f"{PREFIX}{passes:08d}")
-        temporary = paths._Path(paths.path, f".{PREFIX}{passes:08d}.{uuid.uuid4().hex[:12]}.tmp")
         with tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-") as tmp:
             local = Path(tmp) / "checkpoint"
             local.mkdir()
             (local / STATE_FILE).write_text(json.dumps(document, allow_nan=False) + "\n")
             with open(local / ARRAYS_FILE, "wb") as f:
                 np.savez(f, **arrays)
-            paths.fs.mkdirs(paths.path)
-            paths.fs.copyFromLocalFile(False, True, paths._Path(local.resolve().as_uri()), temporary)
-        paths.delete(target)  # a checkpoint of the same pass from an earlier, interrupted resume
-        paths.rename(temporary, target)
-        for older, path in self._saved():
+            self._publish(local, f"{PREFIX}{passes:08d}")
+        for older, name in self._saved():
             if older < passes:
-                paths.delete(path)
+                self._delete(name)
 
     def remove(self) -> None:
         """Delete every checkpoint (and temporary one) here, and the directory if nothing else is left in it."""
-        paths = self._paths
-        for path in self._children():
-            name = path.getName()
+        for name in self._names():
             if name.startswith(PREFIX) or (name.startswith("." + PREFIX) and name.endswith(".tmp")):
-                paths.delete(path)
-        if paths.exists() and not self._children():
-            paths.delete(paths.path)
+                self._delete(name)
+        if not self._names():
+            if self._local is not None:
+                with contextlib.suppress(OSError):
+                    self._local.rmdir()
+            elif self._paths.exists():
+                self._paths.delete(self._paths.path)
 
 
 def _first_line(error: BaseException) -> str:
