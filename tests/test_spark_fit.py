@@ -143,6 +143,8 @@ def test_the_loop_runs_one_task_per_core_whatever_the_input_partitioning(spark, 
         with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=2048,
                            block_storage=storage) as blocks:
             assert blocks.loop_rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
+            # one input partition is dealt over the cores; 17 are merged into at most 4 per core before packing
+            assert blocks.rdd.getNumPartitions() == {1: 2, 17: 8}[partitions]
             sizes = blocks.task_rows()
             assert sum(sizes) == 500 and min(sizes) > 0
     model = GaussianMixture(k=3, covarianceType="spherical", maxIter=3, tol=0.0, initialModel=start).fit(df)
