@@ -1,10 +1,10 @@
 """The command line: ``python -m sparkgmm {fit,predict,select} [flags]`` and the spark-submit entry points in jobs/.
 
 Exit codes: 0 success; 2 invalid flags, config or input (``sparkgmm.errors.InputError``, a missing or existing path,
-or Spark's analysis errors: one line on stderr naming the problem, and no output); 1 anything else (the traceback is
-logged, then one line). Flags and config keys are built from ``sparkgmm.config``'s
-dataclasses, so each is declared once. Everything up to and including the checks of local paths runs before Spark
-starts, so a bad flag costs no JVM and prints nothing else.
+Spark's analysis errors, or input files Spark cannot read, recognised by ``sparkgmm.spark.failures``: one line on
+stderr naming the problem, and no output); 1 anything else (the traceback is logged, then one line). Flags and
+config keys are built from ``sparkgmm.config``'s dataclasses, so each is declared once. Everything up to and
+including the checks of local paths runs before Spark starts, so a bad flag costs no JVM and prints nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from .config import JOB_CONFIGS, ConfigError, flag_name, job_fields, load_job_config, value_kind
 from .errors import InputError
 from .persistence import load_mixture
+from .spark.failures import input_error_from
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DESCRIPTIONS = {
@@ -135,8 +136,10 @@ def run(command: str, argv: Sequence[str]) -> int:
 
         run_job(command, config)
     except Exception as e:
-        if _is_input_error(e):
-            print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        # Spark's way of saying the input cannot be read (not Parquet, damaged, empty), wherever it surfaced
+        error = input_error_from(e, getattr(config, "input", None)) or e
+        if _is_input_error(error):
+            print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
             return EXIT_INVALID
         logger.exception("%s failed", prog)
         print(f"{prog}: failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)

@@ -34,6 +34,7 @@ from pyspark.sql import types as T
 from ..config import BLOCK_STORAGES, DEFAULT_BLOCK_STORAGE
 from ..errors import InputError
 from ..passes import BLOCK_DTYPES, Block, content_fingerprint, merge_fingerprints, pack_block
+from .failures import raise_input_error
 
 # Target size of one cached block. Small blocks let the JVM stream the next block to the Python worker while it
 # computes on the current one: at 1M x 8 x 8, 2 MiB blocks gave ~0.24 s per iteration against ~0.30 s with 32 MiB
@@ -447,8 +448,9 @@ class FeatureBlocks:
             return self.loop_rdd.mapPartitions(_describe_partition).treeReduce(
                 _Description.merge, depth=self.aggregation_depth
             )
-        except BaseException:
+        except BaseException as error:
             self.unpersist()
+            raise_input_error(error)  # a damaged input file, found by the job that reads its rows
             raise
 
     @property

@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..persistence import load_mixture
 from .blocks import NUMERIC_TYPES, features_column
 from .checkpoints import CheckpointStore
+from .failures import raise_input_error
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import local_copy_of_dir, staged_output
 from .scoring import score_dataframe
@@ -84,7 +85,13 @@ def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | No
 
 
 def read_input(spark: SparkSession, path: str, partitions: int | None) -> DataFrame:
-    df = spark.read.parquet(path)
+    """The Parquet input; ``InputError`` naming the path and the problem when Spark cannot read it (missing, no
+    files, not Parquet or a damaged footer: what schema inference finds; damaged rows surface in the first job)."""
+    try:
+        df = spark.read.parquet(path)
+    except Exception as error:
+        raise_input_error(error, path)
+        raise
     return df.repartition(partitions) if partitions else df
 
 
@@ -257,14 +264,19 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
             resolve_features(df, config.features, None).apply(model)
         input_cols = model._input_cols()
         features = features_column(df, model.getFeaturesCol(), input_cols)
-        if input_cols and len(input_cols) != model.mixture.n_features:
-            raise InputError(f"the model has {model.mixture.n_features} features but {len(input_cols)} columns "
-                             f"were named: {', '.join(input_cols)}")
+        model.check_input_cols()
         scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False)
-        scored.select(*[F.col(f"`{name}`") for name in keep], *PREDICTION_COLUMNS).write.parquet(output.staging)
+        try:
+            scored.select(*[F.col(f"`{name}`") for name in keep], *PREDICTION_COLUMNS).write.parquet(output.staging)
+        except Exception as error:  # a damaged input file is found here, by the job that reads its rows
+            raise_input_error(error, config.input)
+            raise
         # One pass over the prediction column just written: rows that could not be scored are worth a word, and
         # a run that scored none (features of another length than the model's, say) is an error, not an output.
-        rows, scored_rows = spark.read.parquet(output.staging).agg(F.count("*"), F.count("prediction")).first()
+        # Its part files by name, as Spark ignores (with a warning) a directory named like the hidden staging one.
+        parts = output.staged_files("part-")
+        rows, scored_rows = (spark.read.parquet(*parts).agg(F.count("*"), F.count("prediction")).first()
+                             if parts else (0, 0))
         if rows and not scored_rows:
             raise InputError(f"no row could be scored: the model wants {model.mixture.n_features} finite features "
                              f"per row from {', '.join(input_cols or [model.getFeaturesCol()])}")

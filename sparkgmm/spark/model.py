@@ -10,6 +10,7 @@ import numpy as np
 from pyspark.ml import Model
 from pyspark.sql import DataFrame
 
+from ..errors import InputError
 from ..mixture import Mixture, information_criteria
 from ..persistence import load_mixture, read_json, write_model_dir
 from .blocks import features_column
@@ -104,7 +105,15 @@ class GaussianMixtureModel(Model, GaussianMixtureParams):
             raise RuntimeError("this model has no training summary")
         return self._summary
 
+    def check_input_cols(self) -> None:
+        """Named input columns must be as many as the model's features (a Vector column is checked row by row)."""
+        input_cols = self._input_cols()
+        if input_cols and len(input_cols) != self.mixture.n_features:
+            raise InputError(f"the model has {self.mixture.n_features} features but {len(input_cols)} columns "
+                             f"were named: {', '.join(input_cols)}")
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        self.check_input_cols()
         features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         return score_dataframe(
             dataset, features, self.mixture, self.getPredictionCol(), self.getProbabilityCol(), self.getLogDensityCol()

@@ -17,11 +17,14 @@ from typing import Iterator
 
 from pyspark.sql import SparkSession
 
+from ..errors import InputError
+
 SUCCESS_MARKER = "_SUCCESS"
 
 
-class OutputExistsError(FileExistsError):
-    """The destination exists and overwriting was not asked for."""
+class OutputExistsError(FileExistsError, InputError):
+    """The destination exists and overwriting was not asked for: a problem with what the caller gave (an
+    ``InputError``), and a ``FileExistsError`` as before."""
 
 
 class _HadoopPaths:
@@ -78,6 +81,14 @@ class StagedOutput:
         """Copy a directory on the driver's disk to the staging location."""
         source = self._paths._Path(Path(local_dir).resolve().as_uri())
         self._paths.fs.copyFromLocalFile(False, False, source, self._staging)
+
+    def staged_files(self, prefix: str = "part-") -> list[str]:
+        """URIs of the files in the staging directory whose names start with ``prefix`` (Spark's ``part-*`` by
+        default): what to read back from it, as Spark ignores a directory whose name starts with '.' (and warns)."""
+        if not self._paths.exists(self._staging):
+            return []
+        return sorted(status.getPath().toString() for status in self._paths.fs.listStatus(self._staging)
+                      if status.isFile() and status.getPath().getName().startswith(prefix))
 
     def commit(self) -> None:
         paths = self._paths
