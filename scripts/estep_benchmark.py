@@ -49,7 +49,7 @@ def measure(rows: int, d: int, k: int, dtype: str, repeats: int) -> dict:
     mixture = Mixture(np.full(k, 1.0 / k), means, np.stack([np.eye(d)] * k), "full")
     X = means[rng.integers(0, k, rows)] + rng.standard_normal((rows, d))
     per_block = BLOCK_BYTES // (np.dtype(dtype).itemsize * d)
-    blocks = [pack_block(X[s:s + per_block], None, (0, i), dtype) for i, s in enumerate(range(0, rows, per_block))]
+    blocks = [pack_block(X[s:s + per_block], None, dtype) for s in range(0, rows, per_block)]
     request = EStep(mixture, worst=k)
     seconds = best_of(repeats, lambda: [request.on_block(block) for block in blocks]) * 1e6 / rows
     square = rng.standard_normal((1024, 1024)).astype(dtype)

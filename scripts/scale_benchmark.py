@@ -56,15 +56,17 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+# benchtools.py sits next to this script: run as `python scripts/scale_benchmark.py`, scripts/ is on sys.path.
+from benchtools import (MIB, ArgumentParser, Poller, UsageError, check_at_least, check_driver_memory, check_json_path,
+                        check_k_rows, descendants, find_jvm, fmt, jvm_max_heap, logger, machine, parse_count,
+                        print_result, run_child_process, run_main, size_label, status_kib, table_lines, write_json)
 
 # Heavy modules (numpy, pyarrow, pyspark, sparkgmm) are imported inside functions: the E-step processes must set
 # their BLAS thread count before numpy loads, and the parent never needs pyspark.
@@ -81,46 +83,19 @@ ESTEP_ROWS_PER_PROCESS = 500_000
 ESTEP_ROUNDS = 5
 POLL_SECONDS = 1.0
 RESULT_PREFIX = "SCALE_RESULT "
-MIB = float(1 << 20)
 DISK_MARGIN = 1 << 30
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PROG = "scale_benchmark"
 
 
-class UsageError(Exception):
-    """A bad argument: one line on stderr, exit code 2."""
-
-
-def log(message: str) -> None:
-    print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+log = logger(PROG)
 
 
 # --- arguments ------------------------------------------------------------------------------------------------------
 
-_SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_count(text: str) -> int:
-    """'200k', '1M', '1.5M', '100000' -> rows."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)\s*", text, re.IGNORECASE)
-    if not match:
-        raise UsageError(f"--sizes: {text!r} is not a row count (e.g. 200k, 1M, 100M)")
-    rows = float(match.group(1)) * _SUFFIXES[match.group(2).lower()]
-    if rows < 1 or rows != int(rows):
-        raise UsageError(f"--sizes: {text!r} must be a positive whole number of rows")
-    return int(rows)
-
-
-def size_label(rows: int) -> str:
-    for suffix, unit in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if rows >= unit and rows % (unit // 10 if unit > 1000 else unit) == 0:
-            value = rows / unit
-            return f"{value:g}{suffix}"
-    return str(rows)
-
-
 def parse_sizes(text: str) -> list[int]:
-    sizes = [parse_count(part) for part in text.split(",") if part.strip()]
+    sizes = [parse_count(part, "--sizes", kind="row count", examples="200k, 1M, 100M", unit="rows")
+             for part in text.split(",") if part.strip()]
     if not sizes:
         raise UsageError("--sizes: give at least one size")
     if len(set(sizes)) != len(sizes):
@@ -128,13 +103,8 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(sizes)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated row counts (200k, 1M, 100M)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the Parquet sets are written and reused")
     parser.add_argument("--features", type=int, default=16)
@@ -157,17 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.size_list = parse_sizes(args.sizes)
-    for name, low in (("features", 1), ("k", 1), ("iters", 2)):
-        if getattr(args, name) < low:
-            raise UsageError(f"--{name}: {getattr(args, name)} must be >= {low}")
-    if not re.fullmatch(r"\d+[kmgt]?", args.driver_memory, re.IGNORECASE):
-        raise UsageError(f"--driver-memory: {args.driver_memory!r} is not a JVM memory size (e.g. 4g, 4096m)")
+    check_at_least(args, (("features", 1), ("k", 1), ("iters", 2)))
+    check_driver_memory(args.driver_memory, "4g, 4096m")
     if args.block_storage is not None and not args.block_storage.strip():
         raise UsageError("--block-storage: must not be empty")
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise UsageError(f"--json: directory of {args.json!r} does not exist")
-    if args.k > min(args.size_list):
-        raise UsageError(f"--k: {args.k} components need at least {args.k} rows; the smallest size is smaller")
+    if args.json:
+        check_json_path(args.json)
+    check_k_rows(args.k, min(args.size_list), "the smallest size is smaller")
+    if args.child and (args.rows is None or args.path is None):
+        raise UsageError("--child needs --rows and --path")
     return args
 
 
@@ -374,8 +342,7 @@ def _estep_worker(index: int, d: int, k: int, seed: int, dtype: str, rounds: int
     request = EStep(Mixture(truth.weights, truth.means, truth.covariances()), worst=k)
     rows = sample_columns(truth, ESTEP_ROWS_PER_PROCESS, seed + 1, index).T
     per_block = max(1, BLOCK_BYTES // (np.dtype(dtype).itemsize * d))
-    blocks = [pack_block(rows[start:start + per_block], None, (index, number), dtype)
-              for number, start in enumerate(range(0, rows.shape[0], per_block))]
+    blocks = [pack_block(rows[start:start + per_block], None, dtype) for start in range(0, rows.shape[0], per_block)]
     del rows
     seconds = []
     for _ in range(rounds + 1):  # the first round warms up
@@ -426,73 +393,15 @@ def measure_estep(d: int, k: int, seed: int, dtype: str) -> dict:
             "rows_per_process": ESTEP_ROWS_PER_PROCESS}
 
 
-# --- processes and their memory (Linux /proc) ----------------------------------------------------------------------
+# --- memory during a fit -------------------------------------------------------------------------------------------
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command name) for every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        head, _, tail = stat.rpartition(")")
-        table[int(entry)] = (int(tail.split()[1]), head.partition("(")[2])
-    return table
-
-
-def descendants(root: int, table: dict[int, tuple[int, str]] | None = None) -> list[tuple[int, str]]:
-    table = process_table() if table is None else table
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, queue = [], [root]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append((child, table[child][1]))
-            queue.append(child)
-    return found
-
-
-def status_kib(pid: int, field: str) -> int | None:
-    """A ``kB`` field of /proc/<pid>/status (VmHWM: peak resident set), or None if the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def find_jvm(root: int) -> int | None:
-    for pid, name in descendants(root):
-        if name == "java":
-            return pid
-    return None
-
-
-def jvm_max_heap(pid: int) -> str | None:
-    try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    for argument in arguments:
-        if argument.startswith(b"-Xmx"):
-            return argument[4:].decode()
-    return None
-
-
-class Sampler(threading.Thread):
+class Sampler(Poller):
     """Every POLL_SECONDS: bytes of persisted RDDs in memory and on disk (Spark's storage info), and the peak RSS
     (VmHWM) and anonymous (not file-backed) RSS of the Python workers (descendants of the JVM). Keeps the maxima."""
 
     def __init__(self, sc, jvm_pid: int | None):
-        super().__init__(daemon=True)
+        super().__init__(POLL_SECONDS)
         self._sc, self._jvm = sc, jvm_pid
-        self._stop_event = threading.Event()
         self.mem_bytes = self.disk_bytes = self.worker_kib = self.worker_anon_kib = 0
         self.workers_seen: set[int] = set()
         self.errors: list[str] = []
@@ -513,15 +422,6 @@ class Sampler(threading.Thread):
                     self.worker_kib = max(self.worker_kib, peak)
                 if anon is not None:
                     self.worker_anon_kib = max(self.worker_anon_kib, anon)
-
-    def run(self) -> None:
-        while not self._stop_event.wait(POLL_SECONDS):
-            self.sample()
-
-    def finish(self) -> None:
-        self._stop_event.set()
-        self.join()
-        self.sample()
 
 
 # --- one fit, in a child process ------------------------------------------------------------------------------------
@@ -610,7 +510,7 @@ def run_child(args: argparse.Namespace) -> None:
             result["jvm_peak_with_mllib_mib"] = (status_kib(jvm, "VmHWM") or 0) / 1024 if jvm else None
     finally:
         spark.stop()
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(RESULT_PREFIX, result)
 
 
 # --- the parent: sizes, table, targets ------------------------------------------------------------------------------
@@ -630,14 +530,10 @@ def child_command(args: argparse.Namespace, rows: int, path: str) -> list[str]:
 
 def run_size(args: argparse.Namespace, rows: int, path: str) -> dict:
     log(f"fitting {size_label(rows)} rows in a fresh process (local[2], driver memory {args.driver_memory}) ...")
-    started = time.perf_counter()
-    process = subprocess.run(child_command(args, rows, path), stdout=subprocess.PIPE, text=True)
-    seconds = time.perf_counter() - started
-    lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if process.returncode != 0 or not lines:
-        log(f"  {size_label(rows)}: the fit process failed (exit code {process.returncode})")
-        return {"rows": rows, "failed": True, "returncode": process.returncode, "process_seconds": seconds}
-    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    result, returncode, seconds = run_child_process(child_command(args, rows, path), RESULT_PREFIX)
+    if result is None:
+        log(f"  {size_label(rows)}: the fit process failed (exit code {returncode})")
+        return {"rows": rows, "failed": True, "returncode": returncode, "process_seconds": seconds}
     result.update(failed=False, process_seconds=seconds)
     if result["num_iter"] != args.iters:
         log(f"  warning: {result['num_iter']} EM iterations ran, not {args.iters}")
@@ -658,37 +554,26 @@ def derive(results: list[dict], estep: dict) -> None:
             r["mllib_ratio"] = r["mllib_s_per_iter"] / r["s_per_iter"]
 
 
-def _fmt(value, spec: str, missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
-
-
 COLUMNS = [  # header, width, value of a result row
     ("rows", 6, lambda r: size_label(r["rows"])),
-    ("convert s", 9, lambda r: _fmt(r["conversion_seconds"], ".1f")),
-    ("s/iter", 7, lambda r: _fmt(r["s_per_iter"], ".3f")),
-    ("rows/s", 10, lambda r: _fmt(r["rows_per_second"], ",.0f")),
-    ("linear", 6, lambda r: _fmt(r["linearity"], ".2f")),
-    ("E-step s/it", 11, lambda r: _fmt(r["estep_s_per_iter"], ".3f")),
-    ("overhead", 8, lambda r: _fmt(r["spark_overhead"], ".2f")),
-    ("py MiB", 6, lambda r: _fmt(r["driver_python_peak_mib"], ".0f")),
-    ("JVM MiB", 7, lambda r: _fmt(r["jvm_peak_mib"], ".0f")),
+    ("convert s", 9, lambda r: fmt(r["conversion_seconds"], ".1f")),
+    ("s/iter", 7, lambda r: fmt(r["s_per_iter"], ".3f")),
+    ("rows/s", 10, lambda r: fmt(r["rows_per_second"], ",.0f")),
+    ("linear", 6, lambda r: fmt(r["linearity"], ".2f")),
+    ("E-step s/it", 11, lambda r: fmt(r["estep_s_per_iter"], ".3f")),
+    ("overhead", 8, lambda r: fmt(r["spark_overhead"], ".2f")),
+    ("py MiB", 6, lambda r: fmt(r["driver_python_peak_mib"], ".0f")),
+    ("JVM MiB", 7, lambda r: fmt(r["jvm_peak_mib"], ".0f")),
     ("workers MiB peak/anon", 20, lambda r: f"{r['workers_peak_mib']:.0f} / {r['workers_anon_mib']:.0f}"),
     ("cached mem/disk MiB", 19, lambda r: f"{r['cached_mem_bytes'] / MIB:.0f} / {r['cached_disk_bytes'] / MIB:.0f}"),
-    ("block MiB", 9, lambda r: _fmt(None if r["block_bytes"] is None else r["block_bytes"] / MIB, ".0f")),
-    ("MLlib s/it", 10, lambda r: _fmt(r.get("mllib_s_per_iter"), ".3f")),
-    ("MLlib/ours", 10, lambda r: _fmt(r.get("mllib_ratio"), ".2f", "-")),
+    ("block MiB", 9, lambda r: fmt(None if r["block_bytes"] is None else r["block_bytes"] / MIB, ".0f")),
+    ("MLlib s/it", 10, lambda r: fmt(r.get("mllib_s_per_iter"), ".3f")),
+    ("MLlib/ours", 10, lambda r: fmt(r.get("mllib_ratio"), ".2f", "-")),
 ]
 
 
-def table_lines(results: list[dict]) -> list[str]:
-    header = " | ".join(f"{name:>{width}}" for name, width, _ in COLUMNS)
-    lines = [header, "-" * len(header)]
-    for r in results:
-        if r["failed"]:
-            lines.append(f"{size_label(r['rows']):>6} | failed: the fit process exited with code {r['returncode']}")
-        else:
-            lines.append(" | ".join(f"{value(r):>{width}}" for _, width, value in COLUMNS))
-    return lines
+def failed_row(r: dict) -> str:
+    return f"{size_label(r['rows']):>6} | failed: the fit process exited with code {r['returncode']}"
 
 
 def footnotes(results: list[dict], estep: dict, args: argparse.Namespace) -> list[str]:
@@ -743,8 +628,9 @@ def target_lines(results: list[dict], args: argparse.Namespace) -> list[dict]:
     return targets
 
 
-def run_parent(args: argparse.Namespace) -> int:
-    """Write or reuse the data, time the E-step alone, fit every size; exit code 1 if a fit failed."""
+def run_parent(args: argparse.Namespace) -> list[dict]:
+    """Write or reuse the data, time the E-step alone, fit every size; returns the results (run_main: exit code 1 if
+    a fit failed)."""
     datasets = prepare_datasets(args)
     log("timing the E-step alone (2 processes, in memory) ...")
     estep = measure_estep(args.features, args.k, args.seed, args.dtype or "float64")
@@ -757,33 +643,20 @@ def run_parent(args: argparse.Namespace) -> int:
     derive(results, estep)
     targets = target_lines(results, args)
     print()
-    for line in table_lines(results) + [""] + [f"* {note}" for note in footnotes(results, estep, args)] + [""]:
+    for line in (table_lines(COLUMNS, results, failed_row) + [""]
+                 + [f"* {note}" for note in footnotes(results, estep, args)] + [""]):
         print(line)
     for target in targets:
         print(f"{target['status']:>4}  {target['target']}: {target['detail']}")
     if args.json:
-        document = {"settings": {key: value for key, value in vars(args).items() if key not in ("child", "rows",
-                    "path", "mllib")}, "estep": estep, "sizes": results, "targets": targets,
-                    "machine": {"cpus": os.cpu_count(),
-                                "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}}
-        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
-        log(f"results written to {args.json}")
-    return 1 if any(r["failed"] for r in results) else 0
+        write_json(args.json, {"settings": {key: value for key, value in vars(args).items()
+                                            if key not in ("child", "rows", "path", "mllib")},
+                               "estep": estep, "sizes": results, "targets": targets, "machine": machine()}, log)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    if args.child:
-        if args.rows is None or args.path is None:
-            print(f"{PROG}: error: --child needs --rows and --path", file=sys.stderr)
-            return 2
-        run_child(args)
-        return 0
-    return run_parent(args)
+    return run_main(PROG, argv, parse_args, run_child, run_parent)
 
 
 if __name__ == "__main__":
