@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.cluster]
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(pyspark.__file__).parent / "bin" / "spark-submit"
 FEATURES = "x0,x1,x2"
+LOCAL_DIRS = "spark-local-dirs"  # in wide_cluster's state directory
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +62,13 @@ def package(tmp_path_factory) -> str:
 
 
 @contextlib.contextmanager
-def running_cluster(state: Path, worker_cores: int):
-    """A master and two workers of ``worker_cores`` cores each; yields (master URL, state directory)."""
+def running_cluster(state: Path, worker_cores: int, local_dirs: Path | None = None):
+    """A master and two workers of ``worker_cores`` cores each; yields (master URL, state directory). ``local_dirs``
+    holds Spark's local directories (a worker killed by a test never removes its own)."""
     script = [str(ROOT / "scripts" / "local-cluster")]
     env = {**os.environ, "SPARKGMM_PYTHON": sys.executable}
+    if local_dirs is not None:
+        env["SPARK_LOCAL_DIRS"] = str(local_dirs)
     started = subprocess.run([*script, "start", "--state-dir", str(state), "--workers", "2", "--worker-cores",
                               str(worker_cores), "--worker-memory", "2g"], capture_output=True, text=True, timeout=300,
                              env=env)
@@ -86,8 +90,11 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wide_cluster(tmp_path_factory):
     """Two workers of two cores each: a pass's task count can then follow the cores registered (Spark's default
-    parallelism is at least 2 whatever the cores, so one-core workers could not show it)."""
-    with running_cluster(tmp_path_factory.mktemp("wide-cluster"), worker_cores=2) as started:
+    parallelism is at least 2 whatever the cores, so one-core workers could not show it). The module's last test
+    kills one of its workers."""
+    state = tmp_path_factory.mktemp("wide-cluster")
+    (state / LOCAL_DIRS).mkdir()
+    with running_cluster(state, worker_cores=2, local_dirs=state / LOCAL_DIRS) as started:
         yield started
 
 
@@ -192,23 +199,35 @@ def test_passes_follow_the_executors_registered_and_read_balanced_rows(wide_clus
         np.testing.assert_allclose(snapshot["second"], both["second"], rtol=1e-10)
 
 
-@pytest.fixture
-def cluster_to_lose_a_worker(tmp_path_factory, monkeypatch):
-    """A fresh cluster of two 2-core workers for one test that kills a worker's JVM (the shared clusters stay whole).
-    Spark's local directories go to a temporary directory: a killed worker never removes its application's."""
-    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path_factory.mktemp("lost-worker-local")))
-    with running_cluster(tmp_path_factory.mktemp("lost-worker-cluster"), worker_cores=2) as started:
-        yield started
+def test_four_cores_from_the_start_fit_the_model_of_two(spark, wide_cluster, shipped_only_python, package, points,
+                                                        tmp_path):
+    """Determinism across cores: on two 2-core workers every pass runs four tasks over the input's four files, locally
+    two; the initialisation draws the same rows (their draws come from their values) and only the order of the
+    tree-reduce's sums differs."""
+    path, X = points
+    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
+    submit(wide_cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
+           "--output", str(tmp_path / "four-cores"), cwd=tmp_path)
+    assert run("fit", [*fit_args, "--output", str(tmp_path / "two-cores")]) == 0
+    four, two = Mixture.load(tmp_path / "four-cores"), Mixture.load(tmp_path / "two-cores")
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(getattr(four, name), getattr(two, name), rtol=1e-9, atol=1e-12)
+    four_metrics = json.loads((tmp_path / "four-cores" / "metrics.json").read_text())
+    two_metrics = json.loads((tmp_path / "two-cores" / "metrics.json").read_text())
+    assert four_metrics["n_iter"] == two_metrics["n_iter"]
+    assert four_metrics["restarts"][0]["initPasses"] == two_metrics["restarts"][0]["initPasses"]
 
 
-# "spark-cache" passes too, but costs another cluster and submit (~90 s here); local files are the storage whose
-# blocks sparkgmm itself has to write again after the loss.
+# The last test of the module: it kills a worker of wide_cluster. "spark-cache" passes too, but costs another cluster
+# and submit (~90 s here); local files are the storage whose blocks sparkgmm itself has to write again after the loss.
 @pytest.mark.parametrize("block_storage", ["local-files"])
-def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster_to_lose_a_worker, shipped_only_python,
-                                                                         package, block_storage, tmp_path):
+def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(wide_cluster, shipped_only_python,
+                                                                         package, block_storage, tmp_path,
+                                                                         monkeypatch):
     trigger = "EM iteration 3"  # after the initialisation: both fits start from the same draws on the same partitions
-    _, state = cluster_to_lose_a_worker
-    result = submit(cluster_to_lose_a_worker, shipped_only_python, package,
+    _, state = wide_cluster
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(state / LOCAL_DIRS))  # where the probe looks for block files left
+    result = submit(wide_cluster, shipped_only_python, package,
                     str(ROOT / "tests" / "cluster" / "probe_worker_lost.py"), "--state-dir", str(state),
                     "--block-storage", block_storage, "--trigger", trigger, cwd=tmp_path)
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -251,22 +270,3 @@ def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster_
     assert model["n_iter"] == expected["n_iter"] and model["passes"] == expected["passes"] and model["converged"]
     for key in ("weights", "means", "covariances", "history"):
         np.testing.assert_allclose(model[key], expected[key], rtol=1e-8, err_msg=key)
-
-
-def test_four_cores_from_the_start_fit_the_model_of_two(spark, wide_cluster, shipped_only_python, package, points,
-                                                        tmp_path):
-    """Determinism across cores: on two 2-core workers every pass runs four tasks over the input's four files, locally
-    two; the initialisation draws the same rows (their draws come from their values) and only the order of the
-    tree-reduce's sums differs."""
-    path, X = points
-    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
-    submit(wide_cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
-           "--output", str(tmp_path / "four-cores"), cwd=tmp_path)
-    assert run("fit", [*fit_args, "--output", str(tmp_path / "two-cores")]) == 0
-    four, two = Mixture.load(tmp_path / "four-cores"), Mixture.load(tmp_path / "two-cores")
-    for name in ("weights", "means", "covariances"):
-        np.testing.assert_allclose(getattr(four, name), getattr(two, name), rtol=1e-9, atol=1e-12)
-    four_metrics = json.loads((tmp_path / "four-cores" / "metrics.json").read_text())
-    two_metrics = json.loads((tmp_path / "two-cores" / "metrics.json").read_text())
-    assert four_metrics["n_iter"] == two_metrics["n_iter"]
-    assert four_metrics["restarts"][0]["initPasses"] == two_metrics["restarts"][0]["initPasses"]

@@ -100,6 +100,8 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
     assert resumed.summary.numPasses == uninterrupted.summary.numPasses
     assert not directory.exists()
 
+    if file_system == "hadoop":
+        return  # the rest is about the partitioning, not the file system
     # A resume over another partitioning of the same rows: only the summation order differs.
     with monkeypatch.context() as patch:
         interrupt_after(patch, 15)
