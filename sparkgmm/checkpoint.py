@@ -29,7 +29,8 @@ class CheckpointError(InputError):
     """A checkpoint is damaged, or was written by another fit (other input, features or settings)."""
 
 
-def encode(key: dict[str, Any], runs: Sequence[RestartRun], passes: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def encode(key: dict[str, Any], runs: Sequence[RestartRun],
+           passes: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The checkpoint of ``runs`` after ``passes`` passes: a JSON-ready document and its arrays. ``key`` describes
     the fit (input fingerprint, features, settings) as JSON values; ``check`` compares it on resume."""
     arrays: dict[str, np.ndarray] = {}

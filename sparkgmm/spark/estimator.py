@@ -230,7 +230,9 @@ class _SharedBlockFits:
 
 def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) -> list[GaussianMixtureModel]:
     """Fit every estimator's model side by side on blocks that are already cached (the caller owns them): one
-    pass per step serves every restart of every estimator that is still running."""
+    pass per step serves every restart of every estimator that is still running. With ``checkpointDir`` (the
+    estimators agree on it: it is part of ``_input_key``) the run resumes from the checkpoint it finds there, if that
+    was written by the same fit, and writes one after every pass (``sparkgmm.spark.checkpoints``)."""
     several = len(estimators) > 1
     specs = [
         estimator._spec(blocks, f"k={estimator.getK()} {estimator.getCovarianceType()}: " if several else "")
