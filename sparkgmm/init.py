@@ -14,7 +14,9 @@ The sample modes pick ``k`` centres from the sample: ``random_from_data`` unifor
 sample row then goes to its nearest centre and one M-step on those hard assignments gives the initial parameters:
 weights are the shares of the sample, means the centroids, covariances the within-group scatter plus ``reg_covar``.
 Their sample is drawn in one pass, with probability proportional to the row weight and bounded in total
-(``passes.WeightedSample``). Every draw comes from a seeded ``numpy.random.default_rng``.
+(``passes.WeightedSample``). A row's draws in a pass come from a hash of its values and the seed
+(``passes.row_uniforms``), the driver's from a seeded ``numpy.random.default_rng``. Fewer distinct rows of positive
+weight than ``k`` is an ``InputError``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A *pass* reads every block of rows once and answers a list of requests (one per live candidate of a fit): each
 request maps a block to a partial result, and partial results merge associatively and commutatively, so a
-tree-reduce over any partitioning equals one pass over all rows (up to float rounding and, for the random draws, the
-streams they come from). Every result is bounded by the request (``k``, ``d``, a capacity), never by the rows.
+tree-reduce over any partitioning equals one pass over all rows (up to float rounding; the random draws do not
+depend on the partitioning, below). Every result is bounded by the request (``k``, ``d``, a capacity), never by the
+rows.
 
 Blocks are columnar (``Block``): ``xt`` (d, n) float64, or float32 relative to a float64 ``origin``, sample weights
 ``w`` (n,) or None, and a 64-bit hash of each row's values. Every random draw a request makes for a row comes from
