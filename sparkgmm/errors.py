@@ -7,3 +7,8 @@ opposed to a failure of the library or of Spark. The jobs exit with code 2 on it
 
 class InputError(ValueError):
     """Data, parameters or settings that cannot be used as given; the message names the value and what to do."""
+
+
+class OutputExistsError(FileExistsError, InputError):
+    """Something (a model directory, a job's output) exists where it was to be written, and overwriting was not
+    asked for: an ``InputError``, and a ``FileExistsError``."""

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputExistsError
 from .gaussian import COVARIANCE_TYPES, covariances_shape
 from .mixture import Mixture
 
@@ -29,17 +29,13 @@ class ModelFormatError(InputError):
     """A model directory is missing, damaged, or not a sparkgmm model."""
 
 
-class ModelExistsError(FileExistsError, InputError):
-    """A model directory exists where one was to be written, and overwriting was not asked for."""
-
-
 def write_model_dir(
     path: str | os.PathLike, mixture: Mixture, overwrite: bool, extra_files: dict[str, dict] | None = None
 ) -> None:
     """Write ``mixture`` (and any extra JSON documents) as a model directory at ``path``, atomically."""
     target = Path(path)
     if target.exists() and not overwrite:
-        raise ModelExistsError(f"model path {str(target)!r} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"model path {str(target)!r} already exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -17,14 +17,9 @@ from typing import Iterator
 
 from pyspark.sql import SparkSession
 
-from ..errors import InputError
+from ..errors import OutputExistsError
 
 SUCCESS_MARKER = "_SUCCESS"
-
-
-class OutputExistsError(FileExistsError, InputError):
-    """The destination exists and overwriting was not asked for: a problem with what the caller gave (an
-    ``InputError``), and a ``FileExistsError`` as before."""
 
 
 class _HadoopPaths:
