@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for sparkgmm: checks Python >= 3.11 and Java 17+, creates .venv, installs sparkgmm with its
-# test extra (pyspark brings Spark itself). Safe to run again.
+# test extra, which brings every optional extra (pyspark brings Spark itself; [connect] the Spark Connect client). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
