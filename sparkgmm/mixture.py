@@ -22,6 +22,8 @@ from .gaussian import (
 from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES
 
 _WEIGHT_SUM_TOLERANCE = 1e-6
+# The attributes of a fitted sklearn.mixture.GaussianMixture that hold its parameters.
+SKLEARN_FITTED = ("weights_", "means_", "covariances_")
 
 
 def as_float_matrix(X, n_features: int | None = None, what: str = "X") -> np.ndarray:
@@ -175,6 +177,47 @@ class Mixture:
             X[start : start + count] += self.means[j]
             start += count
         return X, labels
+
+    def to_sklearn(self, **params):
+        """This mixture as a fitted ``sklearn.mixture.GaussianMixture``: ``predict``, ``predict_proba``,
+        ``score_samples``, ``bic`` and ``sample`` work at once. ``params`` go to its constructor (``reg_covar``,
+        ``max_iter``, ``warm_start``, ...); with ``warm_start=True`` its ``fit`` continues EM from here (scikit-learn
+        ran no iterations of its own: ``converged_`` is False and ``n_iter_`` 0). Needs the optional extra ``sparkgmm[sklearn]``; the arrays keep their shapes (they are scikit-learn's), and its
+        precisions are products of this mixture's Cholesky factors (no inverse is formed)."""
+        try:
+            from sklearn.mixture import GaussianMixture
+        except ImportError:
+            raise InputError("Mixture.to_sklearn needs scikit-learn: pip install 'sparkgmm[sklearn]'") from None
+        for name in ("n_components", "covariance_type"):
+            if name in params:
+                raise InputError(f"to_sklearn takes {name} from the mixture; leave it out of the params")
+        gm = GaussianMixture(n_components=self.n_components, covariance_type=self.covariance_type, **params)
+        prec_chol = self.precisions_cholesky
+        if self.covariance_type == "full":
+            precisions = prec_chol @ prec_chol.transpose(0, 2, 1)
+        elif self.covariance_type == "tied":
+            precisions = prec_chol @ prec_chol.T
+        else:
+            precisions = prec_chol**2
+        gm.weights_, gm.means_, gm.covariances_ = np.array(self.weights), np.array(self.means), np.array(self.covariances)
+        gm.precisions_cholesky_, gm.precisions_ = np.array(prec_chol), precisions
+        gm.n_features_in_ = self.n_features
+        # scikit-learn ran no EM here: no iterations, no bound, not "converged" by its own measure. converged_ must
+        # exist all the same: it is how a warm-started fit knows to start from these parameters.
+        gm.converged_, gm.n_iter_, gm.lower_bound_ = False, 0, -np.inf
+        return gm
+
+    @classmethod
+    def from_sklearn(cls, gm) -> "Mixture":
+        """The mixture a fitted ``sklearn.mixture.GaussianMixture`` holds (its weights, means, covariances and type);
+        scikit-learn itself is not imported."""
+        if not all(hasattr(gm, name) for name in ("covariance_type", "n_components")):
+            raise InputError(f"expected a sklearn.mixture.GaussianMixture; got {type(gm).__name__}")
+        missing = [name for name in SKLEARN_FITTED if not hasattr(gm, name)]
+        if missing:
+            raise InputError(f"the scikit-learn GaussianMixture is not fitted (it has no {', '.join(missing)}): fit "
+                             "it first")
+        return cls(gm.weights_, gm.means_, gm.covariances_, gm.covariance_type)
 
     def save(self, path: str | PathLike, overwrite: bool = False) -> None:
         """Write ``metadata.json`` and ``params.npz`` into directory ``path`` (never pickle)."""

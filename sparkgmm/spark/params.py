@@ -33,10 +33,15 @@ _DEFAULT_SEED = zlib.crc32(b"sparkgmm.GaussianMixture")
 
 
 def _to_mixture(value: Any) -> Mixture:
+    """An initialModel as a ``Mixture``: one already, a ``GaussianMixtureModel``'s, or a fitted scikit-learn
+    ``GaussianMixture``'s parameters."""
+    if not isinstance(value, Mixture) and hasattr(value, "covariance_type") and hasattr(value, "n_components"):
+        return Mixture.from_sklearn(value)  # refuses one that is not fitted
     mixture = getattr(value, "mixture", value)  # a GaussianMixtureModel holds its Mixture
     if not isinstance(mixture, Mixture):
         raise TypeError(
-            f"initialModel must be a sparkgmm.Mixture or GaussianMixtureModel; got {type(value).__name__}"
+            "initialModel must be a sparkgmm.Mixture, a GaussianMixtureModel or a fitted "
+            f"sklearn.mixture.GaussianMixture; got {type(value).__name__}"
         )
     return mixture
 
@@ -68,7 +73,8 @@ class GaussianMixtureParams(
     )
     initialModel: Param[Mixture] = Param(
         Params._dummy(), "initialModel",
-        "a sparkgmm.Mixture or GaussianMixtureModel to start EM from (overrides initMode and nInit)", _to_mixture,
+        "a sparkgmm.Mixture, GaussianMixtureModel or fitted sklearn.mixture.GaussianMixture to start EM from "
+        "(overrides initMode and nInit)", _to_mixture,
     )
     initSteps: Param[int] = Param(
         Params._dummy(), "initSteps", "k-means|| oversampling rounds (passes over the data), >= 1",
