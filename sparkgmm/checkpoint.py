@@ -170,6 +170,8 @@ def _encode_result(result: EMResult, arrays: dict[str, np.ndarray]) -> dict[str,
         "cluster_sizes": _put_array(np.asarray(result.cluster_sizes, dtype=np.int64), arrays),
         "weight_sum": _put_array(np.asarray([result.weight_sum]), arrays),
         "converged": result.converged,
+        "quantile_levels": _put_array(np.asarray(list(result.log_density_quantiles), dtype=np.float64), arrays),
+        "quantiles": _put_array(np.asarray(list(result.log_density_quantiles.values()), dtype=np.float64), arrays),
         **{name: getattr(result, name) for name in _RESULT_COUNTS},
     }
 
@@ -184,6 +186,9 @@ def _decode_result(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMRe
         converged=bool(entry["converged"]),
         cluster_sizes=tuple(int(c) for c in _get_array(entry["cluster_sizes"], arrays, np.int64)),
         weight_sum=float(_get_array(entry["weight_sum"], arrays)[0]),
+        log_density_quantiles={} if "quantiles" not in entry else dict(zip(  # older checkpoints lack them
+            map(float, _get_array(entry["quantile_levels"], arrays)), map(float, _get_array(entry["quantiles"], arrays))
+        )),
         **{name: int(entry[name]) for name in _RESULT_COUNTS},
     )
 

@@ -21,6 +21,7 @@ from .gaussian import COVARIANCE_TYPES
 from .em import ACCELERATIONS, DEFAULT_ACCELERATION
 from .init import DEFAULT_INIT_MODE, INIT_MODES
 from .passes import BLOCK_DTYPES
+from .sketch import OUTLIER_LEVEL_RULE, is_outlier_level
 
 CRITERIA = ("bic", "aic")
 STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DISK_ONLY", "MEMORY_AND_DISK_2")
@@ -29,8 +30,9 @@ BLOCK_STORAGES = ("local-files", "spark-cache")
 DEFAULT_BLOCK_STORAGE = "local-files"
 # What a fit does with rows whose features or weight cannot be used (pyspark.ml's name and values).
 HANDLE_INVALID = ("error", "skip")
-# The columns the predict job adds to its output.
+# The columns the predict job adds to its output; and the one it adds with --outlier-quantile.
 PREDICTION_COLUMNS = ("prediction", "probability", "log_density")
+OUTLIER_COLUMN = "is_outlier"
 
 
 class ConfigError(InputError):
@@ -175,8 +177,18 @@ class PredictConfig:
     output: str = _option(MISSING, _not_empty, "Parquet directory to write", "PATH")
     keep_cols: tuple[str, ...] = _option((), None, "comma-separated input columns to keep; default: all", "COLS")
     features: tuple[str, ...] = _option((), None, "feature columns; default: those the model was fitted on", "COLS")
+    outlier_quantile: float | None = _option(
+        None, lambda v: None if is_outlier_level(v) else OUTLIER_LEVEL_RULE,
+        f"add {OUTLIER_COLUMN}: true for rows whose log-density is below this quantile of the training "
+        "log-densities (e.g. 0.01: the lowest hundredth)", "LEVEL",
+    )
     overwrite: bool = _option(False, None, "replace an existing output")
     spark: SparkSettings = field(default_factory=SparkSettings)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The columns the job adds to the kept input columns."""
+        return PREDICTION_COLUMNS + ((OUTLIER_COLUMN,) if self.outlier_quantile is not None else ())
 
 
 JOB_CONFIGS: dict[str, type] = {"fit": FitConfig, "predict": PredictConfig, "select": SelectConfig}

@@ -21,7 +21,8 @@ import numpy as np
 from .acceleration import Squarem
 from .gaussian import CovarianceError
 from .mixture import Mixture
-from .passes import EStep, Partial, Request, chunks, pack_block, run_local_pass
+from .passes import EStep, Partial, Request, chunks, log_density_ceiling, pack_block, run_local_pass
+from .sketch import QUANTILE_LEVELS
 from .stats import SufficientStats, m_step
 
 logger = logging.getLogger("sparkgmm")
@@ -52,7 +53,9 @@ class EMResult:
     ``t`` iterations (index 0: the initial parameters), so it has ``n_iter + 1`` entries and ends with
     ``log_likelihood``, that of the returned ``mixture``. With acceleration, an iteration is an E-step and M-step
     whose point was kept; ``n_passes`` counts every E-step pass of the loop (rejected extrapolations and the final
-    pass included)."""
+    pass included). ``log_density_quantiles`` maps each level of ``sparkgmm.sketch.QUANTILE_LEVELS`` to that
+    quantile of the training rows' log-densities under ``mixture`` (weighted), from the final pass's sketch: within
+    ``sparkgmm.sketch.ALPHA`` of the exact one, relative to its distance below the mixture's log-density ceiling."""
 
     mixture: Mixture
     log_likelihood: float
@@ -67,6 +70,7 @@ class EMResult:
     n_reseeds: int = 0
     n_extrapolations: int = 0
     n_rejected: int = 0
+    log_density_quantiles: dict[float, float] = field(default_factory=dict)
 
 
 def collapsed_components(stats: SufficientStats, n_features: int) -> np.ndarray:
@@ -215,7 +219,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
     if not state.converged and settings.tol > 0.0 and settings.max_iter > 0:
         logger.warning("%sEM did not converge in %d iterations (tol %g): raise maxIter or tol", label,
                        settings.max_iter, settings.tol)
-    final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes")
+    final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes",
+                        sketch_reference=log_density_ceiling(state.current))
     history = [*state.history, final.mean_log_likelihood]
     squarem = state.squarem
     return EMResult(
@@ -232,6 +237,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
         n_reseeds=state.reseeds,
         n_extrapolations=0 if squarem is None else squarem.extrapolations,
         n_rejected=0 if squarem is None else squarem.rejections,
+        log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)))),
     )
 
 

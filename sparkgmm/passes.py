@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
+from scipy.special import logsumexp
 
+from .gaussian import LOG_2PI, log_det_precision
 from .mixture import Mixture
 from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES, SufficientStats, accumulate, stats_from_resp
 from .toprows import TopRows
@@ -152,24 +154,36 @@ def squared_distances_t(xt: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 # --- requests -----------------------------------------------------------------------------------------------------
 
+def log_density_ceiling(mixture: Mixture) -> float:
+    """An upper bound of the mixture's log-density: ``log sum_j weight_j N(mu_j | mu_j, cov_j)``, as every component's
+    density peaks at its mean. The log-density sketch measures rows from it (``sparkgmm.sketch``)."""
+    k, d = mixture.means.shape
+    peaks = 0.5 * log_det_precision(mixture.precisions_cholesky, mixture.covariance_type, d, k) - 0.5 * d * LOG_2PI
+    with np.errstate(divide="ignore"):
+        return float(logsumexp(np.log(mixture.weights) + peaks))
+
+
 @dataclass(frozen=True, eq=False)
 class EStep:
-    """One E-step under ``mixture``: its ``SufficientStats`` (with cluster sizes when ``count_hard``), and the
-    ``worst`` rows of positive weight that the mixture explains least (lowest log-density), for re-seeding."""
+    """One E-step under ``mixture``: its ``SufficientStats`` (with cluster sizes when ``count_hard``), the ``worst``
+    rows of positive weight that the mixture explains least (lowest log-density), for re-seeding, and, when
+    ``sketch_reference`` is given, a bounded quantile sketch of the rows' log-densities measured from it (the driver
+    passes ``log_density_ceiling(mixture)``, computed once, so that every block's sketch has the same reference)."""
 
     mixture: Mixture
     count_hard: bool = False
     worst: int = 0
     description: str = "EM iteration"
+    sketch_reference: float | None = None
 
     def empty(self, n_features: int) -> SufficientStats:
         m = self.mixture
-        return SufficientStats.zeros(m.n_components, n_features, m.covariance_type, self.worst)
+        return SufficientStats.zeros(m.n_components, n_features, m.covariance_type, self.worst, self.sketch_reference)
 
     def on_block(self, block: Block) -> SufficientStats:
         m = self.mixture
         return accumulate(block.xt, block.w, m.weights, m.means, m.precisions_cholesky, m.covariance_type,
-                          self.count_hard, self.worst, block.origin)
+                          self.count_hard, self.worst, block.origin, self.sketch_reference)
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,6 +8,8 @@ responsibility of component j for row i and ``w_i`` the row's sample weight:
 - ``second[j]  = sum_i w_i r_ij (x_i - mu_j)(x_i - mu_j)^T``     (full/tied: (k, d, d); diag/spherical: its diagonal)
 - ``log_likelihood = sum_i w_i log p(x_i)``
 - optionally ``worst``: the few rows of positive weight with the lowest ``log p(x_i)`` (for re-seeding components)
+- optionally ``log_densities``: a bounded quantile sketch of the ``log p(x_i)``, weighted by ``w_i``
+  (``sparkgmm.sketch``)
 
 All accumulators are float64 and centred on the *same* means for every block, so adding them is exact algebra:
 a tree-reduce over any partitioning equals one pass over all the data (up to float rounding). The per-row arithmetic
@@ -24,6 +26,7 @@ from scipy.linalg import blas
 
 from .errors import InputError
 from .gaussian import log_gaussian_prob_t
+from .sketch import ValueSketch
 from .toprows import TopRows
 
 # scikit-learn adds 10 * eps to every nk so that an empty component gives finite parameters; we do the same so that
@@ -51,13 +54,16 @@ class SufficientStats:
     second: np.ndarray
     hard_counts: np.ndarray
     worst: TopRows | None = None
+    log_densities: ValueSketch | None = None
 
     @classmethod
-    def zeros(cls, n_components: int, n_features: int, covariance_type: str, worst: int = 0) -> "SufficientStats":
+    def zeros(cls, n_components: int, n_features: int, covariance_type: str, worst: int = 0,
+              sketch_reference: float | None = None) -> "SufficientStats":
         k, d = n_components, n_features
         second_shape = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
         return cls(0, 0.0, 0.0, np.zeros(k), np.zeros((k, d)), np.zeros(second_shape), np.zeros(k, dtype=np.int64),
-                   TopRows.empty(worst, d) if worst else None)
+                   TopRows.empty(worst, d) if worst else None,
+                   None if sketch_reference is None else ValueSketch.empty(sketch_reference))
 
     def merge(self, other: "SufficientStats") -> "SufficientStats":
         return SufficientStats(
@@ -69,6 +75,8 @@ class SufficientStats:
             self.second + other.second,
             self.hard_counts + other.hard_counts,
             None if self.worst is None or other.worst is None else self.worst.merge(other.worst),
+            None if self.log_densities is None or other.log_densities is None
+            else self.log_densities.merge(other.log_densities),
         )
 
     @property
@@ -137,6 +145,7 @@ def accumulate(
     count_hard: bool = True,
     worst: int = 0,
     origin: np.ndarray | None = None,
+    sketch_reference: float | None = None,
 ) -> SufficientStats:
     """One E-step over *columnar* rows ``XT`` (d, n), float64 or float32, returning their sufficient statistics
     (float64 accumulators).
@@ -145,11 +154,13 @@ def accumulate(
     means are shifted instead of the rows, and the statistics, centred on the means, do not change.
     ``count_hard`` adds how many rows each component wins (for cluster sizes); the EM loop needs it only once.
     ``worst`` > 0 keeps that many rows of positive weight with the lowest log-density.
+    ``sketch_reference``, when given, adds a quantile sketch of the rows' log-densities taken relative to it
+    (``sparkgmm.sketch``).
     """
     k, d = means.shape
     n = XT.shape[1]
-    stats = SufficientStats.zeros(k, d, covariance_type, worst)
-    worst_rows = stats.worst
+    stats = SufficientStats.zeros(k, d, covariance_type, worst, sketch_reference)
+    worst_rows, sketch = stats.worst, stats.log_densities
     if n == 0:
         return stats
     if origin is not None:
@@ -177,6 +188,8 @@ def accumulate(
                 badness, entering = badness[keep], columns[:, keep]
             if badness.size:
                 worst_rows = worst_rows.merge(TopRows.of(worst, badness, entering, origin))
+        if sketch is not None:
+            sketch = sketch.merge(ValueSketch.of(log_norm, sw, sketch.reference))
         if sw is None:
             log_likelihood += float(log_norm.sum(dtype=np.float64))
         else:
@@ -187,7 +200,7 @@ def accumulate(
         first += c_first
         second += c_second
     weight_sum = float(n if sample_weight is None else sample_weight.sum())
-    return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts, worst_rows)
+    return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts, worst_rows, sketch)
 
 
 def m_step(

@@ -46,6 +46,7 @@ def assert_same_outcomes(resumed, uninterrupted):
                 rb.result.n_iter, rb.result.n_passes, rb.result.converged, rb.result.cluster_sizes)
             assert (ra.result.n_reseeds, ra.result.n_extrapolations, ra.result.n_rejected, ra.init_passes) == (
                 rb.result.n_reseeds, rb.result.n_extrapolations, rb.result.n_rejected, rb.init_passes)
+            assert ra.result.log_density_quantiles == rb.result.log_density_quantiles
 
 
 def test_a_fit_resumed_after_any_pass_ends_exactly_where_the_uninterrupted_fit_ends():

@@ -40,25 +40,29 @@ def score_arrow(mixture: Mixture, features: pa.Array) -> pa.StructArray:
 
 def score_dataframe(
     df: DataFrame, features: Column, mixture: Mixture, prediction_col: str, probability_col: str, log_density_col: str,
-    probability_as_vector: bool = True,
+    probability_as_vector: bool = True, outlier_col: str | None = None, outlier_threshold: float | None = None,
 ) -> DataFrame:
     """``df`` with three columns added (replacing any of the same names): int prediction, probability (a Vector, or
-    array<double> when ``probability_as_vector`` is false), double log-density."""
+    array<double> when ``probability_as_vector`` is false), double log-density; and with ``outlier_col`` a fourth,
+    boolean: log-density below ``outlier_threshold`` (null where the log-density is)."""
 
     @arrow_udf(_SCORES_TYPE)
     def score(batch: pa.Array) -> pa.Array:
         return score_arrow(mixture, batch)
 
-    outputs = (prediction_col, probability_col, log_density_col)
+    outputs = (prediction_col, probability_col, log_density_col) + ((outlier_col,) if outlier_col else ())
     kept = [F.col(f"`{name}`") for name in df.columns if name not in outputs]
     scored = df.select(*kept, score(features).alias(_SCORES))
     probability = F.col(f"{_SCORES}.probability")
     if probability_as_vector:
         # array_to_vector fails on null arrays, so unusable rows skip it.
         probability = F.when(probability.isNotNull(), array_to_vector(probability))
+    log_density = F.col(f"{_SCORES}.log_density")
+    outlier = [(log_density < F.lit(float(outlier_threshold))).alias(outlier_col)] if outlier_col else []
     return scored.select(
         *kept,
         F.col(f"{_SCORES}.prediction").alias(prediction_col),
         probability.alias(probability_col),
-        F.col(f"{_SCORES}.log_density").alias(log_density_col),
+        log_density.alias(log_density_col),
+        *outlier,
     )
