@@ -6,7 +6,6 @@ Importing this module (or ``sparkgmm``) never imports pyspark: a serving process
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from os import PathLike
 
 import numpy as np
 from scipy.special import logsumexp
@@ -19,6 +18,7 @@ from .gaussian import (
     n_covariance_parameters,
     precisions_cholesky,
 )
+from .persistence import MixtureFiles
 from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES
 
 _WEIGHT_SUM_TOLERANCE = 1e-6
@@ -42,11 +42,12 @@ def as_float_matrix(X, n_features: int | None = None, what: str = "X") -> np.nda
 
 
 @dataclass(frozen=True, eq=False)
-class Mixture:
+class Mixture(MixtureFiles):
     """Weights (k,), means (k, d) and covariances in scikit-learn's shapes for ``covariance_type``.
 
     Validated once on construction: shapes, finiteness, weights on the simplex, and every covariance positive
-    definite (its precision Cholesky factor is computed here and kept in ``precisions_cholesky``).
+    definite (its precision Cholesky factor is computed here and kept in ``precisions_cholesky``). ``save`` and
+    ``load`` (a model directory on this machine, no Spark) come from ``sparkgmm.persistence.MixtureFiles``.
     """
 
     weights: np.ndarray
@@ -218,19 +219,6 @@ class Mixture:
             raise InputError(f"the scikit-learn GaussianMixture is not fitted (it has no {', '.join(missing)}): fit "
                              "it first")
         return cls(gm.weights_, gm.means_, gm.covariances_, gm.covariance_type)
-
-    def save(self, path: str | PathLike, overwrite: bool = False) -> None:
-        """Write ``metadata.json`` and ``params.npz`` into directory ``path`` (never pickle)."""
-        from .persistence import save_mixture
-
-        save_mixture(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | PathLike) -> "Mixture":
-        """Read a model directory written by ``save``; checks shapes and dtypes and fails clearly if damaged."""
-        from .persistence import load_mixture
-
-        return load_mixture(path)
 
 
 def information_criteria(mean_log_likelihood: float, n_samples: float, n_parameters: int) -> tuple[float, float]:

@@ -1,117 +1,422 @@
-"""Saving and loading models: JSON metadata plus an ``.npz`` of arrays, never pickle.
+"""The model directory: its layout, its validation, and its reading and writing, with Spark or without. Never pickle.
 
-A model directory holds ``metadata.json`` and ``params.npz``; a directory written by the Spark model adds its own
-JSON files beside them, and ``Mixture.load`` reads it all the same. Writes go to a temporary sibling directory that
-is renamed into place, so a reader never sees half a model.
+Layout (format version 2), the same whoever writes it: ``GaussianMixtureModel.write()`` and the jobs through a Spark
+session (any Hadoop URI: ``hdfs://``, ``s3a://``, ``file://``, ...; also under Spark Connect), ``Mixture.save``
+without Spark on this machine's file system::
+
+    MODEL/metadata/part-*   one JSON line: pyspark.ml's DefaultParams metadata (class, uid, timestamp, sparkVersion,
+                            paramMap, defaultParamMap), so that pyspark's Pipeline and CrossValidator readers find
+                            the class, and a "sparkgmm" object: format, format_version, covariance_type,
+                            n_components, n_features, summary (object or null), log_density_quantiles ([level,
+                            value] pairs or null)
+    MODEL/data/part-*       Parquet, one row: weights, means, covariances as list<double> (C order; the shapes
+                            follow from the metadata): float64, exact
+
+Both are directories of part files (plus ``_SUCCESS``), as Spark's DataFrame writers make them: that is all a Spark
+Connect client can write. Format version 1 (``metadata.json`` + ``params.npz``, with ``spark_params.json`` and
+``summary.json`` when the Spark model wrote it) is still read, never written.
+
+The Spark functions here take a session and only call its DataFrame readers and writers (no pyspark import: this
+module is below the Spark layer); overwriting and staging are the Spark layer's (``sparkgmm.spark.outputs``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
+import uuid
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from .errors import InputError, OutputExistsError
 from .gaussian import COVARIANCE_TYPES, covariances_shape
-from .mixture import Mixture
 
 FORMAT = "sparkgmm.mixture"
-FORMAT_VERSION = 1
-METADATA_FILE = "metadata.json"
-PARAMS_FILE = "params.npz"
+ESTIMATOR_FORMAT = "sparkgmm.estimator"
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
+MIXTURE_CLASS = "sparkgmm.mixture.Mixture"
+METADATA_DIR, DATA_DIR = "metadata", "data"
+ARRAYS = ("weights", "means", "covariances")
+# format version 1
+LEGACY_METADATA, LEGACY_PARAMS, LEGACY_SPARK_PARAMS, LEGACY_SUMMARY = (
+    "metadata.json", "params.npz", "spark_params.json", "summary.json")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://|/)")
 
 
 class ModelFormatError(InputError):
     """A model directory is missing, damaged, or not a sparkgmm model."""
 
 
-def write_model_dir(
-    path: str | os.PathLike, mixture: Mixture, overwrite: bool, extra_files: dict[str, dict] | None = None
-) -> None:
-    """Write ``mixture`` (and any extra JSON documents) as a model directory at ``path``, atomically."""
-    target = Path(path)
+class MixtureFiles:
+    """The base class of ``sparkgmm.Mixture``: its ``save`` and ``load``. ``sparkgmm.mixture`` imports this module and
+    this module never imports it: the one subclass tells it, on definition, which class to build when reading."""
+
+    _mixture_class: type | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if MixtureFiles._mixture_class is None:
+            MixtureFiles._mixture_class = cls
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the model directory ``path`` on this machine (format version 2, atomically: a reader never sees half
+        of it). A URI of another file system (``hdfs://``, ``s3a://``, ...) needs Spark:
+        ``GaussianMixtureModel(mixture).write().save(uri)``."""
+        write_model_dir(path, SavedModel(self), overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a model directory on this machine (either format version); checks shapes and dtypes, and fails with
+        ``ModelFormatError`` naming the problem when it is damaged or not a model."""
+        return read_model_dir(path).mixture
+
+
+@dataclass(frozen=True, eq=False)
+class SavedModel:
+    """What a model directory holds: the mixture, the training summary (``GaussianMixtureSummary.to_dict()``, or
+    None), the training log-density quantiles ({level: value}, or None), and the pyspark.ml params (``params``
+    set explicitly, ``default_params``) with the class and uid that wrote them."""
+
+    mixture: Any
+    summary: dict[str, Any] | None = None
+    log_density_quantiles: dict[float, float] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    default_params: dict[str, Any] = field(default_factory=dict)
+    class_name: str = MIXTURE_CLASS
+    uid: str | None = None
+    format_version: int = FORMAT_VERSION
+
+
+# --- the document and the row ----------------------------------------------------------------------------------------
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def metadata_line(class_name: str, uid: str | None, params: dict, default_params: dict, spark_version: str | None,
+                  sparkgmm: dict[str, Any]) -> str:
+    """One JSON line as pyspark.ml's ``DefaultParamsWriter`` makes it, with the ``sparkgmm`` object added."""
+    document = {"class": class_name, "timestamp": int(round(time.time() * 1000)), "sparkVersion": spark_version,
+                "uid": uid, "paramMap": params, "defaultParamMap": default_params, "sparkgmm": sparkgmm}
+    return json.dumps(document, separators=(",", ":"), default=_json_default)
+
+
+def model_metadata_line(saved: SavedModel, spark_version: str | None = None) -> str:
+    mixture = saved.mixture
+    quantiles = saved.log_density_quantiles
+    block = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "covariance_type": mixture.covariance_type,
+        "n_components": mixture.n_components, "n_features": mixture.n_features, "summary": saved.summary,
+        "log_density_quantiles": None if quantiles is None else [[float(q), float(v)] for q, v in sorted(quantiles.items())],
+    }
+    return metadata_line(saved.class_name, saved.uid, saved.params, saved.default_params, spark_version, block)
+
+
+def data_table(mixture):
+    """The data row as an Arrow table: each array flattened in C order into a list<double>."""
+    import pyarrow as pa
+
+    columns = {}
+    for name in ARRAYS:
+        values = np.ascontiguousarray(getattr(mixture, name), dtype=np.float64).ravel()
+        columns[name] = pa.ListArray.from_arrays(pa.array([0, values.size], pa.int32()), pa.array(values))
+    return pa.table(columns)
+
+
+_WHAT = {FORMAT: "a model (GaussianMixtureModel.load or Mixture.load reads it)",
+         ESTIMATOR_FORMAT: "a GaussianMixture estimator (GaussianMixture.load reads it)"}
+
+
+def parse_metadata(lines: list[str], where: str, expected_format: str = FORMAT) -> dict[str, Any]:
+    """The metadata document of the directory ``where`` from its text lines; checks the format and its version."""
+    lines = [line for line in lines if line.strip()]
+    if len(lines) != 1:
+        raise ModelFormatError(f"model metadata in {where!r} must be one JSON line; found {len(lines)} lines")
+    try:
+        document = json.loads(lines[0])
+    except json.JSONDecodeError as e:
+        raise ModelFormatError(f"model metadata in {where!r} is not valid JSON ({e})") from None
+    block = document.get("sparkgmm") if isinstance(document, dict) else None
+    if not isinstance(block, dict) or block.get("format") not in (FORMAT, ESTIMATOR_FORMAT):
+        named = document.get("class") if isinstance(document, dict) else None
+        raise ModelFormatError(f"{where!r} is not a sparkgmm directory" + (f" (it holds a {named})" if named else ""))
+    if block["format"] != expected_format:
+        raise ModelFormatError(f"{where!r} holds {_WHAT[block['format']]}, not {_WHAT[expected_format]}")
+    if block.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{where!r} has format version {block.get('format_version')!r}; this sparkgmm reads "
+                               f"versions {', '.join(map(str, READ_VERSIONS))}: a newer sparkgmm wrote it")
+    for key in ("paramMap", "defaultParamMap"):
+        if not isinstance(document.get(key, {}), dict):
+            raise ModelFormatError(f"model metadata in {where!r} is damaged: {key} is not an object")
+    return document
+
+
+def _shapes(block: dict[str, Any], where: str) -> dict[str, tuple[int, ...]]:
+    covariance_type = block.get("covariance_type")
+    k, d = block.get("n_components"), block.get("n_features")
+    if covariance_type not in COVARIANCE_TYPES or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (k, d)
+    ):
+        raise ModelFormatError(f"model metadata in {where!r} is damaged: covariance_type={covariance_type!r}, "
+                               f"n_components={k!r}, n_features={d!r}")
+    return {"weights": (k,), "means": (k, d), "covariances": covariances_shape(covariance_type, k, d)}
+
+
+def _arrays_from_table(table, shapes: dict[str, tuple[int, ...]], where: str) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+
+    if table.num_rows != 1:
+        raise ModelFormatError(f"model data in {where!r} must be one row; found {table.num_rows}")
+    arrays = {}
+    for name, shape in shapes.items():
+        if name not in table.column_names:
+            raise ModelFormatError(f"model data in {where!r} lacks {name!r}")
+        column = table.column(name).combine_chunks()
+        kind = column.type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or kind.value_type != pa.float64():
+            raise ModelFormatError(f"model data {name!r} in {where!r} has type {kind}; expected list<double>")
+        values = column.flatten()
+        if column.null_count or values.null_count:
+            raise ModelFormatError(f"model data {name!r} in {where!r} has nulls")
+        if len(values) != int(np.prod(shape)):
+            raise ModelFormatError(f"model data {name!r} in {where!r} has {len(values)} values; expected {shape} "
+                                   f"({int(np.prod(shape))} values)")
+        arrays[name] = values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(shape)
+    return arrays
+
+
+def _quantiles(value: Any, where: str) -> dict[float, float] | None:
+    if value is None:
+        return None
+    try:
+        pairs = {float(level): float(v) for level, v in value}
+    except (TypeError, ValueError):
+        raise ModelFormatError(f"log_density_quantiles in {where!r} must be [level, value] pairs; got {value!r}") from None
+    if not all(0.0 <= level <= 1.0 for level in pairs):
+        raise ModelFormatError(f"log_density_quantiles in {where!r} have levels outside [0, 1]: {sorted(pairs)}")
+    return pairs
+
+
+def _build(arrays: dict[str, np.ndarray], covariance_type: str, where: str):
+    mixture_class = MixtureFiles._mixture_class
+    if mixture_class is None:  # sparkgmm/__init__ imports sparkgmm.mixture, which defines it
+        raise RuntimeError("sparkgmm.mixture is not imported")
+    try:
+        return mixture_class(covariance_type=covariance_type, **arrays)
+    except ValueError as e:
+        raise ModelFormatError(f"model in {where!r} is damaged: {e}") from None
+
+
+def decode(lines: list[str], table, where: str) -> SavedModel:
+    """The model from its metadata lines and its data table (pyarrow), checked."""
+    document = parse_metadata(lines, where)
+    block = document["sparkgmm"]
+    arrays = _arrays_from_table(table, _shapes(block, where), where)
+    summary = block.get("summary")
+    if summary is not None and not isinstance(summary, dict):
+        raise ModelFormatError(f"model summary in {where!r} must be an object or null")
+    return SavedModel(
+        _build(arrays, block["covariance_type"], where), summary, _quantiles(block.get("log_density_quantiles"), where),
+        document.get("paramMap") or {}, document.get("defaultParamMap") or {}, document.get("class") or MIXTURE_CLASS,
+        document.get("uid"), FORMAT_VERSION,
+    )
+
+
+def _json_object(data: bytes | None, what: str, where: str, required: bool = True) -> dict | None:
+    if data is None:
+        if required:
+            raise ModelFormatError(f"{what} {where!r} is missing: not a sparkgmm model directory")
+        return None
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{what} {where!r} is not valid JSON ({e})") from None
+    if not isinstance(document, dict):
+        raise ModelFormatError(f"{what} {where!r} must hold a JSON object")
+    return document
+
+
+def decode_legacy(files: dict[str, bytes], root: str) -> SavedModel:
+    """A format version 1 directory from its files' bytes (name -> bytes; absent files left out)."""
+    where = f"{root}/{LEGACY_METADATA}"
+    metadata = _json_object(files.get(LEGACY_METADATA), "model metadata", where)
+    if metadata.get("format") != FORMAT:
+        raise ModelFormatError(f"{where!r} is not sparkgmm mixture metadata")
+    if metadata.get("format_version") != 1:
+        raise ModelFormatError(f"model {root!r} has format version {metadata.get('format_version')!r} in "
+                               f"{LEGACY_METADATA}; this sparkgmm reads versions 1 and 2")
+    shapes = _shapes(metadata, root)
+    if LEGACY_PARAMS not in files:
+        raise ModelFormatError(f"model parameters {root}/{LEGACY_PARAMS!s} are missing")
+    arrays = {}
+    try:
+        with np.load(io.BytesIO(files[LEGACY_PARAMS]), allow_pickle=False) as npz:
+            for name, shape in shapes.items():
+                if name not in npz.files:
+                    raise ModelFormatError(f"model parameters in {root!r} lack {name!r}")
+                value = npz[name]
+                if value.dtype != np.float64 or value.shape != shape:
+                    raise ModelFormatError(f"model parameter {name!r} in {root!r} has dtype {value.dtype} and shape "
+                                           f"{value.shape}; expected float64 {shape}")
+                arrays[name] = value
+    except ModelFormatError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ModelFormatError(f"model parameters in {root!r} are unreadable ({e})") from None
+    params = _json_object(files.get(LEGACY_SPARK_PARAMS), "model params", f"{root}/{LEGACY_SPARK_PARAMS}", False)
+    summary = _json_object(files.get(LEGACY_SUMMARY), "model summary", f"{root}/{LEGACY_SUMMARY}", False)
+    return SavedModel(_build(arrays, metadata["covariance_type"], root), summary, None, params or {}, {},
+                      MIXTURE_CLASS if params is None else "sparkgmm.spark.model.GaussianMixtureModel", None, 1)
+
+
+# --- this machine's file system, no Spark ----------------------------------------------------------------------------
+
+def local_path(path: str | os.PathLike, what: str, with_spark: str) -> Path:
+    """``path`` as a local path: a path, or a ``file:`` URI. A URI of any other scheme is an ``InputError`` naming
+    ``what`` it is and how to do it ``with_spark`` instead: never a local directory of that name by accident."""
+    if not isinstance(path, str):
+        return Path(path)
+    match = _SCHEME.match(path)
+    if match is None:
+        return Path(path)
+    if match["scheme"].lower() == "file":
+        return Path(re.sub(r"^file:(//[^/]*)?", "", path, flags=re.IGNORECASE) or "/")
+    raise InputError(f"{what} {path!r} is a {match['scheme']}:// URI, and without Spark only this machine's files "
+                     f"are read and written: {with_spark}")
+
+
+def _part_files(directory: Path) -> list[Path]:
+    """The data files of a directory Spark (or this module) wrote: what Hadoop does not count as hidden."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+
+
+def read_model_dir(path: str | os.PathLike) -> SavedModel:
+    """Read the model directory ``path`` on this machine, either format version, without Spark."""
+    root = local_path(path, "model path", "load it with Spark: GaussianMixtureModel.load(uri)")
+    if not root.is_dir():
+        raise ModelFormatError(f"model path {str(root)!r} is not a directory")
+    if not (root / METADATA_DIR).is_dir() and (root / LEGACY_METADATA).exists():
+        names = (LEGACY_METADATA, LEGACY_PARAMS, LEGACY_SPARK_PARAMS, LEGACY_SUMMARY)
+        return decode_legacy({name: (root / name).read_bytes() for name in names if (root / name).is_file()}, str(root))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not (root / METADATA_DIR).is_dir():
+        raise ModelFormatError(f"model path {str(root)!r} is not a sparkgmm model directory: it has no "
+                               f"{METADATA_DIR}/ (nor {LEGACY_METADATA})")
+    lines = [line for part in _part_files(root / METADATA_DIR) for line in part.read_text().splitlines()]
+    if not (root / DATA_DIR).is_dir():
+        raise ModelFormatError(f"model data {str(root / DATA_DIR)!r} is missing")
+    try:
+        tables = [pq.read_table(part) for part in _part_files(root / DATA_DIR)]
+        table = pa.concat_tables(tables) if tables else pa.table({})
+    except (OSError, pa.ArrowException) as e:
+        raise ModelFormatError(f"model data in {str(root)!r} is unreadable ({e})") from None
+    return decode(lines, table, str(root))
+
+
+def write_model_dir(path: str | os.PathLike, saved: SavedModel, overwrite: bool = False) -> None:
+    """Write ``saved`` as the model directory ``path`` on this machine: into a hidden sibling first, then renamed
+    into place (with ``overwrite``, the old directory is moved aside and deleted only once the new one is there)."""
+    import pyarrow.parquet as pq
+
+    target = local_path(path, "model path", "save it with Spark: GaussianMixtureModel(mixture).write().save(uri)")
     if target.exists() and not overwrite:
         raise OutputExistsError(f"model path {str(target)!r} already exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:12]}")
     try:
-        metadata = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "covariance_type": mixture.covariance_type,
-            "n_components": mixture.n_components,
-            "n_features": mixture.n_features,
-        }
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        with open(staging / PARAMS_FILE, "wb") as f:
-            np.savez(f, weights=mixture.weights, means=mixture.means, covariances=mixture.covariances)
-        for name, document in (extra_files or {}).items():
-            (staging / name).write_text(json.dumps(document, indent=2) + "\n")
+        for name in (METADATA_DIR, DATA_DIR):
+            (staging / name).mkdir()
+            (staging / name / "_SUCCESS").touch()
+        (staging / METADATA_DIR / "part-00000.txt").write_text(model_metadata_line(saved) + "\n")
+        pq.write_table(data_table(saved.mixture), staging / DATA_DIR / "part-00000.parquet")
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+            os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if backup.exists():
+                os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def save_mixture(mixture: Mixture, path: str | os.PathLike, overwrite: bool = False) -> None:
-    write_model_dir(path, mixture, overwrite)
+# --- through a Spark session (classic or Connect), any Hadoop URI ----------------------------------------------------
+
+def join(uri: str, name: str) -> str:
+    return uri.rstrip("/") + "/" + name
 
 
-def read_json(path: Path, what: str) -> dict:
+def is_missing_path(error: BaseException) -> bool:
+    """Spark's ``[PATH_NOT_FOUND]`` (an AnalysisException, classic or Connect), told by its text alone."""
+    return type(error).__name__ == "AnalysisException" and "[PATH_NOT_FOUND]" in str(error)
+
+
+def write_metadata_with_spark(spark, uri: str, line: str) -> None:
+    spark.createDataFrame([(line,)], "value string").coalesce(1).write.text(join(uri, METADATA_DIR))
+
+
+def write_with_spark(spark, uri: str, saved: SavedModel) -> None:
+    """Write ``saved`` into ``uri`` (which must not exist: overwriting is the caller's) with the session's
+    DataFrame writers: two small jobs."""
+    write_metadata_with_spark(spark, uri, model_metadata_line(saved, spark.version))
+    spark.createDataFrame(data_table(saved.mixture)).coalesce(1).write.parquet(join(uri, DATA_DIR))
+
+
+def read_metadata_with_spark(spark, uri: str) -> list[str]:
+    """The metadata lines of the directory ``uri`` (an AnalysisException ``[PATH_NOT_FOUND]`` when it has none)."""
+    return [row[0] for row in spark.read.text(join(uri, METADATA_DIR)).collect()]
+
+
+def read_with_spark(spark, uri: str) -> SavedModel:
+    """Read the model directory ``uri`` with the session's DataFrame readers, either format version."""
     try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelFormatError(f"{what} {str(path)!r} is missing: not a sparkgmm model directory") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{what} {str(path)!r} is not valid JSON ({e})") from None
-    if not isinstance(document, dict):
-        raise ModelFormatError(f"{what} {str(path)!r} must hold a JSON object")
-    return document
-
-
-def load_mixture(path: str | os.PathLike) -> Mixture:
-    root = Path(path)
-    if not root.is_dir():
-        raise ModelFormatError(f"model path {str(root)!r} is not a directory")
-    metadata = read_json(root / METADATA_FILE, "model metadata")
-    if metadata.get("format") != FORMAT:
-        raise ModelFormatError(f"{str(root / METADATA_FILE)!r} is not sparkgmm mixture metadata")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"model {str(root)!r} has format version {metadata.get('format_version')!r}; this sparkgmm reads "
-            f"version {FORMAT_VERSION}"
-        )
-    covariance_type = metadata.get("covariance_type")
-    k, d = metadata.get("n_components"), metadata.get("n_features")
-    if covariance_type not in COVARIANCE_TYPES or not all(isinstance(v, int) and v >= 1 for v in (k, d)):
-        raise ModelFormatError(f"model metadata in {str(root)!r} is damaged: {metadata!r}")
-    expected = {"weights": (k,), "means": (k, d), "covariances": covariances_shape(covariance_type, k, d)}
-    arrays = {}
-    try:
-        with np.load(root / PARAMS_FILE, allow_pickle=False) as npz:
-            for name, shape in expected.items():
-                if name not in npz.files:
-                    raise ModelFormatError(f"model parameters in {str(root)!r} lack {name!r}")
-                value = npz[name]
-                if value.dtype != np.float64 or value.shape != shape:
-                    raise ModelFormatError(
-                        f"model parameter {name!r} in {str(root)!r} has dtype {value.dtype} and shape {value.shape}; "
-                        f"expected float64 {shape}"
-                    )
-                arrays[name] = value
-    except FileNotFoundError:
-        raise ModelFormatError(f"model parameters {str(root / PARAMS_FILE)!r} are missing") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        if isinstance(e, ModelFormatError):
+        lines = read_metadata_with_spark(spark, uri)
+    except Exception as error:
+        if not is_missing_path(error):
             raise
-        raise ModelFormatError(f"model parameters in {str(root)!r} are unreadable ({e})") from None
+        return _read_legacy_with_spark(spark, uri)
     try:
-        return Mixture(covariance_type=covariance_type, **arrays)
-    except ValueError as e:
-        raise ModelFormatError(f"model in {str(root)!r} is damaged: {e}") from None
+        table = spark.read.parquet(join(uri, DATA_DIR)).toArrow()
+    except Exception as error:
+        if is_missing_path(error) or "[UNABLE_TO_INFER_SCHEMA]" in str(error):
+            raise ModelFormatError(f"model data {join(uri, DATA_DIR)!r} is missing") from None
+        if "[FAILED_READ_FILE" in str(error):  # not Parquet, or damaged
+            raise ModelFormatError(f"model data in {uri!r} is unreadable ({str(error).splitlines()[0]})") from None
+        raise
+    return decode(lines, table, uri)
+
+
+def _read_legacy_with_spark(spark, uri: str) -> SavedModel:
+    try:
+        rows = (spark.read.format("binaryFile").option("pathGlobFilter", "*.{json,npz}").load(uri)
+                .select("path", "content").collect())
+    except Exception as error:
+        if not is_missing_path(error):
+            raise
+        raise ModelFormatError(f"model path {uri!r} does not exist") from None
+    files = {row[0].rstrip("/").rsplit("/", 1)[-1]: bytes(row[1]) for row in rows}
+    if LEGACY_METADATA not in files:
+        raise ModelFormatError(f"model path {uri!r} is not a sparkgmm model directory: it has no {METADATA_DIR}/ "
+                               f"(nor {LEGACY_METADATA})")
+    return decode_legacy(files, uri)
+

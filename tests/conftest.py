@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,20 @@ def make_mixture(covariance_type: str, n_components: int = 3, n_features: int = 
     else:
         covariances = rng.uniform(0.5, 2.0, k)
     return Mixture(weights, means, covariances, covariance_type)
+
+
+def write_format_1_model_dir(path, mixture: Mixture, spark_params: dict | None = None,
+                             summary: dict | None = None) -> None:
+    """A model directory as sparkgmm wrote it before format version 2, by hand: metadata.json and params.npz, with
+    the Spark model's spark_params.json and summary.json when given."""
+    path.mkdir(parents=True)
+    metadata = {"format": "sparkgmm.mixture", "format_version": 1, "covariance_type": mixture.covariance_type,
+                "n_components": mixture.n_components, "n_features": mixture.n_features}
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    np.savez(path / "params.npz", weights=mixture.weights, means=mixture.means, covariances=mixture.covariances)
+    for name, document in (("spark_params.json", spark_params), ("summary.json", summary)):
+        if document is not None:
+            (path / name).write_text(json.dumps(document))
 
 
 def precisions_of(mixture: Mixture) -> np.ndarray:

@@ -25,7 +25,6 @@ import pytest
 from sparkgmm import GaussianMixture, GaussianMixtureModel, InputError, Mixture
 from sparkgmm.cli import run
 from sparkgmm.config import load_job_config
-from sparkgmm.persistence import save_mixture
 from sparkgmm.spark import jobs
 from sparkgmm.spark.failures import input_error_from
 
@@ -55,7 +54,7 @@ def damage_pages(path: Path) -> None:
 def model_dir(path: Path, n_features: int) -> Path:
     """A saved two-component mixture of ``n_features`` features (no Spark params: predict names the features)."""
     means = np.stack([np.zeros(n_features), np.full(n_features, 6.0)])
-    save_mixture(Mixture([0.5, 0.5], means, np.stack([np.eye(n_features)] * 2), "full"), path)
+    Mixture([0.5, 0.5], means, np.stack([np.eye(n_features)] * 2), "full").save(path)
     return path
 
 
@@ -266,7 +265,7 @@ CASES = [
     Case("unknown config key", make_config("clusters = 3\n"), ["--config", "{config}"] + FIT,
          "config {config}: unknown key 'clusters'", config_api),
     Case("existing output", make_existing_output, FIT, "{output} already exists; pass --overwrite to replace it",
-         save_over_existing, api_message="model path '{output}' already exists; pass overwrite=True to replace it"),
+         save_over_existing, api_message="model path {output} already exists; use write().overwrite().save(path)"),
     Case("damaged model directory", make_damaged_model, PREDICT, "'{model}/metadata.json' is not sparkgmm mixture "
          "metadata", load_model, command="predict"),
     Case("model of 3 features, 2 columns named", make_three_feature_model, PREDICT + ["--features", "a,b"],

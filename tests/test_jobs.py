@@ -21,7 +21,7 @@ from sparkgmm.spark import jobs
 pytestmark = pytest.mark.spark
 
 FEATURES = ["x0", "x1", "x2"]
-MODEL_FILES = {"_SUCCESS", "metadata.json", "params.npz", "metrics.json", "spark_params.json", "summary.json"}
+MODEL_FILES = {"_SUCCESS", "metadata", "data", "metrics.json"}
 
 
 def write_points(path: Path, X: np.ndarray, files: int = 3, **extra) -> str:
@@ -54,6 +54,11 @@ def fitted(spark, points, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("fitted") / "model")
     assert run("fit", ["--input", points[0], "--output", out, "--features", "x0,x1,x2", "--k", "3", "--seed", "5"]) == 0
     return out
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (relative path -> bytes): to tell whether a directory was replaced."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -172,17 +177,17 @@ def test_an_existing_output_is_refused_replaced_only_when_asked_and_kept_when_th
     out = tmp_path / "model"
     base = ["--input", points[0], "--output", str(out), "--features", "x0,x1", "--seed", "1"]
     assert run("fit", base + ["--k", "3"]) == 0
-    first = (out / "params.npz").read_bytes()
+    first = files_of(out)
     capsys.readouterr()
 
     assert run("fit", base + ["--k", "2"]) == 2
     assert error_lines(capsys.readouterr().err) == [
         f"sparkgmm fit: error: output {out} already exists; pass --overwrite to replace it"]
-    assert (out / "params.npz").read_bytes() == first
+    assert files_of(out) == first
 
     assert run("fit", base[:-4] + ["--features", "nope", "--seed", "1", "--overwrite"]) == 2
     assert "input column 'nope' is not in the DataFrame" in error_lines(capsys.readouterr().err)[0]
-    assert (out / "params.npz").read_bytes() == first and leftovers(tmp_path) == []
+    assert files_of(out) == first and leftovers(tmp_path) == []
 
     assert run("fit", base + ["--k", "2", "--overwrite"]) == 0
     assert Mixture.load(out).n_components == 2 and (out / "_SUCCESS").exists()
@@ -269,6 +274,29 @@ def test_predict_keep_cols_and_clashes(spark, points, fitted, tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert run("predict", again + keep) == 0
     assert pq.read_table(tmp_path / "y").column_names == pq.read_table(out).column_names
+
+
+def test_predict_flags_outliers_below_the_models_training_quantile(spark, points, fitted, tmp_path, capsys):
+    path, X = points
+    out = str(tmp_path / "scores")
+    args = ["--input", path, "--keep-cols", "id", "--outlier-quantile", "0.01"]
+    assert run("predict", ["--model", fitted, "--output", out, *args]) == 0
+    table = read_sorted(out)
+    assert table.column_names == ["id", "prediction", "probability", "log_density", "is_outlier"]
+    assert str(table.schema.field("is_outlier").type) == "bool"
+    model = GaussianMixtureModel.load(fitted)
+    threshold = model.logDensityQuantiles[0.01]
+    assert json.loads((Path(fitted) / "metrics.json").read_text())["log_density_quantiles"]["0.01"] == threshold
+    log_density = model.mixture.score_samples(X)
+    np.testing.assert_array_equal(table["is_outlier"].to_numpy(), log_density < threshold)
+    exact = np.quantile(log_density, 0.01, method="inverted_cdf")  # the sketch's threshold is close to it
+    assert abs(np.mean(log_density < threshold) - np.mean(log_density < exact)) <= 0.002
+    # A model without training quantiles (a Mixture saved by hand) is refused before anything is written.
+    bare = tmp_path / "bare"
+    model.mixture.save(bare)
+    assert run("predict", ["--model", str(bare), "--output", str(tmp_path / "x"), *args]) == 2
+    assert "holds no training log-density quantiles" in error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_predict_refuses_a_damaged_model_before_starting(spark, points, tmp_path, capsys):

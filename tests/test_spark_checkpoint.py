@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_mixture
+from conftest import make_mixture, write_format_1_model_dir
 from test_spark_fit import frame
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.checkpoint import CheckpointError
@@ -184,9 +184,9 @@ def test_a_pickle_in_a_checkpoint_or_a_model_is_never_loaded(spark, data, tmp_pa
                                               "Object arrays cannot be loaded when allow_pickle=False"):
         estimator(directory, keepCheckpoint=True, maxIter=3, nInit=1).fit(df)
     assert not marker.exists()
-    # a model directory's parameters: the same refusal
+    # a model directory's parameters (format version 1 kept them in an .npz; version 2 in Parquet): the same refusal
     model_dir = tmp_path / "model"
-    Mixture([1.0], [[0.0]], [[[1.0]]]).save(model_dir)
+    write_format_1_model_dir(model_dir, Mixture([1.0], [[0.0]], [[[1.0]]]))
     with np.load(model_dir / "params.npz") as npz:
         arrays = {key: npz[key] for key in npz.files}
     hostile_npz(model_dir / "params.npz", marker, "means", **arrays)

@@ -8,6 +8,9 @@ from pyspark.sql import types as T
 from conftest import make_mixture
 from test_spark_fit import frame
 from sparkgmm import GaussianMixture, GaussianMixtureModel, Mixture
+from sparkgmm.errors import InputError
+from sparkgmm.passes import log_density_ceiling
+from sparkgmm.sketch import ALPHA
 
 pytestmark = pytest.mark.spark
 
@@ -59,7 +62,8 @@ def test_save_and_load(fitted, tmp_path):
     model.save(str(tmp_path / "m"))
     loaded = GaussianMixtureModel.load(str(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.covariances, model.covariances)
-    assert loaded.summary == model.summary
+    assert loaded.summary == model.summary and loaded.uid == model.uid
+    assert loaded.logDensityQuantiles == model.logDensityQuantiles
     assert loaded.getK() == 3 and loaded.getLogDensityCol() == "logDensity"
     # The same directory serves a process without Spark.
     np.testing.assert_array_equal(Mixture.load(tmp_path / "m").means, model.means)
@@ -68,9 +72,50 @@ def test_save_and_load(fitted, tmp_path):
     a = sorted(model.transform(df).collect(), key=lambda r: r.id)
     b = sorted(loaded.transform(df).collect(), key=lambda r: r.id)
     assert [r.logDensity for r in a] == [r.logDensity for r in b]
+    # quantiles given to the constructor are kept too, with float levels
+    quantiles = {0.01: -9.25, 0.5: -3.5}
+    GaussianMixtureModel(model.mixture, logDensityQuantiles=quantiles).save(str(tmp_path / "q"))
+    assert GaussianMixtureModel.load(str(tmp_path / "q")).logDensityQuantiles == quantiles
+
+
+def test_transform_refuses_to_replace_a_column(fitted):
+    model, df, _ = fitted
+    scored = model.transform(df)
+    with pytest.raises(InputError, match="output column 'prediction' already exists in the DataFrame"):
+        model.transform(scored)
+    renamed = model.copy().setPredictionCol("cluster").setProbabilityCol("p")
+    with pytest.raises(InputError, match="output column 'logDensity' already exists .* set logDensityCol"):
+        renamed.transform(scored)
+    assert renamed.copy().setLogDensityCol("ld").transform(scored).columns[-3:] == ["cluster", "p", "ld"]
 
 
 def test_model_accessors(fitted):
     model, _, _ = fitted
     assert model.weights.shape == (3,) and model.means.shape == (3, 3) and model.covariances.shape == (3, 3, 3)
     assert model.hasSummary and model.summary.numRows == 500
+
+
+def test_outlier_flags_are_the_rows_below_the_training_quantile(fitted, spark):
+    model, df, X = fitted
+    log_density = model.mixture.score_samples(X)
+    exact = np.quantile(log_density, 0.05, method="inverted_cdf")
+    slack = ALPHA * (log_density_ceiling(model.mixture) - exact)  # the sketch's accuracy
+    threshold = model.logDensityQuantiles[0.05]
+    assert model.summary.logDensityQuantiles == model.logDensityQuantiles
+    assert abs(threshold - exact) <= slack
+    flagging = model.copy().setOutlierQuantile(0.05).setOutlierCol("odd")
+    out = flagging.transform(df)
+    assert out.columns[-4:] == ["prediction", "probability", "logDensity", "odd"]
+    assert isinstance(out.schema["odd"].dataType, T.BooleanType)
+    flags = np.array([r.odd for r in sorted(out.select("id", "odd").collect())])
+    np.testing.assert_array_equal(flags, log_density < threshold)
+    assert (log_density < exact - slack).sum() <= flags.sum() <= (log_density < exact + slack).sum()
+    assert 0.04 * len(X) <= flags.sum() <= 0.06 * len(X)
+    # unusable rows get a null flag, as their log-density is null
+    odd = spark.createDataFrame([(0, None), (1, [50.0, 50.0, 50.0])], "id int, features array<double>")
+    assert [r.odd for r in sorted(flagging.transform(odd).collect())] == [None, True]
+    # a model that was not fitted holds no quantiles to flag by
+    with pytest.raises(InputError, match="holds no training log-density quantiles .* refit it"):
+        GaussianMixtureModel(model.mixture).setOutlierQuantile(0.05).transform(df)
+    with pytest.raises(InputError, match=r"outlierQuantile=0.9 must be a quantile level in \(0, 0.5\]"):
+        model.copy().setOutlierQuantile(0.9).transform(df)

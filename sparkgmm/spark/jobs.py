@@ -12,10 +12,8 @@ import io
 import json
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyspark.ml.linalg import VectorUDT
@@ -24,14 +22,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import __version__
-from ..config import PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
+from ..config import OUTLIER_COLUMN, PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
 from ..errors import InputError
-from ..persistence import load_mixture
 from .blocks import NUMERIC_TYPES, features_column
 from .checkpoints import CheckpointStore
 from .failures import raise_input_error
 from .estimator import GaussianMixture, GaussianMixtureModel
-from .outputs import local_copy_of_dir, staged_output
+from .outputs import StagedOutput, staged_output
+from .readwrite import read_saved
 from .scoring import score_dataframe
 from .selection import CANDIDATE_FIELDS, candidate_row, select_model
 from .session import job_session
@@ -145,6 +143,7 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
             for t in range(1, summary.numIter + 1)
         ],
         "cluster_sizes": list(summary.clusterSizes),
+        "log_density_quantiles": {f"{level:g}": value for level, value in summary.logDensityQuantiles.items()},
         "n_rows": summary.numRows,
         "weight_sum": summary.weightSum,
         "n_features": model.mixture.n_features,
@@ -154,13 +153,16 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
     }
 
 
-def _write_json(path: Path, document: Any) -> None:
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+def _json_text(document: Any) -> str:
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
-def _write_model_with_metrics(local_dir: Path, model: GaussianMixtureModel, metrics: dict[str, Any]) -> None:
-    model.save(str(local_dir))
-    _write_json(local_dir / METRICS_FILE, metrics)
+def _write_model_with_metrics(output: StagedOutput, name: str | None, model: GaussianMixtureModel,
+                              metrics: dict[str, Any]) -> None:
+    """The model directory (the same writer as ``model.write()``) with its ``metrics.json``, into the staged output
+    (``name``: a sub-directory of it)."""
+    model.write().session(output.spark).saveImpl(output.staging if name is None else f"{output.staging}/{name}")
+    output.put_text(METRICS_FILE if name is None else f"{name}/{METRICS_FILE}", _json_text(metrics))
 
 
 def remove_checkpoint(spark: SparkSession, config: FitConfig | SelectConfig) -> None:
@@ -178,14 +180,10 @@ def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
         estimator = GaussianMixture(k=config.k, covarianceType=config.covariance_type,
                                     **_estimator_params(config, features))
         if config.initial_model:
-            with local_copy_of_dir(spark, config.initial_model) as model_dir:
-                estimator.setInitialModel(load_mixture(model_dir))
+            estimator.setInitialModel(read_saved(spark, config.initial_model).mixture)
         model = estimator.fit(df)
         metrics = fit_metrics(model, features, config.input, time.perf_counter() - started)
-        with tempfile.TemporaryDirectory(prefix="sparkgmm-fit-") as tmp:
-            local_dir = Path(tmp) / "model"
-            _write_model_with_metrics(local_dir, model, metrics)
-            output.put_local_dir(local_dir)
+        _write_model_with_metrics(output, None, model, metrics)
     remove_checkpoint(spark, config)
     logger.info(
         "wrote %s: %d %s components, log-likelihood %.6g, BIC %.6g, %d iterations%s",
@@ -220,14 +218,10 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
             "seconds": time.perf_counter() - started,
             "sparkgmm_version": __version__,
         }
-        with tempfile.TemporaryDirectory(prefix="sparkgmm-select-") as tmp:
-            local_dir = Path(tmp) / "selection"
-            local_dir.mkdir()
-            _write_json(local_dir / CANDIDATES_JSON, document)
-            (local_dir / CANDIDATES_CSV).write_text(candidates_csv(rows))
-            metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
-            _write_model_with_metrics(local_dir / BEST_MODEL_DIR, models[best], metrics)
-            output.put_local_dir(local_dir)
+        metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
+        _write_model_with_metrics(output, BEST_MODEL_DIR, models[best], metrics)
+        output.put_text(CANDIDATES_JSON, _json_text(document))
+        output.put_text(CANDIDATES_CSV, candidates_csv(rows))
     remove_checkpoint(spark, config)
     logger.info("wrote %s: best k=%d %s (%s %.6g) of %d candidates", config.output, rows[best]["k"],
                 rows[best]["covariance_type"], config.criterion, rows[best][config.criterion], len(rows))
@@ -246,9 +240,11 @@ def candidates_csv(rows: list[dict[str, Any]]) -> str:
 
 def run_predict(spark: SparkSession, config: PredictConfig) -> None:
     """Score the input with a saved model; write Parquet with the kept columns plus prediction (int), probability
-    (array<double>) and log_density (double). Rows whose features are unusable get nulls."""
-    with local_copy_of_dir(spark, config.model) as model_dir:
-        model = GaussianMixtureModel.load(model_dir)
+    (array<double>) and log_density (double), and with ``outlier_quantile`` is_outlier (boolean). Rows whose features
+    are unusable get nulls."""
+    model = GaussianMixtureModel.read().session(spark).load(config.model)
+    outliers = {} if config.outlier_quantile is None else {
+        "outlier_col": OUTLIER_COLUMN, "outlier_threshold": model.outlier_threshold(config.outlier_quantile)}
     with staged_output(spark, config.output, config.overwrite) as output:
         df = read_input(spark, config.input, config.spark.partitions)
         keep = list(config.keep_cols) if config.keep_cols else df.columns
@@ -256,7 +252,8 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
         if missing:
             raise InputError(f"--keep-cols names {', '.join(map(repr, missing))}, not in the input "
                              f"(columns: {', '.join(df.columns)})")
-        clashes = [name for name in keep if name in PREDICTION_COLUMNS]
+        outputs = config.output_columns
+        clashes = [name for name in keep if name in outputs]
         if clashes:
             raise InputError(f"input column {clashes[0]!r} clashes with an output column of the same name; "
                              "leave it out with --keep-cols")
@@ -265,9 +262,10 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
         input_cols = model._input_cols()
         features = features_column(df, model.getFeaturesCol(), input_cols)
         model.check_input_cols()
-        scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False)
+        scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False,
+                                 **outliers)
         try:
-            scored.select(*[F.col(f"`{name}`") for name in keep], *PREDICTION_COLUMNS).write.parquet(output.staging)
+            scored.select(*[F.col(f"`{name}`") for name in keep], *outputs).write.parquet(output.staging)
         except Exception as error:  # a damaged input file is found here, by the job that reads its rows
             raise_input_error(error, config.input)
             raise
@@ -284,7 +282,7 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
             logger.warning("%d of %d rows have null, ragged or non-finite features: their outputs are null",
                            rows - scored_rows, rows)
     logger.info("wrote %s: %d rows, %s plus %s", config.output, rows, ", ".join(keep) or "no input columns",
-                ", ".join(PREDICTION_COLUMNS))
+                ", ".join(outputs))
 
 
 RUNNERS = {"fit": run_fit, "predict": run_predict, "select": run_select}

@@ -1,24 +1,25 @@
-"""``GaussianMixtureModel``: a fitted mixture as a pyspark.ml Model, and the summary of the fit that made it."""
+"""``GaussianMixtureModel``: a fitted mixture as a pyspark.ml Model (MLWritable, MLReadable), and the summary of the
+fit that made it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from pyspark.ml import Model
+from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 
 from ..errors import InputError
 from ..mixture import Mixture, information_criteria
-from ..persistence import load_mixture, read_json, write_model_dir
+from ..persistence import ModelFormatError, SavedModel
+from ..sketch import threshold_at
 from .blocks import features_column
 from .params import GaussianMixtureParams
+from .readwrite import DirectoryWriter, ModelReader, apply_params, class_name, json_params, model_writer
 from .scoring import score_dataframe
-
-_SPARK_PARAMS_FILE = "spark_params.json"
-_SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class GaussianMixtureSummary:
     the fit resumed from (0: it started afresh; the counts and history include the passes before it). ``seconds`` is the
     wall time from the start of the conversion to the end of this fit's last restart, ``conversionSeconds`` the part
     spent converting the input to blocks; ``blockBytes`` is the size of those blocks, held as ``blockStorage`` says
-    in ``dtype``."""
+    in ``dtype``. ``logDensityQuantiles`` maps quantile levels to those quantiles of the training rows' log-densities
+    (weighted), from the final pass's sketch (``sparkgmm.sketch``); keys are floats again after a JSON round trip."""
 
     logLikelihood: float
     logLikelihoodHistory: tuple[float, ...]
@@ -60,6 +62,11 @@ class GaussianMixtureSummary:
     dtype: str = "float64"
     numSkippedRows: int = 0
     resumedFromPass: int = 0
+    logDensityQuantiles: dict[float, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        quantiles = {float(level): float(value) for level, value in (self.logDensityQuantiles or {}).items()}
+        object.__setattr__(self, "logDensityQuantiles", dict(sorted(quantiles.items())))
 
     @property
     def bic(self) -> float:
@@ -75,13 +82,29 @@ class GaussianMixtureSummary:
 
 
 
-class GaussianMixtureModel(Model, GaussianMixtureParams):
-    """A fitted mixture: ``transform`` adds the prediction, probability (Vector) and log-density columns."""
+def _checked_quantiles(quantiles: Any) -> dict[float, float] | None:
+    if quantiles is None:
+        return None
+    try:
+        checked = {float(level): float(value) for level, value in dict(quantiles).items()}
+    except (TypeError, ValueError):
+        raise InputError(f"logDensityQuantiles must map levels to log-densities; got {quantiles!r}") from None
+    if not all(0.0 <= level <= 1.0 and not math.isnan(value) for level, value in checked.items()):
+        raise InputError(f"logDensityQuantiles must have levels in [0, 1] and numbers as values; got {checked!r}")
+    return checked
 
-    def __init__(self, mixture: Mixture, summary: GaussianMixtureSummary | None = None):
+
+class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable["GaussianMixtureModel"]):
+    """A fitted mixture: ``transform`` adds the prediction, probability (Vector) and log-density columns.
+    ``logDensityQuantiles`` ({level: log-density}) are quantiles of the training rows' log-densities, when the fit
+    measured them. ``write().save(uri)`` / ``load(uri)`` (any Hadoop URI) keep all of it, summary included."""
+
+    def __init__(self, mixture: Mixture, summary: GaussianMixtureSummary | None = None,
+                 logDensityQuantiles: dict[float, float] | None = None):
         super().__init__()
         self.mixture = mixture
         self._summary = summary
+        self._log_density_quantiles = _checked_quantiles(logDensityQuantiles)
 
     @property
     def weights(self) -> np.ndarray:
@@ -94,6 +117,10 @@ class GaussianMixtureModel(Model, GaussianMixtureParams):
     @property
     def covariances(self) -> np.ndarray:
         return self.mixture.covariances
+
+    @property
+    def logDensityQuantiles(self) -> dict[float, float] | None:
+        return None if self._log_density_quantiles is None else dict(self._log_density_quantiles)
 
     @property
     def hasSummary(self) -> bool:
@@ -112,41 +139,69 @@ class GaussianMixtureModel(Model, GaussianMixtureParams):
             raise InputError(f"the model has {self.mixture.n_features} features but {len(input_cols)} columns "
                              f"were named: {', '.join(input_cols)}")
 
+    def check_output_cols(self, dataset: DataFrame) -> None:
+        """``transform`` adds its columns and never replaces one, as MLlib's models do."""
+        outlier = (self.outlierCol,) if self.getOutlierQuantile() is not None else ()
+        for param in (self.predictionCol, self.probabilityCol, self.logDensityCol, *outlier):
+            name = self.getOrDefault(param)
+            if name in dataset.columns:
+                raise InputError(f"output column {name!r} already exists in the DataFrame: drop or rename it, or set "
+                                 f"{param.name} to another name")
+
+    def outlier_threshold(self, level: float) -> float:
+        """The log-density below which a row is an outlier at quantile ``level`` of the training rows' log-densities
+        (``sparkgmm.sketch.threshold_at``)."""
+        if not self._log_density_quantiles:
+            raise InputError(
+                "this model holds no training log-density quantiles (it was built from a Mixture or saved by an older "
+                "sparkgmm), so it cannot flag outliers: refit it, or leave outlierQuantile / --outlier-quantile unset")
+        return threshold_at(self._log_density_quantiles, level)
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self.check_input_cols()
+        self.check_output_cols(dataset)
+        level = self._validated()["outlierQuantile"]
+        outliers = {} if level is None else {
+            "outlier_col": self.getOutlierCol(), "outlier_threshold": self.outlier_threshold(level)}
         features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         return score_dataframe(
-            dataset, features, self.mixture, self.getPredictionCol(), self.getProbabilityCol(), self.getLogDensityCol()
+            dataset, features, self.mixture, self.getPredictionCol(), self.getProbabilityCol(), self.getLogDensityCol(),
+            **outliers,
         )
 
-    def save(self, path: str, overwrite: bool = False) -> None:
-        """A model directory on the driver's file system: the mixture, the params and the summary as JSON."""
-        params = {
-            param.name: value
-            for param, value in self.extractParamMap().items()
-            if param.name not in ("initialModel",)
-        }
-        extra = {_SPARK_PARAMS_FILE: params}
-        if self._summary is not None:
-            extra[_SUMMARY_FILE] = self._summary.to_dict()
-        write_model_dir(path, self.mixture, overwrite, extra)
+    def write(self) -> DirectoryWriter:
+        """A pyspark.ml ``MLWriter``: ``write().overwrite().save(uri)`` for any Hadoop URI, under Spark Connect too."""
+        return model_writer(self)
 
     @classmethod
-    def load(cls, path: str) -> "GaussianMixtureModel":
-        mixture = load_mixture(path)
-        root = Path(path)
+    def read(cls) -> ModelReader:
+        return ModelReader(cls)
+
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """``write().save(path)``, or ``write().overwrite().save(path)`` with ``overwrite``."""
+        writer = self.write()
+        (writer.overwrite() if overwrite else writer).save(path)
+
+    def _saved(self) -> SavedModel:
+        return SavedModel(
+            self.mixture, None if self._summary is None else self._summary.to_dict(), self._log_density_quantiles,
+            json_params(self._paramMap), json_params(self._defaultParamMap), class_name(self), self.uid,
+        )
+
+    @classmethod
+    def _from_saved(cls, saved: SavedModel, where: str) -> "GaussianMixtureModel":
         summary = None
-        if (root / _SUMMARY_FILE).exists():
-            document = read_json(root / _SUMMARY_FILE, "model summary")
+        if saved.summary is not None:
             fields = GaussianMixtureSummary.__dataclass_fields__
-            summary = GaussianMixtureSummary(**{
-                name: tuple(value) if isinstance(value, list) else value
-                for name, value in document.items() if name in fields
-            })
-        model = cls(mixture, summary)
-        if (root / _SPARK_PARAMS_FILE).exists():
-            params = read_json(root / _SPARK_PARAMS_FILE, "model params")
-            model._set(**{name: value for name, value in params.items() if model.hasParam(name)})
+            try:
+                summary = GaussianMixtureSummary(**{
+                    name: tuple(value) if isinstance(value, list) else value
+                    for name, value in saved.summary.items() if name in fields
+                })
+            except TypeError as e:
+                raise ModelFormatError(f"model summary in {where!r} is damaged: {e}") from None
+        model = cls(saved.mixture, summary, saved.log_density_quantiles)
+        apply_params(model, saved.uid, saved.params, saved.default_params, where)
         return model
 
     def __repr__(self) -> str:
