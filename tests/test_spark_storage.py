@@ -12,8 +12,9 @@ from conftest import make_mixture
 from test_em import overlapping_data_and_start
 from test_spark_fit import frame, persisted_rdd_count
 from sparkgmm import GaussianMixture, Mixture
-from sparkgmm.passes import EStep
+from sparkgmm.passes import EStep, pack_block, run_local_pass
 from sparkgmm.spark.blocks import FeatureBlocks
+from sparkgmm.spark.frames import FrameBlocks, merge_levels
 
 pytestmark = pytest.mark.spark
 
@@ -103,6 +104,67 @@ def test_a_skewed_input_is_dealt_out_so_that_every_task_reads_its_share(spark, s
     with FeatureBlocks(balanced, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
                        block_storage=storage) as blocks:
         assert not blocks.rebalanced  # nothing to gain: converted once
+
+
+def test_the_dataframe_engine_gives_the_rdd_engines_model(spark):
+    X, _ = make_mixture("full", n_components=3, n_features=3, seed=7).sample(1200, seed=8)
+    df = frame(spark, X, 3)
+    params = dict(k=3, maxIter=4, tol=0.0, seed=2)  # k-means|| first: samples, rounds and Lloyd passes too
+    rdd = GaussianMixture(**params).fit(df)
+    frames = GaussianMixture(**params, engine="dataframe").fit(df)
+    np.testing.assert_allclose(frames.weights, rdd.weights, rtol=1e-9)
+    np.testing.assert_allclose(frames.means, rdd.means, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(frames.covariances, rdd.covariances, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(frames.summary.logLikelihoodHistory, rdd.summary.logLikelihoodHistory, rtol=1e-12)
+    assert frames.summary.numPasses == rdd.summary.numPasses and frames.summary.blockBytes == rdd.summary.blockBytes
+    assert block_files(spark) == [] and persisted_rdd_count(spark) == 0
+
+
+def skewed_frame(spark, X):
+    """Three input partitions of 900, 50 and 50 rows: two tasks would read ~950 and 50 rows."""
+    parts = [X[:900].tolist(), X[900:950].tolist(), X[950:].tolist()]
+    rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])
+    return spark.createDataFrame(rows, "features array<double>")
+
+
+def test_the_dataframe_engine_balances_rewrites_lost_files_and_cleans_up(spark):
+    X, start = overlapping_data_and_start("diag", n=1000)
+    request = [EStep(start, count_hard=True)]
+    (expected,) = run_local_pass([pack_block(X, None)], 3, request)
+    with FrameBlocks(skewed_frame(spark, X), F.col("features"), None, StorageLevel.MEMORY_ONLY,
+                     block_bytes=512) as blocks:
+        assert blocks.rebalanced and blocks.n_tasks == 2
+        rows = blocks.task_rows()
+        assert len(rows) == 2 and sum(rows) == 1000 and max(rows) == blocks.largest_task_rows <= 1.25 * 500
+        (before,) = blocks.run_pass(request, "E-step")
+        written = block_files(spark)
+        assert written
+        for path in written:
+            os.remove(path)
+        (after,) = blocks.run_pass(request, "E-step after the files were lost")
+        assert block_files(spark) and not set(block_files(spark)) & set(written)
+    assert block_files(spark) == [] and persisted_rdd_count(spark) == 0
+    for stats in (before, after):
+        np.testing.assert_allclose(stats.second, expected.second, rtol=1e-10)
+        np.testing.assert_allclose(stats.log_likelihood, expected.log_likelihood, rtol=1e-12)
+        np.testing.assert_array_equal(stats.hard_counts, expected.hard_counts)
+
+
+def test_the_dataframe_engine_deals_out_one_partition_and_merges_many_answers_in_levels(spark):
+    X, start = overlapping_data_and_start("full", n=1000)
+    request = [EStep(start, count_hard=True)]
+    (expected,) = run_local_pass([pack_block(X, None)], 3, request)
+    with FrameBlocks(frame(spark, X, 1), F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=1024,
+                     block_storage="spark-cache") as blocks:
+        assert blocks.rebalanced  # one input partition: its blocks were dealt over both cores
+        assert sorted(blocks.task_rows()) == [496, 504]  # 23 blocks of 42 rows and one of 34, dealt round-robin
+    with FrameBlocks(frame(spark, X, 8), F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=1024,
+                     block_storage="spark-cache") as blocks:
+        blocks._parallelism = lambda: 8  # as if 8 cores: 8 tasks, merged by 2 tasks of a shuffle level first
+        assert blocks.n_tasks == 8 and merge_levels(8, blocks.aggregation_depth) == [2]
+        (stats,) = blocks.run_pass(request, "E-step over 8 tasks")
+    np.testing.assert_allclose(stats.second, expected.second, rtol=1e-10)
+    np.testing.assert_array_equal(stats.hard_counts, expected.hard_counts)
 
 
 def test_dtype_and_block_storage_are_checked(spark):

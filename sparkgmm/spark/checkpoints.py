@@ -2,6 +2,9 @@
 ``FileSystem`` (a local directory directly, which is faster): ``DIR/checkpoint-<passes>/`` holds ``state.json`` and
 ``arrays.npz`` (``sparkgmm.checkpoint``).
 
+A Spark Connect client has no JVM, so no ``FileSystem``: under Connect the directory must be local to the client, which
+writes it directly (``connect_local_dir``).
+
 A checkpoint is written to a hidden temporary directory beside the others and renamed into place; only then are the
 older ones deleted, so an interruption at any moment leaves at least one whole checkpoint. A store that renames by
 copying (S3A) could leave a partial newest one: reading tries the newest first and falls back to older ones.
@@ -20,14 +23,17 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 from pyspark.sql import SparkSession
 
 from ..candidates import FitSpec, RestartRun
 from ..checkpoint import CheckpointError, check, encode, restore
+from ..errors import InputError
 from ..mixture import Mixture
 from .outputs import _HadoopPaths
+from .session import is_connect
 
 logger = logging.getLogger("sparkgmm")
 
@@ -49,6 +55,16 @@ def fit_key(input_description: dict[str, Any], specs: Sequence[FitSpec], dtype: 
     return {"input": input_description, "dtype": dtype, "fits": fits}
 
 
+def connect_local_dir(uri: str) -> Path:
+    """The client-side directory a checkpointDir names under Spark Connect: a path or a ``file:`` URI; any other
+    file system is refused (the client cannot reach Hadoop's, and the server's local disk is not the client's)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "" or (parsed.scheme == "file" and parsed.netloc in ("", "localhost")):
+        return Path(parsed.path if parsed.scheme else uri).absolute()
+    raise InputError(f"checkpointDir={uri!r}: under Spark Connect the checkpoints are written by the client, which "
+                     "reaches no Hadoop file system; give a directory on the client's disk (a path or a file: URI)")
+
+
 def _mixture_digest(mixture: Mixture) -> str:
     digest = hashlib.sha256(mixture.covariance_type.encode())
     for array in (mixture.weights, mixture.means, mixture.covariances):
@@ -62,6 +78,10 @@ class CheckpointStore:
 
     def __init__(self, spark: SparkSession, uri: str):
         self.uri = uri
+        if is_connect(spark):
+            self._paths = None
+            self._local = connect_local_dir(uri)
+            return
         self._paths = _HadoopPaths(spark, uri)
         self._local = Path(self._paths.local_path()) if self._paths.is_local else None
 
@@ -83,6 +103,9 @@ class CheckpointStore:
 
     def _child(self, name: str):
         return self._paths._Path(self._paths.path, name)
+
+    def _where(self, name: str) -> str:
+        return self._child(name).toString() if self._paths is not None else str(self._local / name)
 
     def _publish(self, local: Path, name: str) -> None:
         """Move the local directory ``local`` in as ``name``: under a temporary name first, then renamed."""
@@ -118,7 +141,7 @@ class CheckpointStore:
         passes it had made (0, and ``runs`` untouched, when there is none)."""
         problems = []
         for _, name in self._saved():
-            where = f"checkpoint {self._child(name).toString()}"
+            where = f"checkpoint {self._where(name)}"
             try:
                 document, arrays = self._read(name, where)
             except CheckpointError as e:

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Sequence
 from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.param import Param
+from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 
 from ..config import DEFAULT_BLOCK_STORAGE
@@ -19,16 +20,19 @@ from ..errors import InputError
 from ..init import DEFAULT_INIT_MODE
 from ..mixture import Mixture
 from .blocks import FeatureBlocks, features_column
+from .frames import FrameBlocks
 from .checkpoints import CheckpointStore, fit_key
 from .model import GaussianMixtureModel, GaussianMixtureSummary
 from .params import GaussianMixtureParams
+from .session import is_connect
+from .readwrite import DirectoryWriter, EstimatorReader, estimator_writer
 
 __all__ = ["GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary", "fit_on_blocks"]
 
 logger = logging.getLogger("sparkgmm")
 
 
-class GaussianMixture(Estimator, GaussianMixtureParams):
+class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["GaussianMixture"]):
     """Gaussian mixture fitted by EM over persisted NumPy blocks, for the covariance types full, tied, diag and
     spherical. Params as ``pyspark.ml.clustering.GaussianMixture`` where they mean the same; ``tol`` applies to
     the change of the *mean* per-sample log-likelihood, as in scikit-learn."""
@@ -42,7 +46,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
         blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
-        keepCheckpoint: bool = False,
+        keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
+        engine: str = "auto",
     ):
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -56,7 +61,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
         blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
-        keepCheckpoint: bool = False,
+        keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
+        engine: str = "auto",
     ) -> "GaussianMixture":
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
@@ -118,6 +124,18 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
     def setKeepCheckpoint(self, value: bool) -> "GaussianMixture":
         return self._set(keepCheckpoint=value)
 
+    def setEngine(self, value: str) -> "GaussianMixture":
+        return self._set(engine=value)
+
+    def write(self) -> DirectoryWriter:
+        """A pyspark.ml ``MLWriter`` (any Hadoop URI, under Spark Connect too): the params as DefaultParams metadata,
+        and the initialModel, if set, as a model directory inside."""
+        return estimator_writer(self)
+
+    @classmethod
+    def read(cls) -> EstimatorReader:
+        return EstimatorReader(cls)
+
     def _fit(self, dataset: DataFrame) -> GaussianMixtureModel:
         self._validated()
         with self._feature_blocks(dataset) as blocks:
@@ -142,7 +160,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         return (
             tuple(input_cols) if input_cols else None, None if input_cols else self.getFeaturesCol(),
             self._weight_col(), self.getStorageLevel(), self.getDtype(), self.getBlockStorage(),
-            self.getCheckpointDir(), self.getKeepCheckpoint(),
+            self.getCheckpointDir(), self.getKeepCheckpoint(), self.getEngine(),
         )
 
     def _features_description(self) -> str:
@@ -152,8 +170,15 @@ class GaussianMixture(Estimator, GaussianMixtureParams):
         """Convert and cache ``dataset``'s features."""
         features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         storage_level = getattr(StorageLevel, self.getStorageLevel())
-        return FeatureBlocks(dataset, features, self._weight_col(), storage_level, self.getAggregationDepth(),
-                             dtype=self.getDtype(), block_storage=self.getBlockStorage())
+        engine = self.getEngine()
+        if engine == "auto":  # the RDD engine where there is a SparkContext: it is faster there
+            engine = "dataframe" if is_connect(dataset.sparkSession) else "rdd"
+        elif engine == "rdd" and is_connect(dataset.sparkSession):
+            raise InputError("engine='rdd' needs a SparkContext, which a Spark Connect session does not have; use "
+                             "engine='auto' or 'dataframe'")
+        engine_class = FrameBlocks if engine == "dataframe" else FeatureBlocks
+        return engine_class(dataset, features, self._weight_col(), storage_level, self.getAggregationDepth(),
+                            dtype=self.getDtype(), block_storage=self.getBlockStorage())
 
     def _seed(self) -> int:
         return self.getSeed() & 0xFFFFFFFFFFFFFFFF
@@ -244,8 +269,8 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
                        estimators[0]._features_description(),
                        f" or a bad weight in {estimators[0]._weight_col()!r}" if estimators[0]._weight_col() else "")
     logger.info(
-        "fitting %d model(s), %d candidate(s) side by side, to %d rows x %d features in %d partitions",
-        len(specs), restarts, blocks.n_rows, blocks.n_features, blocks.loop_rdd.getNumPartitions(),
+        "fitting %d model(s), %d candidate(s) side by side, to %d rows x %d features in %d partitions (%s engine)",
+        len(specs), restarts, blocks.n_rows, blocks.n_features, blocks.n_tasks, blocks.engine,
     )
     runs = restart_runs(specs)
     checkpoint_dir = estimators[0].getCheckpointDir()
@@ -265,7 +290,8 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
         if not estimators[0].getKeepCheckpoint():
             store.remove()
     return [
-        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks, resumed)))
+        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks, resumed),
+                                                   logDensityQuantiles=outcome.best.log_density_quantiles))
         for estimator, outcome in zip(estimators, outcomes)
     ]
 
@@ -299,6 +325,7 @@ def _summary(outcome: FitOutcome, blocks: FeatureBlocks, resumed: int) -> Gaussi
         numReseeds=result.n_reseeds,
         numExtrapolations=result.n_extrapolations,
         numRejectedSteps=result.n_rejected,
+        logDensityQuantiles=result.log_density_quantiles,
         bestRestart=outcome.best_index,
         restarts=tuple(
             {"logLikelihood": r.result.log_likelihood, "numIter": r.result.n_iter, "converged": r.result.converged,

@@ -26,10 +26,15 @@ from ..gaussian import COVARIANCE_TYPES
 from ..init import DEFAULT_INIT_MODE, INIT_MODES
 from ..mixture import Mixture
 from ..passes import BLOCK_DTYPES
+from ..sketch import OUTLIER_LEVEL_RULE, is_outlier_level
 
 # pyspark's HasSeed defaults to hash(class name), which Python randomises per process: fix it so that an unseeded
 # fit is reproducible from run to run.
 _DEFAULT_SEED = zlib.crc32(b"sparkgmm.GaussianMixture")
+# How a fit runs its passes: "rdd" (FeatureBlocks: broadcast and treeReduce, needs a SparkContext), "dataframe"
+# (FrameBlocks: DataFrame operations only, as a Spark Connect client must), "auto" (rdd when the session has a
+# SparkContext, where it is faster; else dataframe).
+ENGINES = ("auto", "rdd", "dataframe")
 
 
 def _to_mixture(value: Any) -> Mixture:
@@ -119,9 +124,24 @@ class GaussianMixtureParams(
         "input and settings that finds a checkpoint there resumes from it",
         TypeConverters.toString,
     )
+    engine: Param[str] = Param(
+        Params._dummy(), "engine",
+        f"how the fit runs its passes: one of {', '.join(ENGINES)} ('auto': rdd in a classic session, dataframe "
+        "under Spark Connect)", TypeConverters.toString,
+    )
     keepCheckpoint: Param[bool] = Param(
         Params._dummy(), "keepCheckpoint", "keep the last checkpoint when the fit ends (default: remove it)",
         TypeConverters.toBoolean,
+    )
+    outlierQuantile: Param[float] = Param(
+        Params._dummy(), "outlierQuantile",
+        "when set, transform adds outlierCol, true for rows whose log-density is below this quantile of the training "
+        "log-densities (a level in (0, 0.5]; levels between those the model stores are interpolated)",
+        TypeConverters.toFloat,
+    )
+    outlierCol: Param[str] = Param(
+        Params._dummy(), "outlierCol", "output column flagging outliers (with outlierQuantile)",
+        TypeConverters.toString,
     )
 
     def __init__(self, *args: Any):
@@ -132,6 +152,8 @@ class GaussianMixtureParams(
             dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity",
             seed=_DEFAULT_SEED, handleInvalid="error", keepCheckpoint=False,
         )
+        self._setDefault(outlierCol="isOutlier")
+        self._setDefault(engine="auto")
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
@@ -178,6 +200,15 @@ class GaussianMixtureParams(
     def getKeepCheckpoint(self) -> bool:
         return self.getOrDefault(self.keepCheckpoint)
 
+    def getEngine(self) -> str:
+        return self.getOrDefault(self.engine)
+
+    def getOutlierQuantile(self) -> float | None:
+        return self.getOrDefault(self.outlierQuantile) if self.isDefined(self.outlierQuantile) else None
+
+    def getOutlierCol(self) -> str:
+        return self.getOrDefault(self.outlierCol)
+
     # Setters for the columns: the estimator and the model both have them.
     def setFeaturesCol(self, value: str):
         return self._set(featuresCol=value)
@@ -193,6 +224,16 @@ class GaussianMixtureParams(
 
     def setLogDensityCol(self, value: str):
         return self._set(logDensityCol=value)
+
+    def setOutlierQuantile(self, value: float | None):
+        """A level in (0, 0.5] adds ``outlierCol`` on transform; None removes it."""
+        if value is None:
+            self.clear(self.outlierQuantile)
+            return self
+        return self._set(outlierQuantile=value)
+
+    def setOutlierCol(self, value: str):
+        return self._set(outlierCol=value)
 
     def _input_cols(self) -> list[str] | None:
         return self.getInputCols() if self.isDefined(self.inputCols) else None
@@ -223,6 +264,10 @@ class GaussianMixtureParams(
             "handleInvalid": (self.getHandleInvalid(), lambda v: v in HANDLE_INVALID,
                               f"must be one of {', '.join(HANDLE_INVALID)}"),
             "checkpointDir": (self.getCheckpointDir(), lambda v: v is None or bool(v.strip()), "must not be empty"),
+            "engine": (self.getEngine(), lambda v: v in ENGINES, f"must be one of {', '.join(ENGINES)}"),
+            "outlierQuantile": (self.getOutlierQuantile(), lambda v: v is None or is_outlier_level(v),
+                                OUTLIER_LEVEL_RULE),
+            "outlierCol": (self.getOutlierCol(), lambda v: bool(v.strip()), "must not be empty"),
         }
         for name, (value, ok, rule) in checks.items():
             if not ok(value):

@@ -1,14 +1,17 @@
 """SparkSessions: ``local_session`` for local runs (examples, tests, benchmarks) that stay on this machine and this
-interpreter, and ``job_session`` for the command-line jobs, under spark-submit or not."""
+interpreter, ``job_session`` for the command-line jobs, under spark-submit or not, and what the library asks of any
+session, classic or Spark Connect (``is_connect``, ``spark_context``, ``default_parallelism``)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 logger = logging.getLogger("sparkgmm")
 
@@ -97,3 +100,36 @@ def job_session(master: str | None, app_name: str, conf: dict[str, str]) -> Spar
         else:
             builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session: a client with no SparkContext and no JVM of its own (its class lives in
+    ``pyspark.sql.connect``, which is not imported here: it needs the ``pyspark[connect]`` extras)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def spark_context(spark: SparkSession) -> SparkContext | None:
+    """The session's SparkContext, or None under Spark Connect."""
+    return None if is_connect(spark) else spark.sparkContext
+
+
+_SPLITS = re.compile(r"\bRange \(0, 1, step=1, splits=(\d+)\)")
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """The cores the session's executors offer now: ``defaultParallelism`` of its SparkContext.
+
+    A Connect client has no SparkContext to ask. ``spark.range`` without a number of partitions is split into
+    ``spark.sql.leafNodeDefaultParallelism`` pieces, which defaults to the SparkContext's ``defaultParallelism``, and
+    the physical plan names that number (``Range (0, 1, step=1, splits=N)``): explaining it is one planning request
+    to the server (~10-20 ms once warm) that runs no job. Should the plan's text ever say something else, the
+    partitions of the same range are counted by a small job instead."""
+    sc = spark_context(spark)
+    if sc is not None:
+        return max(1, sc.defaultParallelism)
+    probe = spark.range(0, 1)
+    match = _SPLITS.search(probe._explain_string(mode="simple"))
+    if match is not None:
+        return max(1, int(match.group(1)))
+    rows = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).agg(F.max("p")).collect()
+    return max(1, rows[0][0] + 1)
