@@ -1,4 +1,5 @@
-"""The command line: ``python -m sparkgmm {fit,predict,select} [flags]`` and the spark-submit entry points in jobs/.
+"""The command line: ``python -m sparkgmm {fit,predict,select} [flags]`` and the spark-submit entry points in jobs/;
+``python -m sparkgmm report`` (``run_report``, no Spark).
 
 Exit codes: 0 success; 2 invalid flags, config or input (``sparkgmm.errors.InputError``, a missing or existing path,
 Spark's analysis errors, or input files Spark cannot read, recognised by ``sparkgmm.spark.failures``: one line on
@@ -23,7 +24,7 @@ from urllib.parse import urlparse
 
 from .config import JOB_CONFIGS, ConfigError, flag_name, job_fields, load_job_config, value_kind
 from .errors import InputError
-from .persistence import load_mixture
+from .persistence import read_model_dir
 from .spark.failures import input_error_from
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -32,6 +33,10 @@ DESCRIPTIONS = {
     "predict": "Score a Parquet input with a saved model: prediction, probability and log_density per row.",
     "select": "Fit every k (and covariance type) of a range; write candidates.json/.csv and the best model.",
 }
+REPORT = "report"  # not a Spark job: its own parser (run_report)
+REPORT_DESCRIPTION = ("Write one self-contained HTML page about a fit or select output: summary, convergence, BIC/AIC "
+                      "against k, cluster sizes, a sample on the mixture's principal plane. No Spark; needs matplotlib "
+                      "(pip install 'sparkgmm[report]').")
 # Exit 2: what the caller passed in cannot be used. Any other exception, a bare ValueError included, is exit 1.
 _INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError)
 _SPARK_INPUT_ERRORS = ("AnalysisException", "IllegalArgumentException", "ParseException")
@@ -92,7 +97,7 @@ def check_local_paths(command: str, config: Any) -> None:
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{flag_name(name)} {uri} does not exist")
         if path is not None and name != "input":
-            load_mixture(path)  # a damaged model directory fails here with ModelFormatError
+            read_model_dir(path)  # a damaged model directory (either format version) fails here: ModelFormatError
     output = _local_path(config.output)
     if output is not None and output.exists() and not config.overwrite:
         raise FileExistsError(f"output {config.output} already exists; pass --overwrite to replace it")
@@ -148,15 +153,62 @@ def run(command: str, argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return int(text)
+
+
+def run_report(argv: Sequence[str]) -> int:
+    """``python -m sparkgmm report DIR --output FILE``: an HTML page about a fit or select output. No Spark; exit
+    codes and error lines as the jobs'."""
+    from . import report
+
+    prog = "sparkgmm report"
+    parser = _Parser(prog=prog, description=REPORT_DESCRIPTION, allow_abbrev=False)
+    parser.add_argument("directory", metavar="MODEL_OR_SELECT_DIR",
+                        help="a fit output, a select output (the report adds BIC/AIC against k) or a model directory")
+    parser.add_argument("--output", required=True, metavar="FILE", help="the HTML file to write (one file, images "
+                        "embedded)")
+    parser.add_argument("--input", metavar="PATH", help="a local Parquet file or directory (the fit's input, say) to "
+                        "draw the sample on the figures from (default: draw it from the model)")
+    parser.add_argument("--features", metavar="COLS", help="the feature columns of --input, comma-separated, or one "
+                        "Vector/array column (default: those the fit used)")
+    parser.add_argument("--sample-rows", type=_positive_int, default=report.SAMPLE_ROWS, metavar="N",
+                        help=f"rows on the figures, at most (default: {report.SAMPLE_ROWS})")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sample (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    try:
+        args = parser.parse_args(list(argv))
+        _configure_logging()
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
+        features = tuple(name.strip() for name in args.features.split(",") if name.strip()) if args.features else ()
+        report.write_report(args.directory, args.output, input_path=args.input, features=features,
+                            sample_rows=args.sample_rows, seed=args.seed, overwrite=args.overwrite)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except _INPUT_ERRORS as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as e:
+        logger.exception("%s failed", prog)
+        print(f"{prog}: failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    commands = (*DESCRIPTIONS, REPORT)
+    if argv and argv[0] == REPORT:
+        return run_report(argv[1:])
     if not argv or argv[0] not in DESCRIPTIONS:
         if argv and argv[0] in ("-h", "--help"):
-            print(f"usage: python -m sparkgmm {{{','.join(DESCRIPTIONS)}}} [flags]; "
+            print(f"usage: python -m sparkgmm {{{','.join(commands)}}} [flags]; "
                   "python -m sparkgmm COMMAND --help for the flags")
             return EXIT_OK
         given = repr(argv[0]) if argv else "nothing"
-        print(f"sparkgmm: error: the command must be one of {', '.join(DESCRIPTIONS)}; got {given}", file=sys.stderr)
+        print(f"sparkgmm: error: the command must be one of {', '.join(commands)}; got {given}", file=sys.stderr)
         return EXIT_INVALID
     try:
         return run(argv[0], argv[1:])
