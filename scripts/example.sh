@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The jobs end to end on example data, in local mode, through spark-submit as a scheduler would run them:
 # generate data/example.parquet, package sparkgmm for --py-files, then fit, predict and select with conf/*.toml,
-# writing under out/. Runs in WORKDIR (default: the checkout). Needs scripts/setup.sh first.
+# writing under out/, and an HTML report of the selection. Runs in WORKDIR (default: the checkout). Needs
+# scripts/setup.sh first.
 #   bash scripts/example.sh [WORKDIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +19,8 @@ submit() {
 submit "$root/jobs/fit_gmm.py" --config "$root/conf/fit.toml" --overwrite
 submit "$root/jobs/predict_gmm.py" --config "$root/conf/predict.toml" --overwrite
 submit "$root/jobs/select_k_gmm.py" --config "$root/conf/select.toml" --k-range 2:6 --overwrite
+# a page to look at: the selection, its best model and a sample of the input (no Spark)
+"$py" -m sparkgmm report out/example-selection --input data/example.parquet --output out/example-report.html --overwrite
 
 "$py" - <<'PY'
 import json
@@ -37,4 +40,5 @@ selection = json.load(open("out/example-selection/candidates.json"))
 best = selection["best"]
 print(f"select: best of {len(selection['candidates'])} candidates by {selection['criterion']}: "
       f"k={best['k']} {best['covariance_type']} (the data were drawn from 4 diagonal components)")
+print("report: out/example-report.html")
 PY

@@ -21,6 +21,8 @@ def test_example_runs_every_job_through_spark_submit(tmp_path):
     assert "select: best of 10 candidates by bic: k=4 diag" in result.stdout
     for output in ("example-model", "example-predictions", "example-selection"):
         assert (tmp_path / "out" / output / "_SUCCESS").exists()
+    page = (tmp_path / "out" / "example-report.html").read_text()
+    assert "k=4 diag" in page and page.count("data:image/png;base64,") >= 4  # every figure, embedded
     fitted, truth = Mixture.load(tmp_path / "out" / "example-model"), Mixture.load(tmp_path / "data" / "example.parquet.truth")
     for mean in truth.means:
         assert np.min(np.linalg.norm(fitted.means - mean, axis=1)) < 0.05
