@@ -29,7 +29,7 @@ from .packing import (  # noqa: F401 (some are imported from here by other modul
     selected_features,
 )
 from .storage import (
-    MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, MISSING_LOCAL_FILE, Description, Stored, answer_partition, check_storage,
+    MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, MISSING_LOCAL_FILE, Description, Stored, StoredBlocks, answer_partition,
     describe_partition, merge_answers, remove_local_files, write_local_file,
 )
 
@@ -51,7 +51,7 @@ def _answer_partition(broadcast, n_features: int, stored) -> Iterator[list]:
     yield answer_partition(broadcast.value, n_features, stored)
 
 
-class FeatureBlocks:
+class FeatureBlocks(StoredBlocks):
     """The training data as NumPy blocks stored once, with what the conversion pass learned about them.
 
     ``block_storage`` says where the blocks live between passes: ``"local-files"`` writes each partition's blocks to
@@ -80,15 +80,9 @@ class FeatureBlocks:
         dtype: str = "float64",
         block_storage: str = DEFAULT_BLOCK_STORAGE,
     ):
-        check_storage(dtype, block_storage)
         started = time.perf_counter()
-        self.spark = df.sparkSession
+        super().__init__(df.sparkSession, storage_level, aggregation_depth, dtype, block_storage)
         self._sc = self.spark.sparkContext
-        self.aggregation_depth = aggregation_depth
-        self.dtype = dtype
-        self.block_storage = block_storage
-        self._storage_level = storage_level
-        self._store_id = uuid.uuid4().hex
         has_weight = bool(weight_col)
         selected = selected_features(df, features, weight_col)
         # Each input partition costs the conversion two Python evaluations (~0.1 s) and every pass one more file to
@@ -108,7 +102,6 @@ class FeatureBlocks:
         dealt = self._blocks.getNumPartitions() < self._parallelism()
         if dealt:
             self._blocks = self._dealt(self._blocks)
-        self.rebalanced = False
         described = self._store("sparkgmm: convert features to blocks")
         parallelism = self._parallelism()
         skewed = described.largest_task > MAX_TASK_SKEW * described.rows / parallelism
@@ -117,18 +110,7 @@ class FeatureBlocks:
             self._blocks = self._dealt(self._blocks)
             self.rebalanced = True
             described = self._store("sparkgmm: convert features to blocks, balanced by rows")
-        self.seconds = time.perf_counter() - started
-        self.n_rows = described.rows
-        self.weight_sum = described.weight_sum
-        self.invalid_rows = described.invalid
-        self.ragged_rows = described.ragged
-        self.block_bytes = described.bytes
-        self.fingerprint = described.fingerprint
-        self.largest_task_rows = described.largest_task
-        dims = sorted(described.dims)
-        self.n_features = dims[0] if len(dims) == 1 else -1
-        if len(dims) > 1:  # each partition was consistent, but they disagree with each other
-            self.ragged_rows = max(self.ragged_rows, 1)
+        self._described(described, time.perf_counter() - started)
 
     def _parallelism(self) -> int:
         return max(1, self._sc.defaultParallelism)
@@ -215,9 +197,3 @@ class FeatureBlocks:
             except Exception as error:  # best effort: a stopped context has nothing left to clean
                 logger.warning("could not remove sparkgmm's local block files: %s", error)
         self._sc.setJobDescription(None)
-
-    def __enter__(self) -> "FeatureBlocks":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.unpersist()

@@ -32,8 +32,8 @@ from .progress import track
 from .packing import BLOCK_BYTES, PACKED_SCHEMA, block_of, pack_blocks, pack_partition, selected_features
 from .session import default_parallelism, spark_context
 from .storage import (
-    MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, MISSING_LOCAL_FILE, Description, Stored, answer_partition,
-    check_storage, describe_partition, merge_answers, remove_local_files, write_local_file,
+    MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, MISSING_LOCAL_FILE, Description, Stored, StoredBlocks,
+    answer_partition, describe_partition, merge_answers, remove_local_files, write_local_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def merge_levels(tasks: int, depth: int) -> list[int]:
     return levels
 
 
-class FrameBlocks:
+class FrameBlocks(StoredBlocks):
     """The training data as NumPy blocks stored once, like ``blocks.FeatureBlocks`` (same attributes, ``run_pass``,
     ``task_rows``, ``unpersist``), with DataFrame operations only.
 
@@ -162,14 +162,8 @@ class FrameBlocks:
         dtype: str = "float64",
         block_storage: str = DEFAULT_BLOCK_STORAGE,
     ):
-        check_storage(dtype, block_storage)
         started = time.perf_counter()
-        self.spark = df.sparkSession
-        self.aggregation_depth = aggregation_depth
-        self.dtype = dtype
-        self.block_storage = block_storage
-        self._storage_level = storage_level
-        self._store_id = uuid.uuid4().hex
+        super().__init__(df.sparkSession, storage_level, aggregation_depth, dtype, block_storage)
         self._has_weight = bool(weight_col)
         self.stored: DataFrame | None = None
         self._stored_partitions: int | None = None  # known when fewer than the cores
@@ -186,18 +180,7 @@ class FrameBlocks:
         if self.rebalanced:
             self.unpersist()
             described, tasks = self._store(parallelism, "sparkgmm: convert features to blocks, balanced by rows")
-        self.seconds = time.perf_counter() - started
-        self.n_rows = described.rows
-        self.weight_sum = described.weight_sum
-        self.invalid_rows = described.invalid
-        self.ragged_rows = described.ragged
-        self.block_bytes = described.bytes
-        self.fingerprint = described.fingerprint
-        self.largest_task_rows = described.largest_task
-        dims = sorted(described.dims)
-        self.n_features = dims[0] if len(dims) == 1 else -1
-        if len(dims) > 1:  # each partition was consistent, but they disagree with each other
-            self.ragged_rows = max(self.ragged_rows, 1)
+        self._described(described, time.perf_counter() - started)
 
     def _parallelism(self) -> int:
         return default_parallelism(self.spark)
@@ -321,12 +304,6 @@ class FrameBlocks:
                     ).collect()
             except Exception as error:  # best effort: a stopped session has nothing left to clean
                 logger.warning("could not remove sparkgmm's local block files: %s", error)
-
-    def __enter__(self) -> "FrameBlocks":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.unpersist()
 
 
 def _remove_task(store: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -22,15 +22,11 @@ from typing import Callable, Iterator
 from pyspark.sql import SparkSession
 
 from ..errors import InputError, OutputExistsError
+from .session import is_connect
 
 SUCCESS_MARKER = "_SUCCESS"
 JOB_OVERWRITE = "pass --overwrite"
 _NO_FILE_SYSTEM = re.compile(r'No FileSystem for scheme "?(?P<scheme>[^"\s]*)"?')
-
-
-def is_connect(spark) -> bool:
-    """True for a Spark Connect session (no SparkContext, no JVM in this process)."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 @contextlib.contextmanager

@@ -199,3 +199,44 @@ def merge_answers(a: list, b: list) -> list:
 MAX_TASK_SKEW = 1.25
 # At most this many stored partitions per core: enough for a pass to follow cores that join later.
 MAX_PARTITIONS_PER_CORE = 4
+
+
+class StoredBlocks:
+    """What both engines' stored blocks (``blocks.FeatureBlocks``, ``frames.FrameBlocks``) share: their settings,
+    what the conversion pass learned about them, and their release when a ``with`` block ends."""
+
+    engine = ""
+
+    def __init__(self, spark, storage_level, aggregation_depth: int, dtype: str, block_storage: str):
+        check_storage(dtype, block_storage)
+        self.spark = spark
+        self.aggregation_depth = aggregation_depth
+        self.dtype = dtype
+        self.block_storage = block_storage
+        self._storage_level = storage_level
+        self._store_id = uuid.uuid4().hex
+        self.rebalanced = False
+
+    def _described(self, described: Description, seconds: float) -> None:
+        """Keep what the conversion pass found: rows, weights, dropped rows, features, bytes, fingerprint."""
+        self.seconds = seconds
+        self.n_rows = described.rows
+        self.weight_sum = described.weight_sum
+        self.invalid_rows = described.invalid
+        self.ragged_rows = described.ragged
+        self.block_bytes = described.bytes
+        self.fingerprint = described.fingerprint
+        self.largest_task_rows = described.largest_task
+        dims = sorted(described.dims)
+        self.n_features = dims[0] if len(dims) == 1 else -1
+        if len(dims) > 1:  # each partition was consistent, but they disagree with each other
+            self.ragged_rows = max(self.ragged_rows, 1)
+
+    def unpersist(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unpersist()
