@@ -150,10 +150,8 @@ class GaussianMixtureParams(
             k=2, maxIter=100, tol=1e-3, covarianceType="full", regCovar=1e-6, initMode=DEFAULT_INIT_MODE,
             initSteps=2, nInit=1, acceleration=DEFAULT_ACCELERATION, storageLevel="MEMORY_AND_DISK_DESER",
             dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity",
-            seed=_DEFAULT_SEED, handleInvalid="error", keepCheckpoint=False,
+            seed=_DEFAULT_SEED, handleInvalid="error", keepCheckpoint=False, outlierCol="isOutlier", engine="auto",
         )
-        self._setDefault(outlierCol="isOutlier")
-        self._setDefault(engine="auto")
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
