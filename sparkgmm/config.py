@@ -33,6 +33,12 @@ HANDLE_INVALID = ("error", "skip")
 # The columns the predict job adds to its output; and the one it adds with --outlier-quantile.
 PREDICTION_COLUMNS = ("prediction", "probability", "log_density")
 OUTLIER_COLUMN = "is_outlier"
+# The files of the fit and select jobs' outputs (beside the model directory's own), named once for the jobs and the
+# report.
+METRICS_FILE = "metrics.json"
+CANDIDATES_JSON = "candidates.json"
+CANDIDATES_CSV = "candidates.csv"
+BEST_MODEL_DIR = "best"
 
 
 class ConfigError(InputError):

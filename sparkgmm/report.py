@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
+from .config import BEST_MODEL_DIR, CANDIDATES_JSON, METRICS_FILE
 from .errors import InputError, OutputExistsError
 from .mixture import Mixture, information_criteria
 from .persistence import read_model_dir
@@ -33,10 +34,6 @@ from .report_sample import Sample, model_sample, parquet_sample
 logger = logging.getLogger("sparkgmm.report")
 
 SAMPLE_ROWS = 2000
-# The files of a job's output (sparkgmm.spark.jobs writes them; that module imports pyspark, so the names are here too).
-METRICS_FILE = "metrics.json"
-CANDIDATES_JSON = "candidates.json"
-BEST_MODEL_DIR = "best"
 _MAX_LISTED_FEATURES = 20
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; padding: 0 1em; }

@@ -22,7 +22,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import __version__
-from ..config import OUTLIER_COLUMN, PREDICTION_COLUMNS, FitConfig, PredictConfig, SelectConfig
+from ..config import (
+    BEST_MODEL_DIR, CANDIDATES_CSV, CANDIDATES_JSON, METRICS_FILE, OUTLIER_COLUMN, PREDICTION_COLUMNS, FitConfig,
+    PredictConfig, SelectConfig,
+)
 from ..errors import InputError
 from .blocks import NUMERIC_TYPES, features_column
 from .checkpoints import CheckpointStore
@@ -36,10 +39,6 @@ from .session import job_session
 
 logger = logging.getLogger("sparkgmm.jobs")
 
-METRICS_FILE = "metrics.json"
-CANDIDATES_JSON = "candidates.json"
-CANDIDATES_CSV = "candidates.csv"
-BEST_MODEL_DIR = "best"
 
 
 @dataclass(frozen=True)
