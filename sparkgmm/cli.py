@@ -18,13 +18,11 @@ import sys
 import threading
 import time
 from dataclasses import MISSING
-from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlparse
 
 from .config import JOB_CONFIGS, ConfigError, flag_name, job_fields, load_job_config, value_kind
 from .errors import InputError
-from .persistence import read_model_dir
+from .persistence import local_path_of, read_model_dir
 from .spark.failures import input_error_from
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -81,24 +79,16 @@ def parse(command: str, argv: Sequence[str]) -> Any:
     return load_job_config(command, namespace, config_file, master)
 
 
-def _local_path(uri: str) -> Path | None:
-    """The local path of ``uri`` when it names one (no scheme, or file:), else None."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme else uri)
-    return None
-
-
 def check_local_paths(command: str, config: Any) -> None:
     """Refuse, before Spark starts, local inputs that do not exist and local outputs that do."""
     for name in ("input", "model", "initial_model"):
         uri = getattr(config, name, None)
-        path = _local_path(uri) if uri and not _GLOB.search(uri) else None  # Spark expands globs itself
+        path = local_path_of(uri) if uri and not _GLOB.search(uri) else None  # Spark expands globs itself
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{flag_name(name)} {uri} does not exist")
         if path is not None and name != "input":
             read_model_dir(path)  # a damaged model directory (either format version) fails here: ModelFormatError
-    output = _local_path(config.output)
+    output = local_path_of(config.output)
     if output is not None and output.exists() and not config.overwrite:
         raise FileExistsError(f"output {config.output} already exists; pass --overwrite to replace it")
 

@@ -34,6 +34,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -285,18 +286,28 @@ def decode_legacy(files: dict[str, bytes], root: str) -> SavedModel:
 
 # --- this machine's file system, no Spark ----------------------------------------------------------------------------
 
-def local_path(path: str | os.PathLike, what: str, with_spark: str) -> Path:
-    """``path`` as a local path: a path, or a ``file:`` URI. A URI of any other scheme is an ``InputError`` naming
-    ``what`` it is and how to do it ``with_spark`` instead: never a local directory of that name by accident."""
-    if not isinstance(path, str):
-        return Path(path)
-    match = _SCHEME.match(path)
+def local_path_of(uri: str | os.PathLike) -> Path | None:
+    """The path on this machine that ``uri`` names: a path, or a ``file:`` URI (of no host, or localhost); None for
+    a URI of any other file system (``hdfs://``, ``s3a://``, ...)."""
+    if not isinstance(uri, str):
+        return Path(uri)
+    match = _SCHEME.match(uri)
     if match is None:
-        return Path(path)
-    if match["scheme"].lower() == "file":
-        return Path(re.sub(r"^file:(//[^/]*)?", "", path, flags=re.IGNORECASE) or "/")
-    raise InputError(f"{what} {path!r} is a {match['scheme']}:// URI, and without Spark only this machine's files "
-                     f"are read and written: {with_spark}")
+        return Path(uri)
+    parsed = urlparse(uri)
+    if match["scheme"].lower() != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(parsed.path or "/")
+
+
+def local_path(path: str | os.PathLike, what: str, with_spark: str) -> Path:
+    """``path`` as a local path (``local_path_of``). A URI of any other file system is an ``InputError`` naming
+    ``what`` it is and how to do it ``with_spark`` instead: never a local directory of that name by accident."""
+    local = local_path_of(path)
+    if local is None:
+        raise InputError(f"{what} {path!r} is a URI of another file system than this machine's, and without Spark "
+                         f"only this machine's files are read and written: {with_spark}")
+    return local
 
 
 def _part_files(directory: Path) -> list[Path]:

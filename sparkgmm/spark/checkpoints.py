@@ -23,7 +23,6 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -32,6 +31,7 @@ from ..candidates import FitSpec, RestartRun
 from ..checkpoint import CheckpointError, check, encode, restore
 from ..errors import InputError
 from ..mixture import Mixture
+from ..persistence import local_path_of
 from .outputs import _HadoopPaths
 from .session import is_connect
 
@@ -58,9 +58,9 @@ def fit_key(input_description: dict[str, Any], specs: Sequence[FitSpec], dtype: 
 def connect_local_dir(uri: str) -> Path:
     """The client-side directory a checkpointDir names under Spark Connect: a path or a ``file:`` URI; any other
     file system is refused (the client cannot reach Hadoop's, and the server's local disk is not the client's)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "" or (parsed.scheme == "file" and parsed.netloc in ("", "localhost")):
-        return Path(parsed.path if parsed.scheme else uri).absolute()
+    local = local_path_of(uri)
+    if local is not None:
+        return local.absolute()
     raise InputError(f"checkpointDir={uri!r}: under Spark Connect the checkpoints are written by the client, which "
                      "reaches no Hadoop file system; give a directory on the client's disk (a path or a file: URI)")
 

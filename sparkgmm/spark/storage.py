@@ -5,6 +5,7 @@ task's answers to the requests of a pass. Nothing here knows of RDDs or DataFram
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -201,7 +202,7 @@ MAX_TASK_SKEW = 1.25
 MAX_PARTITIONS_PER_CORE = 4
 
 
-class StoredBlocks:
+class StoredBlocks(abc.ABC):
     """What both engines' stored blocks (``blocks.FeatureBlocks``, ``frames.FrameBlocks``) share: their settings,
     what the conversion pass learned about them, and their release when a ``with`` block ends."""
 
@@ -232,8 +233,9 @@ class StoredBlocks:
         if len(dims) > 1:  # each partition was consistent, but they disagree with each other
             self.ragged_rows = max(self.ragged_rows, 1)
 
+    @abc.abstractmethod
     def unpersist(self) -> None:
-        raise NotImplementedError
+        """Release the stored blocks (each engine its own way)."""
 
     def __enter__(self):
         return self
