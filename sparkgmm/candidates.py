@@ -12,9 +12,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Generator, Sequence
 
+import numpy as np
+
 from .em import EMResult, EMSettings, EMState, PassRunner, em_candidate, run_side_by_side
-from .init import initialise
+from .errors import InputError
+from .init import SAMPLE_INIT_MODE, initialise
 from .mixture import Mixture
+from .sampling import DEFAULT_SAMPLE_ROWS
+from .search import DEFAULT_SAMPLE_RESTARTS, SearchOutcome, SearchSpec, search_sample
 
 
 @dataclass(frozen=True)
@@ -30,10 +35,21 @@ class FitSpec:
     init_steps: int = 2
     initial: Mixture | None = None
     label: str = ""
+    sample_restarts: int = DEFAULT_SAMPLE_RESTARTS
+    sample_rows: int = DEFAULT_SAMPLE_ROWS
 
     @property
     def restarts(self) -> int:
         return 1 if self.initial is not None else self.n_init
+
+    @property
+    def searches_sample(self) -> bool:
+        """Whether the fit's starts come from a search on the sample (``sparkgmm.search``)."""
+        return self.initial is None and self.init_mode == SAMPLE_INIT_MODE
+
+    def search_spec(self) -> SearchSpec:
+        return SearchSpec(self.n_components, self.covariance_type, self.settings.reg_covar,
+                          self.settings.max_reseeds, self.seed, self.sample_restarts, self.n_init)
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ class FitOutcome:
     best_index: int
     passes: int
     seconds: float
+    search: SearchOutcome | None = None
 
     @property
     def best(self) -> EMResult:
@@ -63,7 +80,8 @@ class RestartRun:
     between passes and be rebuilt from that (``sparkgmm.checkpoint``). Its ``phase`` is ``"init"`` while the
     initialisation runs (a resumed run starts it again: it is a few passes, drawn from the same seeds), ``"em"`` once
     EM runs (``initial``, ``init_passes`` and the ``EMState`` ``state`` say all of it), and ``"done"`` with its
-    ``restart`` and the pass count at which it finished."""
+    ``restart`` and the pass count at which it finished. A run of a fit that searches the sample takes its start
+    from ``search`` (``search_starts``) and makes no initialisation pass."""
 
     def __init__(self, spec: FitSpec, fit: int, index: int):
         self.spec = spec
@@ -75,6 +93,7 @@ class RestartRun:
         self.state: EMState | None = None
         self.restart: Restart | None = None
         self.finished_passes: int | None = None
+        self.search: SearchOutcome | None = None
 
     @property
     def label(self) -> str:
@@ -94,7 +113,11 @@ class RestartRun:
             yield  # a generator all the same
         if self.phase == "init":
             initial = spec.initial
-            if initial is None:
+            if spec.searches_sample:
+                if self.search is None:
+                    raise RuntimeError("a sample-search fit ran before search_starts gave it its start")
+                initial = self.search.starts[self.index % len(self.search.starts)]
+            elif initial is None:
                 start = initialise(spec.n_components, spec.covariance_type, spec.settings.reg_covar, spec.init_mode,
                                    (spec.seed, self.index), spec.init_steps)
                 try:
@@ -116,14 +139,39 @@ def restart_runs(specs: Sequence[FitSpec]) -> list[RestartRun]:
     return [RestartRun(spec, i, r) for i, spec in enumerate(specs) for r in range(spec.restarts)]
 
 
+def search_starts(runs: Sequence[RestartRun], sample: np.ndarray | None) -> None:
+    """Search the sample for the starts of every fit whose runs still need one (``FitSpec.searches_sample``), all
+    such fits side by side; a run resumed from a checkpoint already has its start and is left alone. ``sample`` is
+    in key order (``sampling.RowSample.ordered``)."""
+    waiting: dict[int, list[RestartRun]] = {}
+    for run in runs:
+        if run.phase == "init" and run.spec.searches_sample:
+            waiting.setdefault(run.fit, []).append(run)
+    if not waiting:
+        return
+    if sample is None or not sample.shape[0]:
+        raise InputError("initMode='sample' needs the sample the conversion keeps, and there is none (sampleRows=0?)")
+    by_size: dict[int, list[int]] = {}  # fits searched on the same prefix of the sample go side by side
+    for fit, fit_runs in waiting.items():
+        by_size.setdefault(fit_runs[0].spec.sample_rows, []).append(fit)
+    for rows, fits in by_size.items():
+        outcomes = search_sample(sample[:rows], [waiting[fit][0].spec.search_spec() for fit in fits])
+        for fit, outcome in zip(fits, outcomes):
+            for run in waiting[fit]:
+                run.search = outcome
+
+
 def fit_side_by_side(specs: Sequence[FitSpec], run_pass: PassRunner, runs: Sequence[RestartRun] | None = None,
-                     after_pass: Callable[[int], None] | None = None, passes: int = 0) -> list[FitOutcome]:
+                     after_pass: Callable[[int], None] | None = None, passes: int = 0,
+                     sample: np.ndarray | None = None) -> list[FitOutcome]:
     """Run every restart of every fit side by side: one pass per step serves all that are still running.
 
     ``runs`` (from ``restart_runs``, possibly resumed from a checkpoint) default to new ones; ``after_pass`` and
-    ``passes`` go to ``run_side_by_side``."""
+    ``passes`` go to ``run_side_by_side``. Fits that search the sample for their starts do so first, on ``sample``
+    (``search_starts``)."""
     started = time.perf_counter()
     runs = list(runs) if runs is not None else restart_runs(specs)
+    search_starts(runs, sample)
 
     def passed(count: int) -> None:
         for run in runs:
@@ -139,5 +187,5 @@ def fit_side_by_side(specs: Sequence[FitSpec], run_pass: PassRunner, runs: Seque
         restarts = tuple(f.value for f, _ in mine)
         best = max(range(len(restarts)), key=lambda r: (restarts[r].result.log_likelihood, -r))
         done_at = max(run.finished_passes for _, run in mine)
-        outcomes.append(FitOutcome(restarts, best, done_at, max(f.at for f, _ in mine) - started))
+        outcomes.append(FitOutcome(restarts, best, done_at, max(f.at for f, _ in mine) - started, mine[0][1].search))
     return outcomes

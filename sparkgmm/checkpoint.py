@@ -20,6 +20,7 @@ from .candidates import Restart, RestartRun
 from .em import EMResult, EMState
 from .errors import InputError
 from .mixture import Mixture
+from .search import SearchOutcome
 
 FORMAT = "sparkgmm.checkpoint"
 FORMAT_VERSION = 1
@@ -95,6 +96,11 @@ def _encode_run(run: RestartRun, arrays: dict[str, np.ndarray]) -> dict[str, Any
         return {"phase": "init"}
     entry: dict[str, Any] = {"phase": run.phase, "initial": _put_mixture(run.initial, arrays),
                              "init_passes": run.init_passes}
+    if run.search is not None:  # what the sample search found: a resumed fit does not search again
+        search = run.search
+        entry["search"] = {"log_likelihood": _put_array(np.asarray([search.log_likelihood]), arrays),
+                           "restarts": search.restarts, "sample_rows": search.sample_rows, "passes": search.passes,
+                           "seconds": _put_array(np.asarray([search.seconds]), arrays)}
     if run.phase == "em":
         entry["state"] = _encode_state(run.state, arrays)
     else:
@@ -109,6 +115,11 @@ def _restore_run(run: RestartRun, entry: dict[str, Any], arrays: dict[str, np.nd
         return
     initial = _get_mixture(entry["initial"], arrays)
     init_passes = int(entry["init_passes"])
+    search = entry.get("search")
+    if search is not None:
+        run.search = SearchOutcome((initial,), float(_get_array(search["log_likelihood"], arrays)[0]),
+                                   int(search["restarts"]), int(search["sample_rows"]), int(search["passes"]),
+                                   float(_get_array(search["seconds"], arrays)[0]))
     if phase == "em":
         run.resume_em(initial, init_passes, _decode_state(entry["state"], arrays))
     elif phase == "done":

@@ -18,8 +18,10 @@ from typing import Any, Callable
 
 from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
-from .em import ACCELERATIONS, DEFAULT_ACCELERATION
+from .em import ACCELERATIONS, DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS
 from .init import DEFAULT_INIT_MODE, INIT_MODES
+from .sampling import DEFAULT_SAMPLE_ROWS
+from .search import DEFAULT_SAMPLE_RESTARTS
 from .passes import BLOCK_DTYPES
 from .sketch import OUTLIER_LEVEL_RULE, is_outlier_level
 
@@ -134,7 +136,14 @@ class _FitOptions:
     seed: int | None = _option(None, None, "seed of every random draw; default: a fixed seed")
     init: str = _option(DEFAULT_INIT_MODE, _one_of(INIT_MODES), f"initialisation: {', '.join(INIT_MODES)}")
     init_steps: int = _option(2, _at_least(1), "k-means|| oversampling rounds, one pass over the data each")
-    n_init: int = _option(1, _at_least(1), "restarts, run side by side in shared passes; the best log-likelihood wins")
+    n_init: int = _option(1, _at_least(1), "restarts on the full data, run side by side in shared passes; the best "
+                          "log-likelihood wins (with --init sample: from the best distinct optima of the search)")
+    sample_rows: int = _option(DEFAULT_SAMPLE_ROWS, _at_least(1), "rows the conversion keeps as a weighted sample for "
+                               "--init sample (the driver holds about 2 x this x features doubles)")
+    sample_restarts: int = _option(DEFAULT_SAMPLE_RESTARTS, _at_least(1),
+                                   "k-means++ and EM restarts per fit on the sample, in memory (--init sample)")
+    max_reseeds: int = _option(DEFAULT_MAX_RESEEDS, _at_least(0), "re-seeds of collapsed components per EM run at "
+                               "most; 0: never")
     acceleration: str = _option(DEFAULT_ACCELERATION, _one_of(ACCELERATIONS),
                                 f"EM acceleration: {', '.join(ACCELERATIONS)}")
     aggregation_depth: int = _option(2, _at_least(1), "depth of the tree-reduce of per-partition statistics")

@@ -1,7 +1,8 @@
 """Initial parameters: k-means|| over all rows in a few passes, or the modes that work on a bounded sample of rows
-drawn to the driver. Pure NumPy: never imports pyspark.
+drawn to the driver. Pure NumPy: never imports pyspark. The default, ``sample``, is not started here: its starts
+come from a search on the sample the conversion keeps (``sparkgmm.search``), and this module's k-means++ starts it.
 
-``k-means||`` (the default; Bahmani et al., VLDB 2012) draws a first centre with probability proportional to the row
+``k-means||`` (Bahmani et al., VLDB 2012) draws a first centre with probability proportional to the row
 weight, then in each of ``init_steps`` passes draws every row with probability ``min(1, l w d^2 / cost)``
 (oversampling ``l = 2k``; the draw is settled on the driver from a bounded set, see ``passes.Oversampled``). One more
 pass weighs each drawn candidate by the row weight nearest to it; weighted k-means++ and Lloyd on the driver reduce
@@ -10,7 +11,7 @@ hard assignment gives the initial weights, means and covariances (plus ``reg_cov
 drawn.
 
 The sample modes pick ``k`` centres from the sample: ``random_from_data`` uniformly, ``k-means++`` by D^2 sampling, and
-``k-means`` (the default, as scikit-learn's) refines the k-means++ centres with Lloyd iterations on the sample. Every
+``k-means`` (as scikit-learn's default) refines the k-means++ centres with Lloyd iterations on the sample. Every
 sample row then goes to its nearest centre and one M-step on those hard assignments gives the initial parameters:
 weights are the shares of the sample, means the centroids, covariances the within-group scatter plus ``reg_covar``.
 Their sample is drawn in one pass, with probability proportional to the row weight and bounded in total
@@ -30,8 +31,11 @@ from .mixture import Mixture
 from .passes import HardAssignment, NearestCentre, OversampleRound, WeightedSample, pack_block
 from .stats import m_step
 
-INIT_MODES = ("k-means||", "k-means", "k-means++", "random_from_data")
-DEFAULT_INIT_MODE = "k-means||"
+# "sample": the search on the sample the conversion keeps (``sparkgmm.search``); the others are started here.
+SAMPLE_INIT_MODE = "sample"
+INIT_MODES = (SAMPLE_INIT_MODE, "k-means||", "k-means", "k-means++", "random_from_data")
+DEFAULT_INIT_MODE = SAMPLE_INIT_MODE
+_SAMPLE_MODES = ("k-means", "k-means++", "random_from_data")  # started from a sample drawn in one pass
 LLOYD_MAX_ITER = 100
 # Distributed Lloyd passes after k-means||, at most; they stop early once no centre moves by more than
 # LLOYD_SHIFT_TOL times the root mean squared distance of the rows to their centres. Measured on seven data sets
@@ -107,9 +111,8 @@ def initial_mixture(
     seed: int | tuple[int, ...],
 ) -> Mixture:
     """Initial parameters from ``sample`` (n, d) with ``n >= n_components`` by a sample mode."""
-    if init_mode not in INIT_MODES or init_mode == "k-means||":
-        modes = ", ".join(mode for mode in INIT_MODES if mode != "k-means||")
-        raise InputError(f"initMode for a sample must be one of {modes}; got {init_mode!r}")
+    if init_mode not in _SAMPLE_MODES:
+        raise InputError(f"initMode for a sample must be one of {', '.join(_SAMPLE_MODES)}; got {init_mode!r}")
     rng = np.random.default_rng(seed)
     n, d = sample.shape
     if init_mode in ("k-means", "k-means++"):

@@ -30,7 +30,7 @@ from .packing import (  # noqa: F401 (some are imported from here by other modul
 )
 from .storage import (
     MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, MISSING_LOCAL_FILE, Description, Stored, StoredBlocks, answer_partition,
-    describe_partition, merge_answers, remove_local_files, write_local_file,
+    describe_depth, describe_partition, merge_answers, remove_local_files, write_local_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,12 @@ class FeatureBlocks(StoredBlocks):
         block_bytes: int | None = None,
         dtype: str = "float64",
         block_storage: str = DEFAULT_BLOCK_STORAGE,
+        sample_rows: int = 0,
+        sample_seed: tuple[int, ...] = (),
     ):
         started = time.perf_counter()
-        super().__init__(df.sparkSession, storage_level, aggregation_depth, dtype, block_storage)
+        super().__init__(df.sparkSession, storage_level, aggregation_depth, dtype, block_storage, sample_rows,
+                         sample_seed)
         self._sc = self.spark.sparkContext
         has_weight = bool(weight_col)
         selected = selected_features(df, features, weight_col)
@@ -131,8 +134,9 @@ class FeatureBlocks(StoredBlocks):
         self._sc.setJobDescription(description)
         try:
             with track(self.spark, description) as progress:
-                described = self.loop_rdd.mapPartitions(describe_partition).treeReduce(
-                    Description.merge, depth=self.aggregation_depth
+                loop = self.loop_rdd
+                described = loop.mapPartitions(self._describe_task()).treeReduce(
+                    Description.merge, depth=describe_depth(loop.getNumPartitions(), self.aggregation_depth)
                 )
                 progress.set_rows(described.rows)
             return described

@@ -15,13 +15,16 @@ from pyspark.sql import DataFrame
 
 from ..config import DEFAULT_BLOCK_STORAGE
 from ..candidates import FitOutcome, FitSpec, fit_side_by_side, restart_runs
-from ..em import DEFAULT_ACCELERATION, EMSettings
+from ..em import DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS, EMSettings
 from ..errors import InputError
-from ..init import DEFAULT_INIT_MODE
+from ..init import DEFAULT_INIT_MODE, SAMPLE_INIT_MODE
+from ..sampling import DEFAULT_SAMPLE_ROWS, SAMPLE_STREAM
+from ..search import DEFAULT_SAMPLE_RESTARTS
 from ..mixture import Mixture
 from .blocks import FeatureBlocks, features_column
 from .frames import FrameBlocks
 from .checkpoints import CheckpointStore, fit_key
+from .storage import StoredBlocks
 from .model import GaussianMixtureModel, GaussianMixtureSummary
 from .params import GaussianMixtureParams
 from .session import is_connect
@@ -47,7 +50,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
         blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
         keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
-        engine: str = "auto",
+        engine: str = "auto", sampleRows: int = DEFAULT_SAMPLE_ROWS, sampleRestarts: int = DEFAULT_SAMPLE_RESTARTS,
+        maxReseeds: int = DEFAULT_MAX_RESEEDS,
     ):
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -62,7 +66,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
         blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
         keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
-        engine: str = "auto",
+        engine: str = "auto", sampleRows: int = DEFAULT_SAMPLE_ROWS, sampleRestarts: int = DEFAULT_SAMPLE_RESTARTS,
+        maxReseeds: int = DEFAULT_MAX_RESEEDS,
     ) -> "GaussianMixture":
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
@@ -96,6 +101,15 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
 
     def setNInit(self, value: int) -> "GaussianMixture":
         return self._set(nInit=value)
+
+    def setSampleRows(self, value: int) -> "GaussianMixture":
+        return self._set(sampleRows=value)
+
+    def setSampleRestarts(self, value: int) -> "GaussianMixture":
+        return self._set(sampleRestarts=value)
+
+    def setMaxReseeds(self, value: int) -> "GaussianMixture":
+        return self._set(maxReseeds=value)
 
     def setAcceleration(self, value: str) -> "GaussianMixture":
         return self._set(acceleration=value)
@@ -138,7 +152,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
 
     def _fit(self, dataset: DataFrame) -> GaussianMixtureModel:
         self._validated()
-        with self._feature_blocks(dataset) as blocks:
+        with self._feature_blocks(dataset, [self]) as blocks:
             return fit_on_blocks([self], blocks)[0]
 
     def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]) -> Iterator[tuple[int, GaussianMixtureModel]]:
@@ -166,8 +180,11 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     def _features_description(self) -> str:
         return ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
 
-    def _feature_blocks(self, dataset: DataFrame) -> FeatureBlocks:
-        """Convert and cache ``dataset``'s features."""
+    def _feature_blocks(self, dataset: DataFrame, estimators: Sequence["GaussianMixture"]) -> StoredBlocks:
+        """Convert and cache ``dataset``'s features for ``estimators`` (this one among them). The conversion keeps a
+        sample of the most ``sampleRows`` any of them asks for when one starts by a sample search, drawn with this
+        estimator's seed; each takes a prefix of it of its own size (``sampling.RowSample.ordered``)."""
+        sample_rows = max((e.getSampleRows() for e in estimators if e._searches_sample()), default=0)
         features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         storage_level = getattr(StorageLevel, self.getStorageLevel())
         engine = self.getEngine()
@@ -178,12 +195,16 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
                              "engine='auto' or 'dataframe'")
         engine_class = FrameBlocks if engine == "dataframe" else FeatureBlocks
         return engine_class(dataset, features, self._weight_col(), storage_level, self.getAggregationDepth(),
-                            dtype=self.getDtype(), block_storage=self.getBlockStorage())
+                            dtype=self.getDtype(), block_storage=self.getBlockStorage(), sample_rows=sample_rows,
+                            sample_seed=(self._seed(), SAMPLE_STREAM))
+
+    def _searches_sample(self) -> bool:
+        return self.getInitMode() == SAMPLE_INIT_MODE and self.getInitialModel() is None
 
     def _seed(self) -> int:
         return self.getSeed() & 0xFFFFFFFFFFFFFFFF
 
-    def _spec(self, blocks: FeatureBlocks, label: str = "") -> FitSpec:
+    def _spec(self, blocks: StoredBlocks, label: str = "") -> FitSpec:
         """The fit this estimator asks for, after checking it against the converted data."""
         p = self._validated()
         k, covariance_type = p["k"], p["covarianceType"]
@@ -196,11 +217,11 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
                 f"k={k} and covarianceType={covariance_type!r}"
             )
         self._check_blocks(blocks, k, initial_model)
-        settings = EMSettings(p["maxIter"], p["tol"], p["regCovar"], p["acceleration"])
+        settings = EMSettings(p["maxIter"], p["tol"], p["regCovar"], p["acceleration"], p["maxReseeds"])
         return FitSpec(k, covariance_type, settings, p["initMode"], self._seed(), p["nInit"], p["initSteps"],
-                       initial_model, label)
+                       initial_model, label, p["sampleRestarts"], p["sampleRows"])
 
-    def _check_blocks(self, blocks: FeatureBlocks, k: int, initial_model: Mixture | None) -> None:
+    def _check_blocks(self, blocks: StoredBlocks, k: int, initial_model: Mixture | None) -> None:
         what = self._features_description()
         if blocks.ragged_rows:
             raise InputError(f"features {what}: rows have different lengths; every row needs the same number of features")
@@ -245,7 +266,7 @@ class _SharedBlockFits:
             self._next += 1
             if self._models is None:
                 try:
-                    with self._estimators[0]._feature_blocks(self._dataset) as blocks:
+                    with self._estimators[0]._feature_blocks(self._dataset, self._estimators) as blocks:
                         self._models = fit_on_blocks(self._estimators, blocks)
                 except BaseException:
                     self._next = len(self._estimators)
@@ -253,7 +274,7 @@ class _SharedBlockFits:
             return index, self._models[index]
 
 
-def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) -> list[GaussianMixtureModel]:
+def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -> list[GaussianMixtureModel]:
     """Fit every estimator's model side by side on blocks that are already cached (the caller owns them): one
     pass per step serves every restart of every estimator that is still running. With ``checkpointDir`` (the
     estimators agree on it: it is part of ``_input_key``) the run resumes from the checkpoint it finds there, if that
@@ -273,9 +294,10 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
         len(specs), restarts, blocks.n_rows, blocks.n_features, blocks.n_tasks, blocks.engine,
     )
     runs = restart_runs(specs)
+    sample = blocks.sample
     checkpoint_dir = estimators[0].getCheckpointDir()
     if checkpoint_dir is None:
-        outcomes = fit_side_by_side(specs, blocks.run_pass, runs)
+        outcomes = fit_side_by_side(specs, blocks.run_pass, runs, sample=sample)
         resumed = 0
     else:
         store = CheckpointStore(blocks.spark, checkpoint_dir)
@@ -286,7 +308,7 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
             if any(run.phase != "init" for run in runs):  # a run still initialising would start again anyway
                 store.save(key, runs, passes)
 
-        outcomes = fit_side_by_side(specs, blocks.run_pass, runs, save, resumed)
+        outcomes = fit_side_by_side(specs, blocks.run_pass, runs, save, resumed, sample=sample)
         if not estimators[0].getKeepCheckpoint():
             store.remove()
     return [
@@ -296,15 +318,21 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: FeatureBlocks) 
     ]
 
 
-def _input_description(estimator: GaussianMixture, blocks: FeatureBlocks) -> dict:
+def _input_description(estimator: GaussianMixture, blocks: StoredBlocks) -> dict:
     """The input as a checkpoint records it: the columns read, and the rows' count and order-free fingerprint."""
     return {"features": estimator._input_cols() or estimator.getFeaturesCol(), "weight_col": estimator._weight_col(),
             "rows": blocks.n_rows, "skipped_rows": blocks.invalid_rows, "fingerprint": f"{blocks.fingerprint:016x}"}
 
 
-def _summary(outcome: FitOutcome, blocks: FeatureBlocks, resumed: int) -> GaussianMixtureSummary:
+def _summary(outcome: FitOutcome, blocks: StoredBlocks, resumed: int) -> GaussianMixtureSummary:
     result = outcome.best
+    search = outcome.search
     return GaussianMixtureSummary(
+        sampleRows=0 if search is None else search.sample_rows,
+        sampleRestarts=0 if search is None else search.restarts,
+        samplePasses=0 if search is None else search.passes,
+        sampleSearchSeconds=0.0 if search is None else search.seconds,
+        sampleLogLikelihood=None if search is None else search.log_likelihood,
         logLikelihood=result.log_likelihood,
         logLikelihoodHistory=result.log_likelihood_history,
         iterationSeconds=result.iteration_seconds,

@@ -19,7 +19,7 @@ import math
 import pickle
 import time
 import uuid
-from functools import partial, reduce
+from functools import partial
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
@@ -33,7 +33,7 @@ from .packing import BLOCK_BYTES, PACKED_SCHEMA, block_of, pack_blocks, pack_par
 from .session import default_parallelism, spark_context
 from .storage import (
     MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, MISSING_LOCAL_FILE, Description, Stored, StoredBlocks,
-    answer_partition, describe_partition, merge_answers, remove_local_files, write_local_file,
+    answer_partition, describe_depth, describe_partition, merge_answers, remove_local_files, write_local_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,9 @@ def _written(store: str, elements: Iterator[Stored]) -> Iterator[pa.RecordBatch]
         yield _binary_batch("stored", pickle.dumps(element, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _describe_task(block_storage: str, has_weight: bool, dtype: str,
+def _describe_task(describe: Callable, block_storage: str, has_weight: bool, dtype: str,
                    batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for description in describe_partition(_stored_elements(block_storage, has_weight, dtype, batches)):
+    for description in describe(_stored_elements(block_storage, has_weight, dtype, batches)):
         yield _binary_batch("answer", pickle.dumps(description, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -117,11 +117,11 @@ def tree_merge(items: list, merge: Callable) -> object:
     return items[0]
 
 
-def _merge_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _merge_task(merge: Callable, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body of a merge level: the answers of a group of tasks, merged into one row."""
     answers = [pickle.loads(value) for value in _binary_values(batches)]
     if answers:
-        merged = tree_merge(answers, merge_answers)
+        merged = tree_merge(answers, merge)
         yield _binary_batch("answer", pickle.dumps(merged, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -161,9 +161,12 @@ class FrameBlocks(StoredBlocks):
         block_bytes: int | None = None,
         dtype: str = "float64",
         block_storage: str = DEFAULT_BLOCK_STORAGE,
+        sample_rows: int = 0,
+        sample_seed: tuple[int, ...] = (),
     ):
         started = time.perf_counter()
-        super().__init__(df.sparkSession, storage_level, aggregation_depth, dtype, block_storage)
+        super().__init__(df.sparkSession, storage_level, aggregation_depth, dtype, block_storage, sample_rows,
+                         sample_seed)
         self._has_weight = bool(weight_col)
         self.stored: DataFrame | None = None
         self._stored_partitions: int | None = None  # known when fewer than the cores
@@ -212,15 +215,29 @@ class FrameBlocks(StoredBlocks):
         parallelism = self._parallelism()
         try:
             with track(self.spark, description) as progress:
-                descriptions = self._task_descriptions(description, parallelism)
-                progress.set_rows(sum(d.rows for d in descriptions))
+                described = self._merged(self._loop_frame(parallelism), partial(_describe_task, self._describe_task()),
+                                         Description.merge, description, parallelism)
+                progress.set_rows(described.rows)
         except BaseException as error:
             self.unpersist()
             raise_input_error(error)  # a damaged input file, found by the job that reads its rows
             raise
-        if dealt is not None or len(descriptions) < parallelism:  # else coalesce(parallelism) merged some
-            self._stored_partitions = dealt or len(descriptions)
-        return reduce(Description.merge, descriptions), len(descriptions)
+        if dealt is not None or described.tasks < parallelism:  # else coalesce(parallelism) merged some
+            self._stored_partitions = dealt or described.tasks
+        return described, described.tasks
+
+    def _merged(self, frame: DataFrame, task: Callable, merge: Callable, description: str, tasks: int,
+                depth: int | None = None):
+        """One named job: ``task`` (a mapInArrow body yielding one pickled answer per task) over ``frame``, the
+        answers merged in shuffle levels (``merge_levels``) and then on the client. The description's tree is deep
+        enough that the client gets a few answers whatever the number of tasks (``describe_depth``)."""
+        answers = frame.mapInArrow(partial(task, *self._decoding()), _ANSWER_SCHEMA)
+        depth = describe_depth(tasks, self.aggregation_depth) if depth is None else depth
+        for partitions in merge_levels(tasks, depth):
+            answers = answers.repartition(partitions).mapInArrow(partial(_merge_task, merge), _ANSWER_SCHEMA)
+        with self._named(description):
+            rows = answers.collect()
+        return tree_merge([pickle.loads(row[0]) for row in rows], merge)
 
     def _loop_frame(self, parallelism: int) -> DataFrame:
         """The stored partitions read by one task per core registered now."""
@@ -237,7 +254,8 @@ class FrameBlocks(StoredBlocks):
     def _task_descriptions(self, description: str, parallelism: int | None = None) -> list[Description]:
         frame = self._loop_frame(parallelism or self._parallelism())
         with self._named(description):
-            rows = frame.mapInArrow(partial(_describe_task, *self._decoding()), _ANSWER_SCHEMA).collect()
+            rows = frame.mapInArrow(partial(_describe_task, describe_partition, *self._decoding()),
+                                    _ANSWER_SCHEMA).collect()
         return [pickle.loads(row[0]) for row in rows]
 
     def task_rows(self) -> list[int]:
@@ -259,14 +277,9 @@ class FrameBlocks(StoredBlocks):
 
     def _run_pass(self, requests: Sequence, description: str) -> list:
         parallelism = self._parallelism()
-        task = partial(_answer_task, list(requests), self.n_features, *self._decoding())
-        answers = self._loop_frame(parallelism).mapInArrow(task, _ANSWER_SCHEMA)
-        for partitions in merge_levels(min(parallelism, self._stored_partitions or parallelism),
-                                       self.aggregation_depth):
-            answers = answers.repartition(partitions).mapInArrow(_merge_task, _ANSWER_SCHEMA)
-        with self._named(f"sparkgmm: {description}"), track(self.spark, description, total_rows=self.n_rows):
-            rows = answers.collect()
-        return tree_merge([pickle.loads(row[0]) for row in rows], merge_answers)
+        with track(self.spark, description, total_rows=self.n_rows):
+            return self._merged(self._loop_frame(parallelism), partial(_answer_task, list(requests), self.n_features),
+                                merge_answers, f"sparkgmm: {description}", self.n_tasks, self.aggregation_depth)
 
     @contextlib.contextmanager
     def _named(self, description: str):

@@ -97,6 +97,7 @@ def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> d
     params: dict[str, Any] = dict(
         maxIter=config.max_iter, tol=config.tol, regCovar=config.reg_covar, initMode=config.init,
         initSteps=config.init_steps, nInit=config.n_init, acceleration=config.acceleration,
+        sampleRows=config.sample_rows, sampleRestarts=config.sample_restarts, maxReseeds=config.max_reseeds,
         aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level, dtype=config.dtype,
         blockStorage=config.block_storage, handleInvalid=config.invalid_rows,
     )
@@ -128,6 +129,12 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
         "block_storage": summary.blockStorage,
         "block_bytes": summary.blockBytes,
         "conversion_seconds": summary.conversionSeconds,
+        "full_data_passes": summary.fullDataPasses,
+        "sample_rows": summary.sampleRows,
+        "sample_restarts": summary.sampleRestarts,
+        "sample_passes": summary.samplePasses,
+        "sample_search_seconds": summary.sampleSearchSeconds,
+        "sample_log_likelihood": summary.sampleLogLikelihood,
         "n_skipped_rows": summary.numSkippedRows,
         "resumed_from_pass": summary.resumedFromPass,
         "n_reseeds": summary.numReseeds,

@@ -38,7 +38,13 @@ class GaussianMixtureSummary:
     wall time from the start of the conversion to the end of this fit's last restart, ``conversionSeconds`` the part
     spent converting the input to blocks; ``blockBytes`` is the size of those blocks, held as ``blockStorage`` says
     in ``dtype``. ``logDensityQuantiles`` maps quantile levels to those quantiles of the training rows' log-densities
-    (weighted), from the final pass's sketch (``sparkgmm.sketch``); keys are floats again after a JSON round trip."""
+    (weighted), from the final pass's sketch (``sparkgmm.sketch``); keys are floats again after a JSON round trip.
+
+    With ``initMode="sample"``, ``sampleRows`` rows of the conversion's sample were searched in memory on the driver
+    with ``sampleRestarts`` restarts in ``sampleSearchSeconds`` (passes over the sample: ``samplePasses``; the time and
+    passes are shared by the fits searched side by side), and the best start reached ``sampleLogLikelihood`` (mean
+    per sample row) there; all are 0 (the log-likelihood None) for other starts. ``fullDataPasses`` counts the passes
+    over all the rows after the conversion: ``numPasses - 1``."""
 
     logLikelihood: float
     logLikelihoodHistory: tuple[float, ...]
@@ -63,6 +69,15 @@ class GaussianMixtureSummary:
     numSkippedRows: int = 0
     resumedFromPass: int = 0
     logDensityQuantiles: dict[float, float] = field(default_factory=dict)
+    sampleRows: int = 0
+    sampleRestarts: int = 0
+    samplePasses: int = 0
+    sampleSearchSeconds: float = 0.0
+    sampleLogLikelihood: float | None = None
+
+    @property
+    def fullDataPasses(self) -> int:
+        return max(self.numPasses - 1, 0)
 
     def __post_init__(self) -> None:
         quantiles = {float(level): float(value) for level, value in (self.logDensityQuantiles or {}).items()}

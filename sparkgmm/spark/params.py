@@ -20,12 +20,14 @@ from pyspark.ml.param.shared import (
 )
 
 from ..config import BLOCK_STORAGES, DEFAULT_BLOCK_STORAGE, HANDLE_INVALID, STORAGE_LEVELS
-from ..em import ACCELERATIONS, DEFAULT_ACCELERATION
+from ..em import ACCELERATIONS, DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS
 from ..errors import InputError
 from ..gaussian import COVARIANCE_TYPES
 from ..init import DEFAULT_INIT_MODE, INIT_MODES
 from ..mixture import Mixture
 from ..passes import BLOCK_DTYPES
+from ..sampling import DEFAULT_SAMPLE_ROWS
+from ..search import DEFAULT_SAMPLE_RESTARTS
 from ..sketch import OUTLIER_LEVEL_RULE, is_outlier_level
 
 # pyspark's HasSeed defaults to hash(class name), which Python randomises per process: fix it so that an unseeded
@@ -85,8 +87,24 @@ class GaussianMixtureParams(
         Params._dummy(), "initSteps", "k-means|| oversampling rounds (passes over the data), >= 1",
         TypeConverters.toInt,
     )
+    sampleRows: Param[int] = Param(
+        Params._dummy(), "sampleRows",
+        "rows the conversion keeps as a weighted sample for initMode='sample' (>= 1; at most 2 x sampleRows x "
+        "features doubles reach the driver's memory)", TypeConverters.toInt,
+    )
+    sampleRestarts: Param[int] = Param(
+        Params._dummy(), "sampleRestarts",
+        "k-means++ and EM restarts per fit on the sample, in memory on the driver (initMode='sample'; >= 1)",
+        TypeConverters.toInt,
+    )
+    maxReseeds: Param[int] = Param(
+        Params._dummy(), "maxReseeds",
+        "re-seeds of collapsed components (less than one row's weight, or a covariance regCovar cannot keep valid) "
+        "per EM run at most; 0 = never", TypeConverters.toInt,
+    )
     nInit: Param[int] = Param(
-        Params._dummy(), "nInit", "restarts run side by side in shared passes; the best log-likelihood wins (>= 1)",
+        Params._dummy(), "nInit", "restarts on the full data, run side by side in shared passes; the best log-likelihood wins "
+        "(>= 1; with initMode='sample', from the nInit best distinct optima of the sample search)",
         TypeConverters.toInt,
     )
     acceleration: Param[str] = Param(
@@ -151,6 +169,7 @@ class GaussianMixtureParams(
             initSteps=2, nInit=1, acceleration=DEFAULT_ACCELERATION, storageLevel="MEMORY_AND_DISK_DESER",
             dtype="float64", blockStorage=DEFAULT_BLOCK_STORAGE, aggregationDepth=2, logDensityCol="logDensity",
             seed=_DEFAULT_SEED, handleInvalid="error", keepCheckpoint=False, outlierCol="isOutlier", engine="auto",
+            sampleRows=DEFAULT_SAMPLE_ROWS, sampleRestarts=DEFAULT_SAMPLE_RESTARTS, maxReseeds=DEFAULT_MAX_RESEEDS,
         )
 
     def getK(self) -> int:
@@ -173,6 +192,15 @@ class GaussianMixtureParams(
 
     def getNInit(self) -> int:
         return self.getOrDefault(self.nInit)
+
+    def getSampleRows(self) -> int:
+        return self.getOrDefault(self.sampleRows)
+
+    def getSampleRestarts(self) -> int:
+        return self.getOrDefault(self.sampleRestarts)
+
+    def getMaxReseeds(self) -> int:
+        return self.getOrDefault(self.maxReseeds)
 
     def getAcceleration(self) -> str:
         return self.getOrDefault(self.acceleration)
@@ -252,6 +280,9 @@ class GaussianMixtureParams(
             "initMode": (self.getInitMode(), lambda v: v in INIT_MODES, f"must be one of {', '.join(INIT_MODES)}"),
             "initSteps": (self.getInitSteps(), lambda v: v >= 1, "must be >= 1"),
             "nInit": (self.getNInit(), lambda v: v >= 1, "must be >= 1"),
+            "sampleRows": (self.getSampleRows(), lambda v: v >= 1, "must be >= 1"),
+            "sampleRestarts": (self.getSampleRestarts(), lambda v: v >= 1, "must be >= 1"),
+            "maxReseeds": (self.getMaxReseeds(), lambda v: v >= 0, "must be >= 0 (0: never re-seed)"),
             "acceleration": (self.getAcceleration(), lambda v: v in ACCELERATIONS,
                              f"must be one of {', '.join(ACCELERATIONS)}"),
             "storageLevel": (self.getStorageLevel(), lambda v: v in STORAGE_LEVELS,

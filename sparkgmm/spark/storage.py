@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import os
 import shutil
 import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from ..config import BLOCK_STORAGES
 from ..errors import InputError
 from ..passes import BLOCK_DTYPES, Block, content_fingerprint, merge_fingerprints
+from ..sampling import RowSample, SampleBuilder
 
 
 def check_storage(dtype: str, block_storage: str) -> None:
@@ -146,7 +149,9 @@ def blocks_of(element: Stored) -> Iterator[Block]:
 
 class Description(NamedTuple):
     """What the conversion pass learns about some blocks; ``merge`` is associative. ``largest_task`` is the most
-    rows one task of the pass read; ``fingerprint`` is ``passes.content_fingerprint`` of all the rows."""
+    rows one task of the pass read, ``tasks`` how many tasks read them; ``fingerprint`` is
+    ``passes.content_fingerprint`` of all the rows; ``sample`` the bounded sample of the rows the pass was asked to
+    keep (``sampling.RowSample``), if any."""
 
     rows: int
     weight_sum: float
@@ -157,17 +162,23 @@ class Description(NamedTuple):
     blocks: int
     largest_task: int
     fingerprint: int = 0
+    tasks: int = 0
+    sample: RowSample | None = None
 
     def merge(self, other: "Description") -> "Description":
+        sample = other.sample if self.sample is None else self.sample if other.sample is None else \
+            self.sample.merge(other.sample)
         return Description(self.rows + other.rows, self.weight_sum + other.weight_sum, self.invalid + other.invalid,
                            self.ragged + other.ragged, self.dims | other.dims, self.bytes + other.bytes,
                            self.blocks + other.blocks, max(self.largest_task, other.largest_task),
-                           merge_fingerprints(self.fingerprint, other.fingerprint))
+                           merge_fingerprints(self.fingerprint, other.fingerprint), self.tasks + other.tasks, sample)
 
 
-def describe_partition(stored) -> Iterator[Description]:
-    """Rows, weight sum, invalid and ragged counts, the feature counts and the bytes of one task's blocks."""
-    total = Description(0, 0.0, 0, 0, frozenset(), 0, 0, 0)
+def describe_partition(stored, sample_rows: int = 0, sample_seed: tuple[int, ...] = ()) -> Iterator[Description]:
+    """Rows, weight sum, invalid and ragged counts, the feature counts and the bytes of one task's blocks; with
+    ``sample_rows``, also their sample of that many rows at most (``sampling``), drawn with ``sample_seed``."""
+    total = Description(0, 0.0, 0, 0, frozenset(), 0, 0, 0, tasks=1)
+    sample = SampleBuilder(sample_rows, sample_seed) if sample_rows > 0 else None
     for element in stored:
         total = total.merge(Description(0, 0.0, element.invalid, element.ragged, frozenset(), 0, 0, 0))
         for block in blocks_of(element):
@@ -178,7 +189,18 @@ def describe_partition(stored) -> Iterator[Description]:
             size = block.xt.nbytes + block.hashes.nbytes + (0 if block.w is None else block.w.nbytes)
             total = total.merge(Description(n_block, weight_sum, 0, 0, frozenset([block.xt.shape[0]]), size, 1, 0,
                                             content_fingerprint(block)))
-    yield total._replace(largest_task=total.rows)
+            if sample is not None:
+                sample.add(block)
+    dims = sorted(total.dims)
+    kept = None if sample is None else sample.result(dims[0] if len(dims) == 1 else 0)
+    yield total._replace(largest_task=total.rows, sample=kept)
+
+
+def describe_depth(tasks: int, depth: int) -> int:
+    """The depth of the tree-reduce of a conversion's descriptions: at least ``depth``, and deep enough that the
+    driver receives at most about 4 of them whatever the number of tasks (each can carry a sample of
+    ``sampleRows`` rows)."""
+    return max(depth, math.ceil(math.log2(max(tasks, 2))))
 
 
 def answer_partition(requests: Sequence, n_features: int, stored) -> list:
@@ -208,15 +230,23 @@ class StoredBlocks(abc.ABC):
 
     engine = ""
 
-    def __init__(self, spark, storage_level, aggregation_depth: int, dtype: str, block_storage: str):
+    def __init__(self, spark, storage_level, aggregation_depth: int, dtype: str, block_storage: str,
+                 sample_rows: int = 0, sample_seed: tuple[int, ...] = ()):
         check_storage(dtype, block_storage)
         self.spark = spark
         self.aggregation_depth = aggregation_depth
         self.dtype = dtype
         self.block_storage = block_storage
+        self.sample_rows = sample_rows
+        self.sample_seed = tuple(sample_seed)
         self._storage_level = storage_level
         self._store_id = uuid.uuid4().hex
         self.rebalanced = False
+
+    def _describe_task(self):
+        """What each task of the conversion pass runs over its stored elements: ``describe_partition``, keeping a
+        sample of ``sample_rows`` rows."""
+        return partial(describe_partition, sample_rows=self.sample_rows, sample_seed=self.sample_seed)
 
     def _described(self, described: Description, seconds: float) -> None:
         """Keep what the conversion pass found: rows, weights, dropped rows, features, bytes, fingerprint."""
@@ -230,6 +260,9 @@ class StoredBlocks(abc.ABC):
         self.largest_task_rows = described.largest_task
         dims = sorted(described.dims)
         self.n_features = dims[0] if len(dims) == 1 else -1
+        # The sample's rows, largest key first (a prefix is a smaller sample of the same law); None when not asked.
+        sample = described.sample
+        self.sample = None if sample is None or self.n_features < 1 else sample.ordered()
         if len(dims) > 1:  # each partition was consistent, but they disagree with each other
             self.ragged_rows = max(self.ragged_rows, 1)
 

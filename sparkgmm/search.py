@@ -1,0 +1,136 @@
+"""The search for a start on the sample, in memory on the driver: many restarts of k-means++ and EM with SQUAREM,
+side by side through the same EM coroutine as the full-data fit (``sparkgmm.em``) and a local pass runner over the
+sample. Pure NumPy: never imports pyspark.
+
+The sample (``sparkgmm.sampling``) comes in key order, so any prefix of it is a smaller sample of the same law. The
+search runs in two stages, because restarts are cheap on few rows and the answer needs many:
+
+1. screen: ``restarts`` starts per fit (k-means++ on the first SCREEN_ROWS rows, then one hard-assignment M-step),
+   each followed by EM to SCREEN_TOL on those rows;
+2. polish: the best POLISH_KEPT screened fits (at least ``n_init``, distinct) go on by EM on the whole sample to
+   POLISH_TOL.
+
+The best ``n_init`` polished fits start EM on the full data. Every random draw comes from
+``numpy.random.default_rng((seed, restart, SEARCH_STREAM))``, so a fit's search does not depend on the other fits
+searched beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .em import EMSettings, em_candidate, local_passes, run_side_by_side
+from .errors import InputError
+from .init import initial_mixture
+from .mixture import Mixture
+
+logger = logging.getLogger("sparkgmm")
+
+# Restarts per fit on the sample, by default (sampleRestarts).
+DEFAULT_SAMPLE_RESTARTS = 16
+# Rows of the screening stage (a prefix of the sample) and its EM tolerance and iteration cap.
+SCREEN_ROWS = 1 << 14
+SCREEN_TOL = 1e-4
+SCREEN_MAX_ITER = 200
+# Screened fits polished on the whole sample (at least nInit), and the polish's tolerance and cap.
+POLISH_KEPT = 3
+POLISH_TOL = 1e-6
+POLISH_MAX_ITER = 500
+# Separates the search's random streams from those of the full-data initialisations.
+SEARCH_STREAM = 7
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One fit's search: its components, covariance type, ``reg_covar``, re-seed cap, seed, restarts, and how many
+    starts it needs (``n_init``)."""
+
+    n_components: int
+    covariance_type: str
+    reg_covar: float
+    max_reseeds: int
+    seed: int
+    restarts: int
+    n_init: int = 1
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a fit's search found: ``starts`` (best first, ``n_init`` of them at most), the best mean log-likelihood
+    on the sample, the restarts, the sample's rows, and the passes over the sample and the seconds of the whole
+    search (both shared with the fits searched beside it)."""
+
+    starts: tuple[Mixture, ...]
+    log_likelihood: float
+    restarts: int
+    sample_rows: int
+    passes: int
+    seconds: float
+
+
+def search_sample(sample: np.ndarray, specs: Sequence[SearchSpec]) -> list[SearchOutcome]:
+    """Search every spec's starts on ``sample`` (m, d), largest key first, all specs side by side."""
+    started = time.perf_counter()
+    m = sample.shape[0]
+    for spec in specs:
+        distinct = np.unique(sample, axis=0).shape[0] if m < 10 * spec.n_components else m
+        if distinct < spec.n_components:
+            raise InputError(f"k={spec.n_components} components need at least {spec.n_components} distinct rows of "
+                             f"positive weight; the sample of the data has {distinct}")
+    screen = sample[:SCREEN_ROWS]
+    screened, screen_passes = _em_side_by_side(
+        screen,
+        [(spec, initial_mixture(screen, None, spec.n_components, spec.covariance_type, spec.reg_covar, "k-means++",
+                                (spec.seed, r, SEARCH_STREAM)))
+         for spec in specs for r in range(spec.restarts)],
+        SCREEN_TOL, SCREEN_MAX_ITER,
+    )
+    polish = []
+    position = 0
+    for spec in specs:
+        mine = screened[position:position + spec.restarts]
+        position += spec.restarts
+        polish.append([result.mixture for result in _best_distinct(mine, max(POLISH_KEPT, spec.n_init))])
+    polished, polish_passes = _em_side_by_side(sample, [(spec, start) for spec, starts in zip(specs, polish) for start in starts],
+                                POLISH_TOL, POLISH_MAX_ITER)
+    seconds = time.perf_counter() - started
+    outcomes = []
+    position = 0
+    for spec, starts in zip(specs, polish):
+        mine = polished[position:position + len(starts)]
+        position += len(starts)
+        best = _best_distinct(mine, spec.n_init)
+        outcomes.append(SearchOutcome(tuple(r.mixture for r in best), best[0].log_likelihood, spec.restarts, m,
+                                      screen_passes + polish_passes, seconds))
+        logger.info("sample search: k=%d %s: best mean log-likelihood %.6f on %d sample rows, %d restarts, %.2f s",
+                    spec.n_components, spec.covariance_type, best[0].log_likelihood, m, spec.restarts, seconds)
+    return outcomes
+
+
+def _em_side_by_side(rows: np.ndarray, starts: list[tuple[SearchSpec, Mixture]], tol: float,
+                     max_iter: int) -> tuple[list, int]:
+    """EM with SQUAREM from every start over ``rows``, side by side: the results, and the passes over ``rows``."""
+    run_pass = local_passes(rows)
+    candidates = [em_candidate(start, EMSettings(max_iter, tol, spec.reg_covar, "squarem", spec.max_reseeds))
+                  for spec, start in starts]
+    finished = run_side_by_side(candidates, run_pass)
+    return [f.value for f in finished], max((f.passes for f in finished), default=0)
+
+
+def _best_distinct(results: list, count: int) -> list:
+    """The ``count`` best results by final log-likelihood, skipping any that ended where a better one did."""
+    ordered = sorted(results, key=lambda r: -r.log_likelihood)
+    kept: list = []
+    for result in ordered:
+        if len(kept) == count:
+            break
+        if not any(abs(result.log_likelihood - other.log_likelihood) <= 1e-9 * max(1.0, abs(other.log_likelihood))
+                   for other in kept):
+            kept.append(result)
+    # Fewer distinct optima than asked: repeat the best ones (their full-data runs then agree).
+    return kept + ordered[:count - len(kept)] if len(kept) < count else kept
