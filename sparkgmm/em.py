@@ -149,8 +149,8 @@ class EMState:
         return cls(initial, squarem=Squarem() if settings.acceleration == "squarem" else None)
 
 
-def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
-                 state: EMState | None = None) -> Generator[EStep, SufficientStats, EMResult]:
+def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state: EMState | None = None,
+                 quiet: bool = False) -> Generator[EStep, SufficientStats, EMResult]:
     """EM from ``initial``, one E-step pass per iteration, as a coroutine (see the module's docstring).
 
     As in scikit-learn, the pass of iteration ``t`` measures the log-likelihood of the parameters of iteration
@@ -166,6 +166,9 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
 
     A component that collapses (``collapsed_components``) is re-seeded (``reseed``): at most
     ``settings.max_reseeds`` re-seeds per run, each moving one component.
+
+    ``quiet`` leaves out the per-iteration log lines and the warning of a run that did not converge (the sample
+    search runs many short runs on purpose).
 
     The run keeps all it knows in ``state`` (an ``EMState``, new unless given), updated in place before every pass it
     asks for: a checkpoint of it taken between passes resumes the run exactly (``initial`` is then not used).
@@ -214,8 +217,9 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
         now = time.perf_counter()
         state.seconds.append(now - last)
         last = now
-        logger.info("%siteration %d: log-likelihood %.10g, change %.3g, %.3f s", label, len(history),
-                    log_likelihood, change, state.seconds[-1])
+        if not quiet:
+            logger.info("%siteration %d: log-likelihood %.10g, change %.3g, %.3f s", label, len(history),
+                        log_likelihood, change, state.seconds[-1])
         state.best, state.compare = log_likelihood, True
         if abs(change) < settings.tol and not extrapolated:  # the change of an EM step, as plain EM tests it
             state.converged = state.final = True
@@ -231,7 +235,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "",
                 if jump is not None:
                     state.fallback, following = following, jump
         state.current = following
-    if not state.converged and settings.tol > 0.0 and settings.max_iter > 0:
+    if not state.converged and settings.tol > 0.0 and settings.max_iter > 0 and not quiet:
         logger.warning("%sEM did not converge in %d iterations (tol %g): raise maxIter or tol", label,
                        settings.max_iter, settings.tol)
     final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes",

@@ -60,6 +60,8 @@ class RowSample:
             return self
         if not self.n_rows:
             return other
+        if self.rows.shape[1] != other.rows.shape[1]:  # rows of another length: the input is refused anyway
+            return RowSample.empty(self.capacity, 0)
         return _top(self.capacity, np.concatenate([self.keys, other.keys]),
                     np.concatenate([self.hashes, other.hashes]), np.concatenate([self.rows, other.rows]))
 

@@ -331,25 +331,32 @@ def job_descriptions_since(spark, job_id: int) -> list[str | None]:
     return [description for later, description in spark_jobs(spark) if later > job_id]
 
 
-def test_every_pass_is_a_named_spark_job_counted_in_num_passes_and_the_name_is_cleared_after(spark):
+@pytest.mark.parametrize("init_mode", ["sample", "k-means||"])
+def test_every_pass_is_a_named_spark_job_counted_in_num_passes_and_the_name_is_cleared_after(spark, init_mode):
     X, _ = overlapping_data_and_start("diag", n=200)
     df = frame(spark, X)
     before = last_job_id(spark)
-    model = GaussianMixture(k=2, covarianceType="diag", maxIter=3, tol=0.0).fit(df)
+    model = GaussianMixture(k=2, covarianceType="diag", maxIter=3, tol=0.0, initMode=init_mode).fit(df)
     descriptions = job_descriptions_since(spark, before)
     descriptions = [d for d in descriptions if d]  # jobs of the DataFrame itself (its shuffle) have no name
     lloyd = [d for d in descriptions if "Lloyd pass" in d]
-    assert 1 <= len(lloyd) <= 3
     # The blocks' local files are removed after the fit: a job, but not a pass over the data.
     assert descriptions.pop() == "sparkgmm: remove local block files"
+    if init_mode == "sample":  # the start is searched on the conversion's sample: no pass before EM
+        init = []
+        assert model.summary.sampleRows == 200 and model.summary.sampleSearchSeconds > 0
+    else:
+        assert 1 <= len(lloyd) <= 3
+        init = ["sparkgmm: k-means|| first centre", "sparkgmm: k-means|| round 1", "sparkgmm: k-means|| round 2",
+                "sparkgmm: k-means|| candidate weights", *lloyd]
+        assert model.summary.sampleRows == 0
     assert descriptions == [
-        "sparkgmm: convert features to blocks", "sparkgmm: k-means|| first centre",
-        "sparkgmm: k-means|| round 1", "sparkgmm: k-means|| round 2", "sparkgmm: k-means|| candidate weights",
-        *lloyd, "sparkgmm: EM iteration 1", "sparkgmm: EM iteration 2", "sparkgmm: EM iteration 3",
+        "sparkgmm: convert features to blocks", *init,
+        "sparkgmm: EM iteration 1", "sparkgmm: EM iteration 2", "sparkgmm: EM iteration 3",
         "sparkgmm: final log-likelihood and cluster sizes",
     ]
-    assert model.summary.numPasses == len(descriptions)
-    assert model.summary.restarts[0]["initPasses"] == 4 + len(lloyd)
+    assert model.summary.numPasses == len(descriptions) == model.summary.fullDataPasses + 1
+    assert model.summary.restarts[0]["initPasses"] == len(init)
     spark.range(3).count()
     assert spark_jobs(spark)[-1][1] is None
 

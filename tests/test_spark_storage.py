@@ -4,6 +4,7 @@ import glob
 import os
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -13,6 +14,7 @@ from test_em import overlapping_data_and_start
 from test_spark_fit import frame, persisted_rdd_count
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.passes import EStep, pack_block, run_local_pass
+from sparkgmm.sampling import draw_sample
 from sparkgmm.spark.blocks import FeatureBlocks
 from sparkgmm.spark.frames import FrameBlocks, merge_levels
 
@@ -174,3 +176,19 @@ def test_dtype_and_block_storage_are_checked(spark):
                             (dict(blockStorage="tape"), "blockStorage='tape' must be one of local-files, spark-cache")]:
         with pytest.raises(ValueError, match=message):
             GaussianMixture(k=2, **params).fit(df)
+
+
+@pytest.mark.parametrize("engine", [FeatureBlocks, FrameBlocks])
+def test_the_conversion_keeps_one_sample_whatever_the_partitioning_and_block_size(spark, engine):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(4000, 3))
+    w = rng.choice([0.0, 0.5, 2.0], size=4000)
+    # the sample as one in-memory draw over all rows (sampling.draw_sample): the rows of the largest keys
+    expected = draw_sample([pack_block(X, w)], 600, (7, 5), 3).ordered()
+    for partitions, block_bytes in ((1, None), (3, 4096), (23, 1000)):
+        df = frame(spark, X, partitions, extra={"w": pa.array(w)})
+        with engine(df, F.col("features"), "w", StorageLevel.MEMORY_ONLY, block_bytes=block_bytes, sample_rows=600,
+                    sample_seed=(7, 5)) as blocks:
+            np.testing.assert_array_equal(blocks.sample, expected)
+    with engine(frame(spark, X, 2), F.col("features"), None, StorageLevel.MEMORY_ONLY) as blocks:
+        assert blocks.sample is None  # no sample unless asked for

@@ -77,7 +77,7 @@ def select_model(dataset: DataFrame, k: Sequence[int], covarianceTypes: Sequence
     estimators = [estimator.copy({estimator.k: n, estimator.covarianceType: t}) for t, n in grid]
     for candidate in estimators:
         candidate._validated()
-    with estimator._feature_blocks(dataset) as blocks:
+    with estimator._feature_blocks(dataset, estimators) as blocks:
         models = fit_on_blocks(estimators, blocks)
     rows = tuple(candidate_row(model) for model in models)
     best = min(range(len(rows)), key=lambda i: (rows[i][criterion], i))
