@@ -105,6 +105,7 @@ class RestartRun:
 
     def resume_done(self, restart: Restart, finished_passes: int) -> None:
         self.phase, self.restart, self.finished_passes = "done", restart, finished_passes
+        self.initial, self.init_passes = restart.initial, restart.init_passes  # saved again by later checkpoints
 
     def run(self) -> Generator:
         spec = self.spec

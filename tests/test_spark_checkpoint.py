@@ -114,6 +114,7 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
 
 
 def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypatch):
+    import sparkgmm.candidates as candidates
     from sparkgmm import select_model
 
     df = frame(spark, data, 3)
@@ -124,8 +125,12 @@ def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypa
         interrupt_after(patch, 12)
         with pytest.raises(Interrupted):
             select_model(df, checkpointDir=str(directory), **params)
-    resumed = select_model(df, checkpointDir=str(directory), **params)
+    with monkeypatch.context() as patch:  # the checkpoint holds every candidate's start: no second sample search
+        patch.setattr(candidates, "search_sample", lambda *_: pytest.fail("the sample was searched again"))
+        resumed = select_model(df, checkpointDir=str(directory), **params)
     assert all(model.summary.resumedFromPass == 12 for model in resumed.models)
+    assert all(model.summary.sampleRows == data.shape[0] and model.summary.sampleSearchSeconds > 0
+               for model in resumed.models)
     assert resumed.best == whole.best and not directory.exists()
     for a, b in zip(resumed.models, whole.models, strict=True):
         assert_same_model(a, b)

@@ -110,6 +110,26 @@ def test_select_model_picks_the_true_k_by_bic_in_shared_passes(spark):
     assert persisted_rdd_count(spark) == 0
 
 
+def test_select_model_from_sample_optima_equals_its_full_data_answer(spark):
+    X, _, _ = blobs(k=3, n=3000, d=3, seed=12, spread=3.0)
+    df = frame(spark, X, 3)
+    grid = dict(k=[2, 3, 4], covarianceTypes=["full", "diag"], seed=5, maxIter=300, tol=1e-7)
+    searched = select_model(df, **grid)
+    full_data = select_model(df, initMode="k-means||", nInit=4, **grid)
+    best = searched.candidates[searched.best]
+    assert (best["k"], best["covariance_type"]) == (3, "full")
+    assert (full_data.candidates[full_data.best]["k"], full_data.candidates[full_data.best]["covariance_type"]) == (
+        3, "full")
+    # Every candidate was searched on the sample, then polished on the full data: its criterion is the full data's,
+    # and it is no worse than the best of four k-means|| restarts run on the full data.
+    for ours, theirs, model in zip(searched.candidates, full_data.candidates, searched.models):
+        assert model.summary.sampleRows == 3000 and model.summary.restarts[0]["initPasses"] == 0
+        np.testing.assert_allclose(ours["bic"], model.mixture.bic(X), rtol=1e-9)
+        assert ours["log_likelihood"] >= theirs["log_likelihood"] - 1e-5
+    np.testing.assert_allclose(best["log_likelihood"], full_data.candidates[full_data.best]["log_likelihood"],
+                               atol=1e-6)
+
+
 def test_select_model_refuses_bad_arguments(spark):
     df = frame(spark, np.random.default_rng(0).normal(size=(50, 2)), 1)
     for kwargs, message in [({"k": []}, "at least one"), ({"k": [2], "covarianceTypes": ["round"]}, "covarianceTypes"),
