@@ -24,7 +24,8 @@ What it does
   randn(seed + 1 + i) + mean[c, i] (means ~ N(0, 3^2), fixed by --seed): a mixture of k unit-covariance Gaussians,
   in exactly P input partitions (`df.rdd.getNumPartitions()` is reported to show it).
 - Fit: `sparkgmm.GaussianMixture(k, inputCols=f0.., seed, maxIter=--iters, tol=0.0, acceleration="none")`, so exactly
-  --iters plain EM iterations run (one pass each), plus the conversion and the k-means|| initialisation.
+  --iters plain EM iterations run (one pass each), plus the conversion (which also keeps the bounded sample that
+  the default start searches on the driver).
 - Measured in each child, right after `fit` returns and before anything else runs in the session:
   - Python driver peak: VmHWM of the child itself (/proc/self/status). Not `ru_maxrss`: Linux carries it over from
     the parent across the fork and exec that started the child.

@@ -9,8 +9,8 @@ scikit-learn's iris (k=3), wine (k=3) and breast_cancer (k=2), standardised per 
 Parquet with pyarrow, read back as an MLlib Vector column, repartitioned to one partition per core and cached; that
 one DataFrame feeds both Spark engines. Each Spark engine first runs one unmeasured warm-up fit. Full covariance.
 
-1. quality: sparkgmm plain and squarem (k-means|| init, nInit=1, tol=1e-8, maxIter=2000), scikit-learn (its default
-   k-means init, n_init=1, tol=1e-8, max_iter=2000) and MLlib (its defaults, k set). Every returned model is scored
+1. quality: sparkgmm plain and squarem (the library's default start, initMode="sample", nInit=1, tol=1e-8,
+   maxIter=2000), scikit-learn (its default k-means init, n_init=1, tol=1e-8, max_iter=2000) and MLlib (its defaults, k set). Every returned model is scored
    in memory with ``Mixture.score`` (mean per-row log-likelihood: one yardstick; MLlib's covariances get 1e-6 on the
    diagonal, marked "+reg", only when not positive definite). ARI: adjusted Rand index of the hard assignments
    against the true labels. passes: sparkgmm's numPasses (conversion + init + E-steps + final pass); scikit-learn's

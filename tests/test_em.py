@@ -83,3 +83,21 @@ def test_zero_iterations_evaluate_the_start():
     assert result.n_iter == 0 and result.mixture is start
     np.testing.assert_allclose(result.log_likelihood, start.score(X), rtol=1e-12)
     assert sum(result.cluster_sizes) == X.shape[0]
+
+
+@pytest.mark.parametrize("covariance_type, seed", [("full", 1), ("diag", 0)])
+def test_plain_em_on_digits_is_sklearn_step_for_step_with_or_without_reseeds(covariance_type, seed):
+    # scikit-learn's digits (1,797 x 64, k=10) from a k-means start: its optimum keeps small components that regCovar
+    # keeps valid. Before maxReseeds, components under d + 1 rows were re-seeded here 10 times and EM ended elsewhere.
+    from sklearn.datasets import load_digits
+
+    from sparkgmm.init import initial_mixture
+
+    X = load_digits().data.astype(np.float64)
+    start = initial_mixture(X, None, 10, covariance_type, 1e-6, "k-means", seed)
+    reference = sklearn_fit(X, start, 1000, tol=1e-3)
+    for max_reseeds in (0, 8):
+        result = run_em(start, local_passes(X), max_iter=1000, tol=1e-3, reg_covar=1e-6, max_reseeds=max_reseeds)
+        assert result.n_reseeds == 0 and result.converged and reference.converged_
+        assert result.n_iter == reference.n_iter_
+        assert_matches_sklearn(result.mixture, reference, rtol=1e-6)
