@@ -138,10 +138,17 @@ def test_fit_job_restarts_acceleration_and_a_warning_when_it_stops_at_max_iter(s
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["converged"] is False and metrics["warnings"] == [
         "EM did not converge in 1 iterations (tol 1e-12): raise max_iter or tol"]
-    assert metrics["acceleration"] == "squarem" and metrics["init"] == "k-means||" and len(metrics["restarts"]) == 3
+    assert metrics["acceleration"] == "squarem" and metrics["init"] == "sample" and len(metrics["restarts"]) == 3
     assert metrics["log_likelihood"] == max(r["logLikelihood"] for r in metrics["restarts"])
     np.testing.assert_allclose(metrics["log_likelihood"], Mixture.load(out).score(X), rtol=1e-10)
-    assert metrics["passes"] == GaussianMixtureModel.load(str(out)).summary.numPasses > 3  # conversion, init, EM
+    # the conversion, one EM pass and the final pass, shared by the three restarts: the starts cost no pass
+    assert metrics["passes"] == GaussianMixtureModel.load(str(out)).summary.numPasses == 3
+    assert metrics["full_data_passes"] == 2 and all(r["initPasses"] == 0 for r in metrics["restarts"])
+    # the sample search: every row (fewer than sampleRows), 16 restarts; its best start scored on the sample
+    assert (metrics["sample_rows"], metrics["sample_restarts"]) == (len(X), 16)
+    assert metrics["sample_passes"] > 0 and 0 < metrics["sample_search_seconds"] < metrics["seconds"]
+    # the sample is every row here, so the best start's score is the full data's, and EM only went up from it
+    assert metrics["sample_log_likelihood"] <= metrics["log_likelihood"] + 1e-9
 
 
 def test_fit_job_warm_starts_from_a_model_directory(spark, points, fitted, tmp_path, capsys):
