@@ -15,6 +15,7 @@ from .gaussian import (
     check_covariance_type,
     covariances_shape,
     log_gaussian_prob,
+    log_gaussian_prob_t,
     n_covariance_parameters,
     precisions_cholesky,
 )
@@ -137,10 +138,31 @@ class Mixture(MixtureFiles):
 
     def log_density_and_proba(self, X) -> tuple[np.ndarray, np.ndarray]:
         """``(score_samples(X), predict_proba(X))`` from one pass over the rows."""
-        weighted = self._weighted_log_prob(self._check(X))
-        log_density = logsumexp(weighted, axis=1)
-        weighted -= log_density[:, None]
-        return log_density, np.exp(weighted, out=weighted)
+        log_density, proba_t = self.log_density_and_proba_t(np.ascontiguousarray(self._check(X).T))
+        return log_density, np.ascontiguousarray(proba_t.T)
+
+    def log_density_and_proba_t(self, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log_density_and_proba`` of *columnar* rows ``xt`` (d, n) float64, trusted to be finite: log-densities (n,)
+        and responsibilities component-major, (k, n). Every reduction runs over the k components as whole rows of
+        (k, n) arrays (numpy is slow along short inner axes: twice as fast as the row-major form at k=8, d=16)."""
+        k, d = self.means.shape
+        n = xt.shape[1]
+        log_density = np.empty(n)
+        proba_t = np.empty((k, n))
+        chunk = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // (k * d))
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights)[:, None]
+        for start in range(0, n, chunk):
+            rows = slice(start, min(n, start + chunk))
+            weighted = log_gaussian_prob_t(xt[:, rows], self.means, self.precisions_cholesky, self.covariance_type)
+            weighted += log_weights
+            top = weighted.max(axis=0)
+            weighted -= top
+            np.exp(weighted, out=weighted)
+            total = weighted.sum(axis=0)
+            np.divide(weighted, total, out=proba_t[:, rows])
+            np.add(top, np.log(total), out=log_density[rows])
+        return log_density, proba_t
 
     def predict(self, X) -> np.ndarray:
         """Index of the most probable component for each row."""

@@ -192,3 +192,29 @@ def test_the_conversion_keeps_one_sample_whatever_the_partitioning_and_block_siz
             np.testing.assert_array_equal(blocks.sample, expected)
     with engine(frame(spark, X, 2), F.col("features"), None, StorageLevel.MEMORY_ONLY) as blocks:
         assert blocks.sample is None  # no sample unless asked for
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_rdd_engines_arrow_route_packs_what_map_in_arrow_packs(spark, dtype):
+    from sparkgmm.spark.arrow_rdd import through_arrow_batches, through_map_in_arrow
+    from sparkgmm.spark.packing import features_column, selected_features
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 3))
+    X[7, 1], X[11, 0], X[12, 2] = np.nan, np.inf, -0.0
+    w = rng.uniform(0.0, 2.0, size=3000)
+    w[20], w[21] = -1.0, np.nan
+    df = spark.createDataFrame(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "w": w})).repartition(3)
+    df = df.withColumn("b", F.when(F.monotonically_increasing_id() % 997 == 5, None).otherwise(F.col("b")))
+    selected = selected_features(df, features_column(df, "features", ["a", "b", "c"]), "w")
+
+    def elements(rdd):
+        return [(p.invalid, p.ragged, p.payload.xt.tobytes(), p.payload.w.tobytes(), p.payload.hashes.tobytes(),
+                 None if p.payload.origin is None else p.payload.origin.tobytes())
+                for p in rdd.collect()]
+
+    fast = through_arrow_batches(selected, True, 4096, dtype)
+    assert fast.getNumPartitions() == selected.rdd.getNumPartitions()
+    packed = elements(fast)
+    assert packed == elements(through_map_in_arrow(selected, True, 4096, dtype))
+    assert sum(invalid for invalid, *_ in packed) >= 5  # NaN, inf, the two bad weights, the nulls

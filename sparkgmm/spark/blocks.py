@@ -22,6 +22,7 @@ from pyspark.rdd import RDD
 from pyspark.sql import Column, DataFrame
 
 from ..config import DEFAULT_BLOCK_STORAGE
+from .arrow_rdd import packed_blocks
 from .failures import raise_input_error
 from .progress import track
 from .packing import (  # noqa: F401 (some are imported from here by other modules)
@@ -34,11 +35,6 @@ from .storage import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _row_to_stored(has_weight: bool, dtype: str, row) -> Stored:
-    block = block_of(row.rows, row.cols, row.x, row.w, row.h, row.origin, has_weight, dtype)
-    return Stored(block, row.invalid, row.ragged)
 
 
 def _number_blocks(index: int, stored) -> Iterator[tuple[int, Stored]]:
@@ -95,11 +91,7 @@ class FeatureBlocks(StoredBlocks):
         limit = MAX_PARTITIONS_PER_CORE * self._parallelism()
         if selected.rdd.getNumPartitions() > limit:
             selected = selected.coalesce(limit)
-        packed = selected.mapInArrow(
-            partial(pack_partition, has_weight=has_weight, block_bytes=block_bytes or BLOCK_BYTES, dtype=dtype),
-            PACKED_SCHEMA,
-        )
-        self._blocks: RDD = packed.rdd.map(partial(_row_to_stored, has_weight, dtype))
+        self._blocks: RDD = packed_blocks(selected, has_weight, block_bytes or BLOCK_BYTES, dtype)
         self.rdd: RDD | None = None
         # Fewer partitions than cores (one small Parquet file, say) would leave cores idle in every pass.
         dealt = self._blocks.getNumPartitions() < self._parallelism()

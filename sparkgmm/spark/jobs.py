@@ -33,7 +33,8 @@ from .failures import raise_input_error
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import StagedOutput, staged_output
 from .readwrite import read_saved
-from .scoring import score_dataframe
+from .local_parquet import local_directory, write_scored
+from .scoring import Outputs, score_dataframe, scoring_plan
 from .selection import CANDIDATE_FIELDS, candidate_row, select_model
 from .session import job_session
 
@@ -249,8 +250,9 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
     (array<double>) and log_density (double), and with ``outlier_quantile`` is_outlier (boolean). Rows whose features
     are unusable get nulls."""
     model = GaussianMixtureModel.read().session(spark).load(config.model)
-    outliers = {} if config.outlier_quantile is None else {
-        "outlier_col": OUTLIER_COLUMN, "outlier_threshold": model.outlier_threshold(config.outlier_quantile)}
+    threshold = None if config.outlier_quantile is None else model.outlier_threshold(config.outlier_quantile)
+    scores = Outputs(*PREDICTION_COLUMNS, probability_as_vector=False,
+                     outlier=None if threshold is None else OUTLIER_COLUMN, outlier_threshold=threshold)
     with staged_output(spark, config.output, config.overwrite) as output:
         df = read_input(spark, config.input, config.spark.partitions)
         keep = list(config.keep_cols) if config.keep_cols else df.columns
@@ -266,21 +268,28 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
         if config.features:
             resolve_features(df, config.features, None).apply(model)
         input_cols = model._input_cols()
-        features = features_column(df, model.getFeaturesCol(), input_cols)
+        features_column(df, model.getFeaturesCol(), input_cols)  # names a missing or unusable column first
         model.check_input_cols()
-        scored = score_dataframe(df, features, model.mixture, *PREDICTION_COLUMNS, probability_as_vector=False,
-                                 **outliers)
+        plan = scoring_plan(df, model.getFeaturesCol(), input_cols, model.mixture, scores, keep)
+        directory = None if plan is None else local_directory(spark, output.staging, plan.schema)
         try:
-            scored.select(*[F.col(f"`{name}`") for name in keep], *outputs).write.parquet(output.staging)
+            if directory is not None:  # the scoring tasks write the files, and count the rows they score
+                rows, scored_rows = write_scored(spark, plan, directory, scores.prediction)
+            else:
+                score_dataframe(df, model.getFeaturesCol(), input_cols, model.mixture, *PREDICTION_COLUMNS,
+                                probability_as_vector=False, outlier_col=scores.outlier,
+                                outlier_threshold=threshold, keep=keep).write.parquet(output.staging)
         except Exception as error:  # a damaged input file is found here, by the job that reads its rows
             raise_input_error(error, config.input)
             raise
-        # One pass over the prediction column just written: rows that could not be scored are worth a word, and
-        # a run that scored none (features of another length than the model's, say) is an error, not an output.
-        # Its part files by name, as Spark ignores (with a warning) a directory named like the hidden staging one.
-        parts = output.staged_files("part-")
-        rows, scored_rows = (spark.read.parquet(*parts).agg(F.count("*"), F.count("prediction")).first()
-                             if parts else (0, 0))
+        if directory is None:
+            # One pass over the prediction column just written: rows that could not be scored are worth a word,
+            # and a run that scored none (features of another length than the model's, say) is an error, not an
+            # output. Its part files by name, as Spark ignores (with a warning) a directory named like the hidden
+            # staging one.
+            parts = output.staged_files("part-")
+            rows, scored_rows = (spark.read.parquet(*parts).agg(F.count("*"), F.count("prediction")).first()
+                                 if parts else (0, 0))
         if rows and not scored_rows:
             raise InputError(f"no row could be scored: the model wants {model.mixture.n_features} finite features "
                              f"per row from {', '.join(input_cols or [model.getFeaturesCol()])}")

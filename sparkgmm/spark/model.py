@@ -16,7 +16,6 @@ from ..errors import InputError
 from ..mixture import Mixture, information_criteria
 from ..persistence import ModelFormatError, SavedModel
 from ..sketch import threshold_at
-from .blocks import features_column
 from .params import GaussianMixtureParams
 from .readwrite import DirectoryWriter, ModelReader, apply_params, class_name, json_params, model_writer
 from .scoring import score_dataframe
@@ -178,10 +177,9 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         level = self._validated()["outlierQuantile"]
         outliers = {} if level is None else {
             "outlier_col": self.getOutlierCol(), "outlier_threshold": self.outlier_threshold(level)}
-        features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
         return score_dataframe(
-            dataset, features, self.mixture, self.getPredictionCol(), self.getProbabilityCol(), self.getLogDensityCol(),
-            **outliers,
+            dataset, self.getFeaturesCol(), self._input_cols(), self.mixture, self.getPredictionCol(),
+            self.getProbabilityCol(), self.getLogDensityCol(), **outliers,
         )
 
     def write(self) -> DirectoryWriter:
