@@ -123,13 +123,13 @@ def child(args: argparse.Namespace) -> None:
 def run_child(args, path: Path, engine: str) -> dict:
     command = [sys.executable, __file__, "--child", "--path", str(path), "--engine", engine, "--seed", str(args.seed),
                "--driver-memory", args.driver_memory]
-    env = None
-    if engine == "before":  # the library as it was: its own tree first on the path
-        import os
+    env, cwd = None, None
+    if engine == "before":  # the library as it was: its own tree first on the path, for the driver and, through
+        import os           # the working directory (sys.path[0] of `python -m pyspark.daemon`), the Python workers
 
-        env = {**os.environ, "PYTHONPATH": args.before_tree}
+        env, cwd = {**os.environ, "PYTHONPATH": args.before_tree}, args.before_tree
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     process = time.perf_counter() - started
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--before-tree", help="a checkout of the library before this change (git worktree add DIR "
                         "31450e6): its default fit runs too, as 'before'")
+    parser.add_argument("--engines", help="only these of sample,k-means||,before (a partial rerun)")
     parser.add_argument("--select", help="instead: select_model over k = 2..10 x 4 covariance types at this size")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -198,6 +199,8 @@ def main() -> None:
     for rows in sizes:
         path = prepare(Path(args.data_dir), rows, args.seed)
         engines = ("sample", "k-means||") + (("before",) if args.before_tree else ())
+        if args.engines:
+            engines = tuple(e for e in engines if e in args.engines.split(","))
         results = {engine: run_child(args, path, engine) for engine in engines}
         if rows <= parse_size(args.mllib_max):
             mllib = run_child(args, path, "MLlib")
@@ -214,7 +217,8 @@ def main() -> None:
         target = best - 1e-4
         print(f"\n{rows:,} rows x {D} features, k={K}: best-known {best:.6f}, target {target:.6f}")
         print(f"{'engine':<10} | {'final ll':>10} | {'iters':>5} | {'passes':>6} | {'convert s':>9} | "
-              f"{'search s':>8} | {'passes to target':>16} | {'s to target':>11} | {'fit s':>7} | {'process s':>9}")
+              f"{'search s':>8} | {'passes to target':>16} | {'s to target':>11} | {'fit s':>7} | {'process s':>9} | "
+              f"median pass s")
         reached = {}
         for engine, r in results.items():
             if "error" in r:
@@ -231,9 +235,9 @@ def main() -> None:
             print(f"{engine:<10} | {r['logLikelihood']:>10.6f} | {r['numIter']:>5} | {r['numPasses']:>6} | "
                   f"{r['conversionSeconds']:>9.1f} | {r['sampleSearchSeconds']:>8.2f} | "
                   f"{'never' if hit is None else hit[0]:>16} | {'never' if hit is None else f'{hit[1]:.1f}':>11} | "
-                  f"{r['seconds']:>7.1f} | {r['process']:>9.1f}")
+                  f"{r['seconds']:>7.1f} | {r['process']:>9.1f} | {np.median(r['iterationSeconds']):.2f}")
         ours = reached.get("sample")
-        if rows == max(sizes) and "logLikelihood" in results["sample"]:
+        if rows == max(sizes) and "logLikelihood" in results.get("sample", {}):
             for other in ("k-means||", "before"):
                 former = reached.get(other, "absent") if other in results else "absent"
                 if ours is None or former == "absent":
@@ -249,7 +253,7 @@ def main() -> None:
                 checks.append((f"{rows:,}: default reaches the target", False, "never"))
             share = results["sample"]["sampleSearchSeconds"] / results["sample"]["seconds"]
             checks.append((f"{rows:,}: sample search share of the fit", share <= 0.10, f"{share:.1%}"))
-        if "MLlib" in results and "logLikelihood" in results["MLlib"] and "logLikelihood" in results["sample"]:
+        if "logLikelihood" in results.get("MLlib", {}) and "logLikelihood" in results.get("sample", {}):
             ll, ml = results["sample"]["logLikelihood"], results["MLlib"]["logLikelihood"]
             checks.append((f"{rows:,}: default model vs MLlib's and the best-known",
                            ll >= ml - 1e-9 and ll >= best - 1e-3,
