@@ -10,6 +10,8 @@ What it does
 - Then --runs rounds; in each, every way below runs as its own Python process (its own JVM, local[2], bound to
   127.0.0.1), one after the other, and is timed from start to exit:
   - floor: Spark reads the Parquet, adds two constant columns (an int and a double) and writes Parquet;
+  - floor-vector (shown, not judged): the same with transform's output columns as constants (an int, a Vector of k
+    doubles, a double): what Spark's writer alone costs for the columns transform adds;
   - job: ``python -m sparkgmm predict --model M --input DIR --output OUT`` (every input column kept): the job's
     output, prediction, probability (array<double>) and log_density;
   - mllib: ``VectorAssembler`` + MLlib's ``GaussianMixtureModel.transform``, and a Parquet write of the input columns
@@ -39,7 +41,7 @@ from benchtools import ArgumentParser, UsageError, check_json_path, logger, mach
 from parquet_data import ensure_dataset
 
 TARGET_RATIO = 1.5
-WAYS = ("floor", "job", "mllib", "transform")
+WAYS = ("floor", "floor-vector", "job", "mllib", "transform")
 SAMPLE_ROWS = 200_000
 log = logger("predict_benchmark")
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(WAYS))
     parser.add_argument("--json")
-    parser.add_argument("--child", choices=("setup", "floor", "mllib", "transform"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("setup", "floor", "floor-vector", "mllib", "transform"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -112,6 +115,18 @@ def child_floor(args: argparse.Namespace) -> None:
     spark.stop()
 
 
+def child_floor_vector(args: argparse.Namespace) -> None:
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    spark = _session("predict-benchmark-floor-vector")
+    df = spark.read.parquet(args.input)
+    probability = array_to_vector(F.array(*[F.lit(1.0 / args.k) for _ in range(args.k)]))
+    df.select("*", F.lit(0).alias("prediction"), probability.alias("probability"),
+              F.lit(-20.0).alias("logDensity")).write.parquet(args.output)
+    spark.stop()
+
+
 def child_mllib(args: argparse.Namespace) -> None:
     from pyspark.ml.clustering import GaussianMixtureModel
     from pyspark.ml.feature import VectorAssembler
@@ -134,7 +149,8 @@ def child_transform(args: argparse.Namespace) -> None:
     spark.stop()
 
 
-CHILDREN = {"setup": child_setup, "floor": child_floor, "mllib": child_mllib, "transform": child_transform}
+CHILDREN = {"setup": child_setup, "floor": child_floor, "floor-vector": child_floor_vector, "mllib": child_mllib,
+            "transform": child_transform}
 
 
 # --- the parent -------------------------------------------------------------------------------------------------------
@@ -191,7 +207,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results = []
     for way in args.only:
         ratio = None if median[way] is None or floor is None else median[way] / floor
-        if way in ("floor", "mllib"):
+        if way in ("floor", "floor-vector", "mllib"):
             verdict = "FAILED" if median[way] is None else "-"
         elif median[way] is None:
             verdict = "FAILED (MISS)"
@@ -205,15 +221,16 @@ def run_parent(args: argparse.Namespace) -> int:
     print(f"predict on {size_label(args.rows)} x {args.features} float64 Parquet ({args.files} files), k={args.k}, "
           f"local[2], whole processes, medians of {args.runs} runs; target: <= {TARGET_RATIO}x the floor and "
           "below MLlib")
-    print(f"{'what':>42} | {'median s':>8} | {'runs s':>18} | {'x floor':>7} | verdict")
-    print("-" * 100)
-    names = {"floor": "floor: read + 2 constant columns + write", "job": "sparkgmm predict job",
+    print(f"{'what':>48} | {'median s':>8} | {'runs s':>18} | {'x floor':>7} | verdict")
+    print("-" * 106)
+    names = {"floor": "floor: read + 2 constant columns + write",
+             "floor-vector": "read + transform's columns as constants + write", "job": "sparkgmm predict job",
              "mllib": "MLlib GaussianMixtureModel.transform + write", "transform": "sparkgmm transform + write"}
     for r in results:
         runs = " ".join(f"{s:.1f}" for s in r["seconds"])
         med = "-" if r["median"] is None else f"{r['median']:.1f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(f"{names[r['what']]:>42} | {med:>8} | {runs:>18} | {ratio:>7} | {r['verdict']}")
+        print(f"{names[r['what']]:>48} | {med:>8} | {runs:>18} | {ratio:>7} | {r['verdict']}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": machine(), "rows": args.rows, "features": args.features, "k": args.k,

@@ -91,6 +91,13 @@ def test_the_jobs_task_written_files_are_what_sparks_writer_writes(spark, mixtur
     spark_schemas = [json.loads(pq.read_schema(path).metadata[SPARK_SCHEMA_KEY]) for path in (written[0], spark_file)]
     assert spark_schemas[0] == spark_schemas[1]
     assert pq.ParquetFile(written[0]).schema.to_arrow_schema() == pq.ParquetFile(spark_file).schema.to_arrow_schema()
+    chunks = pq.ParquetFile(written[0]).metadata.row_group(0)
+    dictionary = {chunks.column(i).path_in_schema.split(".")[0]: chunks.column(i).dictionary_page_offset is not None
+                  for i in range(chunks.num_columns)}
+    # floating-point values rarely repeat: plain pages for them; booleans are bit-packed by any writer; dictionary
+    # pages (as Spark's writer) for the rest
+    plain = {"b", "probability", "log_density", "flag"} | ({"is_outlier"} if outlier else set())
+    assert {name for name, has in dictionary.items() if not has} == plain
 
 
 def test_an_input_without_rows_gives_one_file_with_the_schema(spark, mixture, tmp_path):

@@ -99,11 +99,20 @@ def _write_task(task, directory: str, name: str, codec: str, prediction: int, sp
     yield pa.RecordBatch.from_pydict({"rows": pa.array([rows], pa.int64()), "scored": pa.array([scored], pa.int64())})
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary pages: not floating point (nor lists of it), whose values rarely repeat, so
+    that the writer would fill a dictionary page per column chunk only to fall back to plain pages."""
+    def floating(data_type: pa.DataType) -> bool:
+        return pa.types.is_floating(data_type) or (pa.types.is_list(data_type) and floating(data_type.value_type))
+    return [field.name for field in schema if not floating(field.type)]
+
+
 def _write(writer, path: str, batches: list[pa.RecordBatch], compression: str, spark_schema: str):
     table = pa.Table.from_batches(batches)
     if writer is None:
         schema = table.schema.with_metadata({SPARK_SCHEMA_KEY: spark_schema.encode()})
-        writer = pq.ParquetWriter(path, schema, compression=compression)
+        writer = pq.ParquetWriter(path, schema, compression=compression,
+                                  use_dictionary=_dictionary_columns(schema))
     writer.write_table(table.replace_schema_metadata(writer.schema.metadata), row_group_size=table.num_rows)
     return writer
 
