@@ -204,8 +204,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
                                                         collapsed[:worst], stats.worst.rows)
             state.reseeds += moved
             if moved:
-                logger.info("%sre-seeded %d collapsed component(s) at the rows the model explains worst", label,
-                            moved)
+                logger.log(logging.DEBUG if quiet else logging.INFO,
+                           "%sre-seeded %d collapsed component(s) at the rows the model explains worst", label, moved)
         try:
             following = Mixture(weights, means, covariances, covariance_type)
         except CovarianceError as e:

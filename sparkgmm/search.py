@@ -10,6 +10,10 @@ search runs in two stages, because restarts are cheap on few rows and the answer
 2. polish: the best POLISH_KEPT screened fits (at least ``n_init``, distinct) go on by EM on the whole sample to
    POLISH_TOL.
 
+A restart whose covariance breaks (``CovarianceError``: single precision rounds a component of few rows in many
+dimensions below ``regCovar``, as on scikit-learn's digits) is dropped from the search, and logged; only when every
+restart of a fit breaks does the search fail, with the first one's error.
+
 The best ``n_init`` polished fits start EM on the full data. Every random draw comes from
 ``numpy.random.default_rng((seed, restart, SEARCH_STREAM))``, so a fit's search does not depend on the other fits
 searched beside it.
@@ -26,6 +30,7 @@ import numpy as np
 
 from .em import EMSettings, em_candidate, local_passes, run_side_by_side
 from .errors import InputError
+from .gaussian import CovarianceError
 from .init import initial_mixture
 from .mixture import Mixture
 
@@ -97,16 +102,17 @@ def search_sample(sample: np.ndarray, specs: Sequence[SearchSpec]) -> list[Searc
     polish = []
     position = 0
     for spec in specs:
-        mine = screened[position:position + spec.restarts]
+        mine = _survivors(screened[position:position + spec.restarts], spec, "screen")
         position += spec.restarts
         polish.append([result.mixture for result in _best_distinct(mine, max(POLISH_KEPT, spec.n_init))])
-    polished, polish_passes = _em_side_by_side(sample, [(spec, start) for spec, starts in zip(specs, polish) for start in starts],
-                                POLISH_TOL, POLISH_MAX_ITER)
+    polished, polish_passes = _em_side_by_side(
+        sample, [(spec, start) for spec, starts in zip(specs, polish) for start in starts], POLISH_TOL,
+        POLISH_MAX_ITER)
     seconds = time.perf_counter() - started
     outcomes = []
     position = 0
     for spec, starts in zip(specs, polish):
-        mine = polished[position:position + len(starts)]
+        mine = _survivors(polished[position:position + len(starts)], spec, "polish")
         position += len(starts)
         best = _best_distinct(mine, spec.n_init)
         outcomes.append(SearchOutcome(tuple(r.mixture for r in best), best[0].log_likelihood, spec.restarts, m,
@@ -121,10 +127,31 @@ def _em_side_by_side(rows: np.ndarray, starts: list[tuple[SearchSpec, Mixture]],
     """EM with SQUAREM from every start over ``rows`` in ``dtype`` blocks, side by side: the results, and the passes
     over ``rows``."""
     run_pass = local_passes(rows, dtype=dtype)
-    candidates = [em_candidate(start, EMSettings(max_iter, tol, spec.reg_covar, "squarem", spec.max_reseeds),
-                               quiet=True) for spec, start in starts]
+    candidates = [_broken_as_result(em_candidate(start, EMSettings(max_iter, tol, spec.reg_covar, "squarem",
+                                                                   spec.max_reseeds), quiet=True))
+                  for spec, start in starts]
     finished = run_side_by_side(candidates, run_pass)
     return [f.value for f in finished], max((f.passes for f in finished), default=0)
+
+
+def _broken_as_result(candidate):
+    """``candidate``'s run, whose ``CovarianceError`` becomes its result instead of ending every run beside it."""
+    try:
+        return (yield from candidate)
+    except CovarianceError as e:
+        return e
+
+
+def _survivors(results: list, spec: SearchSpec, stage: str) -> list:
+    """The runs of ``results`` that did not break; logs those that did, and raises the first one's error when none
+    is left."""
+    kept = [r for r in results if not isinstance(r, CovarianceError)]
+    if len(kept) < len(results):
+        logger.info("sample search (%s): k=%d %s: %d of %d runs dropped, their covariance not positive definite",
+                    stage, spec.n_components, spec.covariance_type, len(results) - len(kept), len(results))
+    if not kept:
+        raise next(r for r in results if isinstance(r, CovarianceError))
+    return kept
 
 
 def _best_distinct(results: list, count: int) -> list:

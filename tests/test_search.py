@@ -139,3 +139,19 @@ def test_a_small_component_that_reg_covar_keeps_valid_is_not_reseeded():
     result = run_em(start, local_passes(X), max_iter=30, tol=0.0, reg_covar=1e-3)
     assert result.n_reseeds == 0
     assert result.mixture.weights.min() == pytest.approx(5 / 605, rel=1e-6)
+
+
+def test_restarts_whose_covariance_breaks_are_dropped_and_the_search_goes_on(caplog):
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data.astype(np.float64)  # 64 pixels, some constant: single precision breaks a few restarts
+    spec = SearchSpec(10, "full", 1e-6, 8, seed=3, restarts=16)
+    with caplog.at_level("INFO", logger="sparkgmm"):
+        (outcome,) = search_sample(sample_of(X), [spec])
+    dropped = [r.getMessage() for r in caplog.records if "runs dropped" in r.getMessage()]
+    assert dropped and all("of 16 runs dropped" in message for message in dropped)
+    assert outcome.log_likelihood == pytest.approx(outcome.starts[0].score(X), abs=1e-9)
+    # the start is a valid mixture EM goes on from, to an optimum no worse than the search's
+    result = run_em(outcome.starts[0], local_passes(X), max_iter=20, tol=1e-6, reg_covar=1e-6,
+                    acceleration="squarem")
+    assert result.log_likelihood >= outcome.log_likelihood - 1e-9
