@@ -9,6 +9,8 @@ and returns only its counts of rows and scored rows, so the job also needs no se
 The files are what Spark writes for these columns: the same Parquet types (32-bit integers for byte, short, int and
 date, the standard three-level lists), the same compression (``spark.sql.parquet.compression.codec``), Spark's schema
 in the footer (``org.apache.spark.sql.parquet.row.metadata``), names ``part-NNNNN-<uuid>-c000.<codec>.parquet``.
+Floating-point columns get plain pages only: their values rarely repeat, so a dictionary (which Spark's writer
+tries first) would be filled and dropped at every column chunk.
 Only columns whose Parquet form is the same either way are written here (numbers, booleans, strings, binary, dates,
 and the outputs); a timestamp or decimal column, another file system, or a cluster leaves the write to Spark.
 
