@@ -37,7 +37,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchtools import ArgumentParser, UsageError, check_json_path, logger, machine, parse_count, size_label
+from benchtools import (ArgumentParser, UsageError, check_json_path, logger, machine, parse_count, run_main,
+                        size_label)
 from parquet_data import ensure_dataset
 
 TARGET_RATIO = 1.5
@@ -179,7 +180,7 @@ def _run(way: str, args: argparse.Namespace, data: Path, outputs: Path) -> tuple
     return seconds, ""
 
 
-def run_parent(args: argparse.Namespace) -> int:
+def run_parent(args: argparse.Namespace) -> list[dict]:
     data = ensure_dataset(args.data_dir, args.rows, args.features, args.files)
     outputs = Path(args.data_dir) / "predict-out"
     outputs.mkdir(parents=True, exist_ok=True)
@@ -217,7 +218,7 @@ def run_parent(args: argparse.Namespace) -> int:
             verdict = "MET" if within and beats else ("MISS" + ("" if within else f" (> {TARGET_RATIO}x floor)")
                                                       + ("" if beats else " (not below MLlib)"))
         results.append({"what": way, "seconds": times[way], "median": median[way], "ratio": ratio,
-                        "verdict": verdict, "error": errors.get(way)})
+                        "verdict": verdict, "error": errors.get(way), "failed": verdict.startswith(("FAILED", "MISS"))})
     print(f"predict on {size_label(args.rows)} x {args.features} float64 Parquet ({args.files} files), k={args.k}, "
           f"local[2], whole processes, medians of {args.runs} runs; target: <= {TARGET_RATIO}x the floor and "
           "below MLlib")
@@ -235,19 +236,11 @@ def run_parent(args: argparse.Namespace) -> int:
         with open(args.json, "w") as out:
             json.dump({"machine": machine(), "rows": args.rows, "features": args.features, "k": args.k,
                        "runs": args.runs, "results": results}, out, indent=2)
-    return 1 if any(r["verdict"].startswith(("FAILED", "MISS")) for r in results) else 0
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        print(f"predict_benchmark.py: error: {error}", file=sys.stderr)
-        return 2
-    if args.child:
-        CHILDREN[args.child](args)
-        return 0
-    return run_parent(args)
+    return run_main("predict_benchmark.py", argv, parse_args, lambda args: CHILDREN[args.child](args), run_parent)
 
 
 if __name__ == "__main__":
