@@ -4,13 +4,14 @@ in a classic session, and the DataFrame engine through a local Spark Connect ser
     .venv/bin/python scripts/connect_benchmark.py [--sizes 1000000:8:8,200000:32:16] [--iters 5] [--storage local-files]
 
 Method, per size n x d x k (full covariance): rows from a random k-component mixture (``benchmark.make_data``) are
-written to Parquet as d numeric columns. Each path reads them back, repartitions them to one partition per core and
-caches them (in its own JVM: the classic session's, then the Connect server's, both local[2] with the same driver
-memory), runs one unmeasured fit of 2 x --iters iterations (worker start-up, JVM warm-up), then the measured fit of
---iters iterations (tol=0, SQUAREM off) from one fixed initial mixture. "s/iter" is the median of the per-iteration
-wall times measured inside the fit (the pass's job plus the M-step on the client), "convert s" the fit's conversion
-of the input to stored blocks (``summary.conversionSeconds``), "fit s" the measured fit's wall time. Every path must
-end with the RDD engine's parameters (the largest relative difference of the means is printed).
+written to Parquet as d numeric columns. They are read back, repartitioned to one partition per core and cached
+twice: once in the classic session's JVM, which both classic paths share, and once in the Connect server's own JVM
+(both local[2] with the same driver memory). Each path runs one unmeasured fit of 2 x --iters iterations (worker
+start-up, JVM warm-up), then the measured fit of --iters iterations (tol=0, SQUAREM off) from one fixed initial
+mixture. "s/iter" is the median of the per-iteration wall times measured inside the fit (the pass's job plus the
+M-step on the client), "convert s" the fit's conversion of the input to stored blocks
+(``summary.conversionSeconds``), "fit s" the measured fit's wall time. Every path must end with the RDD engine's
+parameters (the largest relative difference of the means is printed).
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ What it does
 Reading the table (one row per size)
 - convert s: turning the Parquet rows into sparkgmm's blocks (`summary.conversionSeconds`).
 - s/iter: median wall time of one EM iteration (`summary.iterationSeconds`); rows/s = rows / s/iter.
-- linear: (s/iter per row) / (the same at the smallest size); target <= 1.2 at every size.
+- linear: (s/iter per row) / (the same at the next smaller size): what a row costs more as the data grows;
+  target <= 1.2 at every size from 10M rows on (below, a pass's fixed costs make the smaller size dearer per row,
+  so a ratio against it could not fail).
 - E-step s/iter: the E-step alone, scaled to the rows; overhead = s/iter / E-step s/iter (what Spark adds:
   moving blocks to the Python workers, job launch, reduce); target <= 1.2 from 10M rows (below that a pass's fixed
   ~0.15 s of job launch dominates).
@@ -544,10 +546,10 @@ def run_size(args: argparse.Namespace, rows: int, path: str) -> dict:
 def derive(results: list[dict], estep: dict) -> None:
     """Add the columns computed across sizes: rows/s, linearity, E-step alone, overhead, MLlib ratio."""
     done = [r for r in results if not r["failed"]]
-    base = done[0]["s_per_iter"] / done[0]["rows"] if done else None
-    for r in done:
+    for smaller, r in zip([None, *done], done):
         r["rows_per_second"] = r["rows"] / r["s_per_iter"]
-        r["linearity"] = (r["s_per_iter"] / r["rows"]) / base
+        r["linearity"] = (None if smaller is None else
+                          (r["s_per_iter"] / r["rows"]) / (smaller["s_per_iter"] / smaller["rows"]))
         r["estep_s_per_iter"] = estep["seconds_per_million"] * r["rows"] / 1e6
         r["spark_overhead"] = r["s_per_iter"] / r["estep_s_per_iter"]
         if r.get("mllib_s_per_iter") is not None:
@@ -605,16 +607,20 @@ def target_lines(results: list[dict], args: argparse.Namespace) -> list[dict]:
     outcome = f"failed: {', '.join(failed)}" if failed else "every size completed"
     add(f"100M x {args.features} completes", (not failed) if largest >= 100_000_000 else None,
         f"largest size {size_label(largest)}; {outcome}")
-    if len(done) >= 2:
-        worst = max(done, key=lambda r: r["linearity"])
+    grown = [r for r in done if r["linearity"] is not None and r["rows"] >= OVERHEAD_TARGET_ROWS]
+    if grown:
+        worst = max(grown, key=lambda r: r["linearity"])
         add("s/iter within 1.2x of linear", worst["linearity"] <= 1.2,
-            f"worst {worst['linearity']:.2f} at {size_label(worst['rows'])}, per row relative to "
-            f"{size_label(done[0]['rows'])}")
+            f"worst {worst['linearity']:.2f} at {size_label(worst['rows'])}, per row relative to the next smaller "
+            "size")
+    else:
+        add("s/iter within 1.2x of linear", None,
+            f"needs two completed sizes, the larger at least {size_label(OVERHEAD_TARGET_ROWS)}")
+    if len(done) >= 2:
         peaks = [r["driver_python_peak_mib"] for r in done]
         add("driver Python peak the same at every size (within 10%)", max(peaks) <= 1.1 * min(peaks),
             f"{min(peaks):.0f} to {max(peaks):.0f} MiB")
     else:
-        add("s/iter within 1.2x of linear", None, "needs two completed sizes")
         add("driver Python peak the same at every size (within 10%)", None, "needs two completed sizes")
     # The issue sets the overhead target at 20M rows; below ~10M a pass's fixed ~0.15 s of job launch dominates.
     large = [r for r in done if r["rows"] >= OVERHEAD_TARGET_ROWS]
