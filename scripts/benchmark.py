@@ -76,9 +76,10 @@ def starting_mixture(X: np.ndarray, k: int, seed: int) -> Mixture:
     return Mixture(np.full(k, 1.0 / k), means, np.stack([cov] * k))
 
 
-def cached_frame(spark, X: np.ndarray, tmp: str):
+def cached_frame(spark, X: np.ndarray, path: str):
+    """``X`` written to Parquet at ``path`` as a list column, read back as an MLlib Vector column ``features``,
+    one partition per core, cached and counted (the quality benchmark uses it too)."""
     n, d = X.shape
-    path = f"{tmp}/points-{n}x{d}.parquet"
     features = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int64)).cast(pa.int32()),
                                         pa.array(X.ravel()))
     pq.write_table(pa.table({"features": features}), path, row_group_size=65_536)
@@ -109,7 +110,7 @@ def estep_flops(n: int, d: int, k: int) -> float:
 def bench_size(spark, n: int, d: int, k: int, iters: int, tmp: str) -> dict:
     X, _ = make_data(n, d, k)
     start = starting_mixture(X, k, seed=1)
-    df = cached_frame(spark, X, tmp)
+    df = cached_frame(spark, X, f"{tmp}/points-{n}x{d}.parquet")
 
     # Each engine first runs one whole fit of 2 * iters iterations, unmeasured: Python workers start, the JVM
     # compiles its hot paths. Both are then measured in their steady state.

@@ -58,14 +58,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.ml.clustering import GaussianMixture as MLlibGaussianMixture
-from pyspark.ml.functions import array_to_vector
 from sklearn import datasets
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from benchmark import cached_frame
 
 from sparkgmm import CovarianceError, GaussianMixture, Mixture
 from sparkgmm.spark.session import local_session
@@ -145,17 +144,6 @@ def load_set(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]
     mixture = truth(name, seed)
     X, y = mixture.sample(n, seed=seed + 1)
     return X, y, mixture.n_components
-
-
-def cached_frame(spark, X: np.ndarray, path: str):
-    n, d = X.shape
-    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int64)).cast(pa.int32())
-    pq.write_table(pa.table({"features": pa.ListArray.from_arrays(offsets, pa.array(X.ravel()))}), path,
-                   row_group_size=65_536)
-    df = (spark.read.parquet(path).select(array_to_vector("features").alias("features"))
-          .repartition(spark.sparkContext.defaultParallelism).cache())
-    df.count()
-    return df
 
 
 def timed(fit):
