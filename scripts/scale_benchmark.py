@@ -579,7 +579,6 @@ def failed_row(r: dict) -> str:
 
 
 def footnotes(results: list[dict], estep: dict, args: argparse.Namespace) -> list[str]:
-    done = [r for r in results if not r["failed"]]
     notes = [f"k={args.k}, d={args.features}, {args.iters} EM iterations (plain EM, tol=0), local[2], driver memory "
              f"{args.driver_memory}" + (f", params {extra_params(args)}" if extra_params(args) else "")]
     notes.append(f"E-step alone: {estep['seconds_per_million']:.3f} s per 1M rows on 2 processes x "
