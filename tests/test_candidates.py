@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import make_mixture
+from test_em import assert_matches_sklearn, sklearn_fit
 from sparkgmm import Mixture
 from sparkgmm.candidates import FitSpec, fit_side_by_side
 from sparkgmm.em import EMSettings, local_passes, run_em, run_side_by_side
@@ -88,9 +89,20 @@ def test_a_collapsed_component_is_reseeded_where_the_model_explains_the_data_wor
 
 
 def test_without_collapse_there_is_no_reseed_and_plain_em_is_untouched():
+    """Re-seeding only watches while no component collapses: a run that may re-seed is, pass for pass, the run that
+    may not (maxReseeds 0), and both are scikit-learn's EM from the same start, convergence included."""
     X, _ = make_mixture("full", seed=4).sample(1500, seed=1)
-    result = run_em(make_mixture("full", seed=5), local_passes(X), max_iter=30, tol=0.0, reg_covar=1e-6)
-    assert result.n_reseeds == 0
+    start = make_mixture("full", seed=5)
+    result = run_em(start, local_passes(X), max_iter=500, tol=1e-6, reg_covar=1e-6)
+    plain = run_em(start, local_passes(X), max_iter=500, tol=1e-6, reg_covar=1e-6, max_reseeds=0)
+    assert result.n_reseeds == plain.n_reseeds == 0
+    assert result.converged and plain.converged and (result.n_iter, result.n_passes) == (plain.n_iter, plain.n_passes)
+    assert result.log_likelihood_history == plain.log_likelihood_history
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(getattr(result.mixture, name), getattr(plain.mixture, name), err_msg=name)
+    reference = sklearn_fit(X, start, 500, tol=1e-6)
+    assert reference.converged_ and result.n_iter == reference.n_iter_
+    assert_matches_sklearn(result.mixture, reference)
 
 
 def test_top_rows_keep_the_largest_keys_whatever_the_merge_order():

@@ -37,10 +37,20 @@ def test_kmeans_plusplus_start_recovers_centres():
     np.testing.assert_allclose(start.weights, 0.25, atol=1e-9)
 
 
-def test_duplicate_rows_still_give_a_valid_start(covariance_type):
-    X = np.ones((50, 3))
-    start = initial_mixture(X, None, 3, covariance_type, 1e-6, "k-means++", seed=0)
-    assert np.all(np.isfinite(start.precisions_cholesky))
+@pytest.mark.parametrize("init_mode", ["k-means", "k-means++", "random_from_data"])
+def test_duplicate_rows_give_a_start_at_the_row_with_covariances_of_reg_covar(covariance_type, init_mode):
+    """Every centre is the one row, so every row joins one group (a tie goes to the first centre): that component has
+    all the weight and the row as its mean, the others none (but scikit-learn's 10 eps per count, stats.NK_EPS), and
+    with no scatter in any group every covariance is reg_covar on the diagonal."""
+    row = np.array([2.0, -1.0, 0.5])
+    reg_covar = 1e-4
+    start = initial_mixture(np.tile(row, (50, 1)), None, 3, covariance_type, reg_covar, init_mode, seed=0)
+    full = start.weights.argmax()
+    np.testing.assert_allclose(start.weights, np.eye(3)[full], rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(start.means[full], row, rtol=1e-12)
+    identity = {"full": np.broadcast_to(np.eye(3), (3, 3, 3)), "tied": np.eye(3), "diag": np.ones((3, 3)),
+                "spherical": np.ones(3)}[covariance_type]
+    np.testing.assert_allclose(start.covariances, reg_covar * identity, rtol=1e-12, atol=0.0)
 
 
 def test_unknown_init_mode():

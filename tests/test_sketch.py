@@ -1,6 +1,7 @@
 """The log-density quantile sketch (sparkgmm.sketch) against exact quantiles: pure NumPy."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -123,12 +124,24 @@ def test_size_is_bounded_whatever_the_values():
     values = np.concatenate([magnitudes * rng.choice([-1.0, 1.0], magnitudes.size), [0.0, np.inf, -np.inf]])
     sketch = ValueSketch.of(values)
     assert sketch.n_buckets <= MAX_BUCKETS
-    assert MAX_BUCKETS < 25_000  # ~300 KB at most on the wire, whatever the rows
+    # The worst case: every magnitude from MIN_MAGNITUDE to beyond MAX_MAGNITUDE, of both signs, on a grid 18 times
+    # finer than the buckets, with zero and the infinities. Each sign fills the buckets of its log range (one more
+    # for the bucket that straddles an end): about 21,000 in all, as the module's docstring says.
+    magnitudes = np.geomspace(MIN_MAGNITUDE, 10.0 * MAX_MAGNITUDE, 200_000)
+    worst = ValueSketch.of(np.concatenate([-magnitudes, [0.0], magnitudes, [np.inf, -np.inf]]))
+    per_sign = math.log(MAX_MAGNITUDE / MIN_MAGNITUDE) / math.log((1 + ALPHA) / (1 - ALPHA))
+    assert worst.n_buckets == MAX_BUCKETS and 2 * per_sign + 1 <= worst.n_buckets <= 2 * (per_sign + 1) + 1
+    assert round(worst.n_buckets, -3) == 21_000
+    # On the wire (a task's result of the final pass carries its sketch, pickled): an int64 key and a float64 weight
+    # per bucket, and little else, so about 330 KB at the very worst.
+    assert len(pickle.dumps(worst)) <= 16 * worst.n_buckets + 1024
     # a realistic spread only fills the buckets between its smallest and largest distance
     values = draw("negative", 200_000, rng)
     distances = np.abs(values)
     expected = math.log(distances.max() / distances.min()) / math.log((1 + ALPHA) / (1 - ALPHA)) + 2
-    assert ValueSketch.of(values).n_buckets <= expected
+    realistic = ValueSketch.of(values)
+    assert realistic.n_buckets <= expected
+    assert len(pickle.dumps(realistic)) <= 16 * realistic.n_buckets + 1024
 
 
 def test_clamps_beyond_the_range_and_ignores_nan():

@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from conftest import make_mixture
 from test_em import assert_matches_sklearn, overlapping_data_and_start, sklearn_fit
-from sparkgmm import GaussianMixture
+from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.em import local_passes, run_em
 
 pytestmark = pytest.mark.spark
@@ -45,15 +45,26 @@ def test_distributed_fit_equals_sklearn(spark, covariance_type, partitions, dept
 def test_fit_from_own_initialisation_matches_local_em_and_rises(spark):
     truth = make_mixture("full", n_components=3, n_features=2, seed=3, separation=4.0)
     X, _ = truth.sample(3000, seed=1)
-    model = GaussianMixture(k=3, maxIter=50, tol=1e-6, seed=11).fit(frame(spark, X, 4))
+    df = frame(spark, X, 4)
+    model = GaussianMixture(k=3, maxIter=50, tol=1e-6, seed=11).fit(df)
     summary = model.summary
     history = np.array(summary.logLikelihoodHistory)
     assert summary.converged and summary.numIter < 50
     assert len(history) == summary.numIter + 1 and len(summary.iterationSeconds) == summary.numIter
     assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:]))
-    # The same EM from the distributed fit's own start, run in memory, lands on the same parameters.
-    local = run_em(model.mixture, local_passes(X), max_iter=0, tol=0.0, reg_covar=1e-6)
-    np.testing.assert_allclose(summary.logLikelihood, local.log_likelihood, rtol=1e-12)
+    # The fit's own start: the same fit stopped before its first iteration; its log-likelihood opens the history.
+    start = GaussianMixture(k=3, maxIter=0, tol=1e-6, seed=11).fit(df).mixture
+    np.testing.assert_allclose(start.score(X), history[0], rtol=1e-12)
+    # The same EM (the estimator's default acceleration and regCovar) from that start, run in memory, takes the same
+    # steps and lands on the same parameters: only the order of the sums differs.
+    local = run_em(start, local_passes(X), max_iter=50, tol=1e-6, reg_covar=model.getRegCovar(),
+                   acceleration=model.getAcceleration())
+    assert local.converged and local.n_iter == summary.numIter and local.n_passes == summary.restarts[0]["numPasses"]
+    np.testing.assert_allclose(local.log_likelihood_history, history, rtol=1e-10)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(getattr(model, name), getattr(local.mixture, name), rtol=1e-8, atol=1e-10,
+                                   err_msg=name)
+    np.testing.assert_allclose(summary.logLikelihood, model.mixture.score(X), rtol=1e-12)
     # Three well-separated clusters are found: each true mean has a fitted mean nearby.
     for mean in truth.means:
         assert np.min(np.linalg.norm(model.means - mean, axis=1)) < 0.3
@@ -397,7 +408,9 @@ def test_cross_validator_tunes_k_through_fit_multiple(spark):
     from pyspark.ml.evaluation import ClusteringEvaluator
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
-    X, _ = make_mixture("diag", n_components=3, n_features=2, seed=6, separation=8.0).sample(900, seed=3)
+    # Three equal clusters of unit variance, eight standard deviations apart: k=3 is the answer.
+    truth = Mixture(np.full(3, 1 / 3), [[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]], np.ones((3, 2)), "diag")
+    X, _ = truth.sample(900, seed=3)
     df = frame(spark, X, 2).select(array_to_vector("features").alias("features"))
     gmm = GaussianMixture(covarianceType="diag", maxIter=20, seed=2)
     grid = ParamGridBuilder().addGrid(gmm.k, [2, 3]).build()
@@ -408,5 +421,8 @@ def test_cross_validator_tunes_k_through_fit_multiple(spark):
     descriptions = job_descriptions_since(spark, before)
     assert descriptions.count("sparkgmm: convert features to blocks") == 3  # each fold once, then the refit
     assert len(best.avgMetrics) == 2 and all(np.isfinite(best.avgMetrics))
-    assert best.bestModel.mixture.n_components == [2, 3][int(np.argmax(best.avgMetrics))]  # silhouette: larger wins
+    assert best.avgMetrics[1] > best.avgMetrics[0]  # the silhouette: larger is better
+    assert best.bestModel.mixture.n_components == 3
+    for mean in truth.means:  # refitted on all the data, it finds the three clusters
+        assert np.min(np.linalg.norm(best.bestModel.means - mean, axis=1)) < 0.3
     assert persisted_rdd_count(spark) == 0

@@ -90,9 +90,21 @@ def test_transform_refuses_to_replace_a_column(fitted):
 
 
 def test_model_accessors(fitted):
-    model, _, _ = fitted
-    assert model.weights.shape == (3,) and model.means.shape == (3, 3) and model.covariances.shape == (3, 3, 3)
-    assert model.hasSummary and model.summary.numRows == 500
+    """The accessors are the fitted mixture's parameters, and the summary describes that mixture on the data fitted."""
+    model, _, X = fitted
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(model.mixture, name), err_msg=name)
+    assert model.mixture.n_components == 3 and model.mixture.covariance_type == "full"
+    summary = model.summary
+    assert model.hasSummary and summary.numRows == 500 and summary.weightSum == 500.0
+    assert summary.numIter == len(summary.logLikelihoodHistory) - 1 <= 10
+    np.testing.assert_allclose(summary.logLikelihood, model.mixture.score(X), rtol=1e-12)
+    assert summary.logLikelihoodHistory[-1] == summary.logLikelihood
+    np.testing.assert_array_equal(summary.clusterSizes, np.bincount(model.mixture.predict(X), minlength=3))
+    k, d = 3, 3
+    assert summary.numParameters == k * d * (d + 1) // 2 + k * d + k - 1  # covariances, means, weights less one
+    np.testing.assert_allclose(summary.bic, model.mixture.bic(X), rtol=1e-12)
+    np.testing.assert_allclose(summary.aic, model.mixture.aic(X), rtol=1e-12)
 
 
 def test_outlier_flags_are_the_rows_below_the_training_quantile(fitted, spark):
