@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm import Mixture
 from sparkgmm.acceleration import Squarem, from_vector, to_vector
 from sparkgmm.em import local_passes, run_em

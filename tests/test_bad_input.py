@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import leftovers
 from sparkgmm import GaussianMixture, GaussianMixtureModel, InputError, Mixture
 from sparkgmm.cli import run
 from sparkgmm.config import load_job_config
@@ -287,10 +288,6 @@ def test_the_api_raises_input_error_naming_the_problem(spark, tmp_path, case):
     message = (case.api_message or case.message).format(**paths)
     with pytest.raises(InputError, match=re.escape(message)):
         case.api(spark, paths)
-
-
-def leftovers(directory: Path) -> list[str]:
-    return [p.name for p in directory.iterdir() if ".sparkgmm-" in p.name]
 
 
 @pytest.mark.spark

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_mixture
-from test_em import assert_matches_sklearn, sklearn_fit
+from helpers import assert_matches_sklearn, make_mixture, overlapping_blobs, sklearn_fit
 from sparkgmm import Mixture
 from sparkgmm.candidates import FitSpec, fit_side_by_side
 from sparkgmm.em import EMSettings, local_passes, run_em, run_side_by_side
@@ -36,13 +35,6 @@ def test_one_pass_serves_every_live_candidate_and_a_finished_one_costs_nothing()
     for start, n, f in zip(starts, (3, 8), finished):  # side by side changes nothing in the result
         alone = run_em(start, local_passes(X), max_iter=n, tol=0.0, reg_covar=1e-6)
         np.testing.assert_array_equal(f.value.mixture.means, alone.mixture.means)
-
-
-def overlapping_blobs(n=3000, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0], [2.5, 0.0], [0.0, 2.5], [2.5, 2.5], [1.2, 1.2]])
-    labels = rng.integers(0, 5, n)
-    return centres[labels] + rng.normal(0.0, 0.8, (n, 2))
 
 
 @pytest.mark.parametrize("init_mode", ["k-means||", "random_from_data"])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from test_candidates import overlapping_blobs
+from helpers import overlapping_blobs
 from sparkgmm import Mixture
 from sparkgmm.candidates import FitSpec, fit_side_by_side, restart_runs
 from sparkgmm.checkpoint import CheckpointError, check, encode, restore

@@ -20,10 +20,9 @@ import pyarrow.parquet as pq
 import pyspark
 import pytest
 
-from conftest import make_mixture
+from helpers import make_mixture, write_points
 from sparkgmm import Mixture
 from sparkgmm.cli import run
-from test_jobs import write_points
 
 pytestmark = [pytest.mark.spark, pytest.mark.cluster]
 

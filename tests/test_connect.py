@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm import GaussianMixture, GaussianMixtureModel
 from sparkgmm.errors import InputError
 from sparkgmm.spark.checkpoints import connect_local_dir

@@ -1,40 +1,11 @@
 """The EM loop on in-memory data against scikit-learn from the same initial parameters (scikit-learn is the oracle)."""
 
-import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from conftest import make_mixture, precisions_of
-from sparkgmm import Mixture
+from helpers import assert_matches_sklearn, overlapping_data_and_start, sklearn_fit
 from sparkgmm.em import local_passes, run_em
-
-
-def sklearn_fit(X, initial: Mixture, max_iter: int, tol: float = 0.0, reg_covar: float = 1e-6):
-    model = SkGaussianMixture(
-        n_components=initial.n_components, covariance_type=initial.covariance_type, max_iter=max_iter, tol=tol,
-        reg_covar=reg_covar, weights_init=initial.weights, means_init=initial.means,
-        precisions_init=precisions_of(initial), init_params="random_from_data", random_state=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X)
-
-
-def overlapping_data_and_start(covariance_type, n=800, seed=0):
-    truth = make_mixture(covariance_type, n_components=3, n_features=3, seed=seed, separation=2.0)
-    X, _ = truth.sample(n, seed=seed + 10)
-    start = make_mixture(covariance_type, n_components=3, n_features=3, seed=seed + 100, separation=2.0)
-    return X, start
-
-
-def assert_matches_sklearn(ours: Mixture, theirs, rtol=1e-8):
-    np.testing.assert_allclose(ours.weights, theirs.weights_, rtol=rtol)
-    np.testing.assert_allclose(ours.means, theirs.means_, rtol=rtol, atol=rtol * np.abs(theirs.means_).max())
-    np.testing.assert_allclose(ours.covariances, theirs.covariances_, rtol=rtol,
-                               atol=rtol * np.abs(theirs.covariances_).max())
 
 
 @pytest.mark.parametrize("max_iter", [1, 7])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm.gaussian import CovarianceError, log_gaussian_prob, precisions_cholesky
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_mixture
+from helpers import leftovers, make_mixture, write_points
 from sparkgmm import GaussianMixture, GaussianMixtureModel, Mixture
 from sparkgmm.cli import run
 from sparkgmm.spark import jobs
@@ -22,19 +22,6 @@ pytestmark = pytest.mark.spark
 
 FEATURES = ["x0", "x1", "x2"]
 MODEL_FILES = {"_SUCCESS", "metadata", "data", "metrics.json"}
-
-
-def write_points(path: Path, X: np.ndarray, files: int = 3, **extra) -> str:
-    """Parquet in ``files`` files: id, x0..x{d-1}, vec (array<double>) and any extra columns."""
-    path.mkdir(parents=True)
-    n, d = X.shape
-    for i, rows in enumerate(np.array_split(np.arange(n), files)):
-        columns = {"id": pa.array(rows.astype(np.int64))}
-        columns.update({f"x{j}": pa.array(X[rows, j]) for j in range(d)})
-        columns["vec"] = pa.array([list(row) for row in X[rows]], pa.list_(pa.float64()))
-        columns.update({name: pa.array(np.asarray(values)[rows]) for name, values in extra.items()})
-        pq.write_table(pa.table(columns), path / f"part-{i}.parquet")
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +46,6 @@ def fitted(spark, points, tmp_path_factory) -> str:
 def files_of(directory: Path) -> dict[str, bytes]:
     """Every file under ``directory`` (relative path -> bytes): to tell whether a directory was replaced."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Staging or replaced directories a job left beside its output."""
-    return [p.name for p in directory.iterdir() if ".sparkgmm-" in p.name]
 
 
 def error_lines(captured: str) -> list[str]:

@@ -5,7 +5,7 @@ import pytest
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm import Mixture
 
 

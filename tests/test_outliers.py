@@ -6,7 +6,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm import Mixture
 from sparkgmm.em import run_em, local_passes
 from sparkgmm.errors import InputError

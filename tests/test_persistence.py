@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_mixture, write_format_1_model_dir
+from helpers import make_mixture, write_format_1_model_dir
 from sparkgmm import InputError, Mixture, ModelFormatError
 from sparkgmm.persistence import SavedModel, read_model_dir, write_model_dir
 

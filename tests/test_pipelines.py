@@ -10,7 +10,7 @@ from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder
 from pyspark.sql import types as T
 
-from conftest import make_mixture, write_format_1_model_dir
+from helpers import make_mixture, write_format_1_model_dir
 from sparkgmm import GaussianMixture, GaussianMixtureModel, InputError, Mixture
 from sparkgmm.errors import OutputExistsError
 from sparkgmm.spark import readwrite

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm import InputError, Mixture
 from sparkgmm.errors import OutputExistsError
 from sparkgmm import report, report_plots, report_sample

@@ -4,8 +4,8 @@ starts, checkpoints that keep the search, and the re-seed cap."""
 import numpy as np
 import pytest
 
+from helpers import make_mixture
 import sparkgmm.candidates as candidates
-from conftest import make_mixture
 from sparkgmm import InputError, Mixture
 from sparkgmm.candidates import FitSpec, fit_side_by_side, restart_runs
 from sparkgmm.checkpoint import encode, restore

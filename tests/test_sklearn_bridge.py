@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
+from helpers import make_mixture
 from sparkgmm import InputError, Mixture
 
-from conftest import make_mixture
 
 
 def test_to_sklearn_scores_as_the_mixture_does(covariance_type):

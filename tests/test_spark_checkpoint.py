@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_mixture, write_format_1_model_dir
-from test_spark_fit import frame
+from helpers import frame, make_mixture, write_format_1_model_dir, write_points
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.checkpoint import CheckpointError
 from sparkgmm.spark.blocks import FeatureBlocks
@@ -223,7 +222,6 @@ def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_ru
     import time
 
     from sparkgmm.cli import run
-    from test_jobs import write_points
 
     X, _ = make_mixture("full", n_components=4, n_features=3, seed=5, separation=2.0).sample(10_000, seed=3)
     path = write_points(tmp_path / "in.parquet", X, files=3)

@@ -1,30 +1,16 @@
 """The distributed estimator: exact against scikit-learn from the same start, input forms, errors, and clean-up."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
-from conftest import make_mixture
-from test_em import assert_matches_sklearn, overlapping_data_and_start, sklearn_fit
+from helpers import (assert_matches_sklearn, frame, job_descriptions_since, last_job_id, make_mixture,
+                     overlapping_data_and_start, persisted_rdd_count, sklearn_fit, spark_jobs)
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.em import local_passes, run_em
 
 pytestmark = pytest.mark.spark
-
-
-def frame(spark, X, partitions=3, extra=None):
-    """A DataFrame with an array<double> ``features`` column (and any extra columns), in ``partitions`` pieces."""
-    n, d = X.shape
-    columns = {"features": pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
-                                                    pa.array(X.ravel()))}
-    columns.update(extra or {})
-    return spark.createDataFrame(pa.table(columns)).repartition(partitions)
-
-
-def persisted_rdd_count(spark):
-    return spark.sparkContext._jsc.getPersistentRDDs().size()
 
 
 @pytest.mark.parametrize("partitions, depth", [(1, 2), (5, 3)])
@@ -324,22 +310,6 @@ def test_initialisation_sample_is_bounded_weighted_and_from_the_data(spark):
             assert sample.rows.shape == (100, 2) and len(set(sample.rows[:, 0])) == 100
             samples.append(sample.rows)
     np.testing.assert_array_equal(samples[0], samples[1])
-
-
-def spark_jobs(spark) -> list[tuple[int, str | None]]:
-    """Every job Spark's status store still holds, as (job id, description or None), oldest first."""
-    jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)  # a Scala Seq
-    found = [(jobs.apply(i).jobId(), jobs.apply(i).description()) for i in range(jobs.size())]
-    return sorted((job_id, d.get() if d.isDefined() else None) for job_id, d in found)
-
-
-def last_job_id(spark) -> int:
-    return max((job_id for job_id, _ in spark_jobs(spark)), default=-1)
-
-
-def job_descriptions_since(spark, job_id: int) -> list[str | None]:
-    """Descriptions of the jobs after ``job_id``, oldest first (by id: the store drops old jobs once it is full)."""
-    return [description for later, description in spark_jobs(spark) if later > job_id]
 
 
 @pytest.mark.parametrize("init_mode", ["sample", "k-means||"])

@@ -5,8 +5,7 @@ import pytest
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import types as T
 
-from conftest import make_mixture
-from test_spark_fit import frame
+from helpers import frame, make_mixture
 from sparkgmm import GaussianMixture, GaussianMixtureModel, Mixture
 from sparkgmm.errors import InputError
 from sparkgmm.passes import log_density_ceiling

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm import GaussianMixtureModel
 from sparkgmm.spark.local_parquet import SPARK_SCHEMA_KEY, local_directory, write_scored
 from sparkgmm.spark.scoring import Outputs, score_dataframe, scoring_plan

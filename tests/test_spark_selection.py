@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_mixture
-from test_spark_fit import frame, job_descriptions_since, last_job_id, persisted_rdd_count
+from helpers import frame, job_descriptions_since, last_job_id, make_mixture, persisted_rdd_count
 from sparkgmm import GaussianMixture, Mixture, select_model
 from sparkgmm.em import local_passes, run_em
 

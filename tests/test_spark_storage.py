@@ -9,9 +9,7 @@ import pytest
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from conftest import make_mixture
-from test_em import overlapping_data_and_start
-from test_spark_fit import frame, persisted_rdd_count
+from helpers import frame, make_mixture, overlapping_data_and_start, persisted_rdd_count
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.passes import EStep, pack_block, run_local_pass
 from sparkgmm.sampling import draw_sample

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_mixture
+from helpers import make_mixture
 from sparkgmm.stats import SufficientStats, accumulate, m_step
 
 

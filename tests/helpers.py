@@ -1,0 +1,137 @@
+"""Helpers the test modules share (no test module imports another): small synthetic mixtures and data, the
+scikit-learn oracle from a given start, Parquet inputs, and what Spark's status store says of jobs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from sparkgmm import Mixture
+
+
+def make_mixture(covariance_type: str, n_components: int = 3, n_features: int = 3, seed: int = 0,
+                 separation: float = 3.0) -> Mixture:
+    """A random but well-conditioned mixture whose components overlap a little (so responsibilities are soft)."""
+    rng = np.random.default_rng(seed)
+    k, d = n_components, n_features
+    weights = rng.dirichlet(np.full(k, 5.0))
+    means = rng.normal(0.0, separation, (k, d))
+    if covariance_type == "full":
+        a = rng.normal(0.0, 0.5, (k, d, d))
+        covariances = a @ a.transpose(0, 2, 1) + np.eye(d)
+    elif covariance_type == "tied":
+        a = rng.normal(0.0, 0.5, (d, d))
+        covariances = a @ a.T + np.eye(d)
+    elif covariance_type == "diag":
+        covariances = rng.uniform(0.5, 2.0, (k, d))
+    else:
+        covariances = rng.uniform(0.5, 2.0, k)
+    return Mixture(weights, means, covariances, covariance_type)
+
+
+def precisions_of(mixture: Mixture) -> np.ndarray:
+    """The precisions scikit-learn's ``precisions_init`` wants (the test oracle may invert; the library never does)."""
+    cov = mixture.covariances
+    if mixture.covariance_type in ("full", "tied"):
+        return np.linalg.inv(cov)
+    return 1.0 / cov
+
+
+def write_format_1_model_dir(path, mixture: Mixture, spark_params: dict | None = None,
+                             summary: dict | None = None) -> None:
+    """A model directory as sparkgmm wrote it before format version 2, by hand: metadata.json and params.npz, with
+    the Spark model's spark_params.json and summary.json when given."""
+    path.mkdir(parents=True)
+    metadata = {"format": "sparkgmm.mixture", "format_version": 1, "covariance_type": mixture.covariance_type,
+                "n_components": mixture.n_components, "n_features": mixture.n_features}
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    np.savez(path / "params.npz", weights=mixture.weights, means=mixture.means, covariances=mixture.covariances)
+    for name, document in (("spark_params.json", spark_params), ("summary.json", summary)):
+        if document is not None:
+            (path / name).write_text(json.dumps(document))
+
+
+def overlapping_data_and_start(covariance_type, n=800, seed=0):
+    truth = make_mixture(covariance_type, n_components=3, n_features=3, seed=seed, separation=2.0)
+    X, _ = truth.sample(n, seed=seed + 10)
+    start = make_mixture(covariance_type, n_components=3, n_features=3, seed=seed + 100, separation=2.0)
+    return X, start
+
+
+def overlapping_blobs(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [2.5, 0.0], [0.0, 2.5], [2.5, 2.5], [1.2, 1.2]])
+    labels = rng.integers(0, 5, n)
+    return centres[labels] + rng.normal(0.0, 0.8, (n, 2))
+
+
+def sklearn_fit(X, initial: Mixture, max_iter: int, tol: float = 0.0, reg_covar: float = 1e-6):
+    model = SkGaussianMixture(
+        n_components=initial.n_components, covariance_type=initial.covariance_type, max_iter=max_iter, tol=tol,
+        reg_covar=reg_covar, weights_init=initial.weights, means_init=initial.means,
+        precisions_init=precisions_of(initial), init_params="random_from_data", random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X)
+
+
+def assert_matches_sklearn(ours: Mixture, theirs, rtol=1e-8):
+    np.testing.assert_allclose(ours.weights, theirs.weights_, rtol=rtol)
+    np.testing.assert_allclose(ours.means, theirs.means_, rtol=rtol, atol=rtol * np.abs(theirs.means_).max())
+    np.testing.assert_allclose(ours.covariances, theirs.covariances_, rtol=rtol,
+                               atol=rtol * np.abs(theirs.covariances_).max())
+
+
+def write_points(path: Path, X: np.ndarray, files: int = 3, **extra) -> str:
+    """Parquet in ``files`` files: id, x0..x{d-1}, vec (array<double>) and any extra columns."""
+    path.mkdir(parents=True)
+    n, d = X.shape
+    for i, rows in enumerate(np.array_split(np.arange(n), files)):
+        columns = {"id": pa.array(rows.astype(np.int64))}
+        columns.update({f"x{j}": pa.array(X[rows, j]) for j in range(d)})
+        columns["vec"] = pa.array([list(row) for row in X[rows]], pa.list_(pa.float64()))
+        columns.update({name: pa.array(np.asarray(values)[rows]) for name, values in extra.items()})
+        pq.write_table(pa.table(columns), path / f"part-{i}.parquet")
+    return str(path)
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Staging or replaced directories a job left beside its output."""
+    return [p.name for p in directory.iterdir() if ".sparkgmm-" in p.name]
+
+
+def frame(spark, X, partitions=3, extra=None):
+    """A DataFrame with an array<double> ``features`` column (and any extra columns), in ``partitions`` pieces."""
+    n, d = X.shape
+    columns = {"features": pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
+                                                    pa.array(X.ravel()))}
+    columns.update(extra or {})
+    return spark.createDataFrame(pa.table(columns)).repartition(partitions)
+
+
+def spark_jobs(spark) -> list[tuple[int, str | None]]:
+    """Every job Spark's status store still holds, as (job id, description or None), oldest first."""
+    jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)  # a Scala Seq
+    found = [(jobs.apply(i).jobId(), jobs.apply(i).description()) for i in range(jobs.size())]
+    return sorted((job_id, d.get() if d.isDefined() else None) for job_id, d in found)
+
+
+def job_descriptions_since(spark, job_id: int) -> list[str | None]:
+    """Descriptions of the jobs after ``job_id``, oldest first (by id: the store drops old jobs once it is full)."""
+    return [description for later, description in spark_jobs(spark) if later > job_id]
+
+
+def last_job_id(spark) -> int:
+    return max((job_id for job_id, _ in spark_jobs(spark)), default=-1)
+
+
+def persisted_rdd_count(spark):
+    return spark.sparkContext._jsc.getPersistentRDDs().size()
