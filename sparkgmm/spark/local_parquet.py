@@ -102,8 +102,8 @@ def _write_task(task, directory: str, name: str, codec: str, prediction: int, sp
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """The columns worth dictionary pages: not floating point (nor lists of it), whose values rarely repeat, so
-    that the writer would fill a dictionary page per column chunk only to fall back to plain pages."""
+    """The columns worth dictionary pages: all but the floating-point ones (and lists of them), whose values rarely
+    repeat, so that the writer would fill a dictionary page per column chunk only to fall back to plain pages."""
     def floating(data_type: pa.DataType) -> bool:
         return pa.types.is_floating(data_type) or (pa.types.is_list(data_type) and floating(data_type.value_type))
     return [field.name for field in schema if not floating(field.type)]
