@@ -77,6 +77,11 @@ def each_one_of(choices: tuple[str, ...]) -> Rule:
 
 
 def not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+def not_blank(value: str) -> str | None:
+    """Not empty, nor only spaces (a directory, an output column)."""
     return None if value.strip() else "must not be empty"
 
 
@@ -227,7 +232,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(f"how the fit runs its passes: one of {', '.join(ENGINES)} (auto: rdd in a classic session, dataframe "
            "under Spark Connect)", default="auto", rule=one_of(ENGINES), param="engine"),
     Option("directory (any Hadoop file system URI) where the fit saves its state after every pass; the same fit of "
-           "the same input that finds a checkpoint there resumes from it", rule=not_empty, param="checkpointDir",
+           "the same input that finds a checkpoint there resumes from it", rule=not_blank, param="checkpointDir",
            key="checkpoint_dir", jobs=FIT_AND_SELECT, metavar="DIR"),
     Option("keep the last checkpoint when the fit (the job: its output) is done; by default it is removed",
            kind=bool, default=False, param="keepCheckpoint", key="keep_checkpoint", jobs=FIT_AND_SELECT),
@@ -239,7 +244,7 @@ OPTIONS: tuple[Option, ...] = (
            "log-densities (a level in (0, 0.5], e.g. 0.01: the lowest hundredth; levels between those the model "
            "stores are interpolated)", kind=float, rule=outlier_level, param="outlierQuantile",
            key="outlier_quantile", jobs=("predict",), metavar="LEVEL"),
-    Option("output column flagging outliers (with outlierQuantile)", default="isOutlier", rule=not_empty,
+    Option("output column flagging outliers (with outlierQuantile)", default="isOutlier", rule=not_blank,
            param="outlierCol"),
     Option("replace an existing output", kind=bool, default=False, key="overwrite", jobs=JOBS),
     # the [spark] table; under spark-submit whatever spark-submit was given wins over these
