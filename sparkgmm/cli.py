@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import MISSING
 from typing import Any, Sequence
 
 from .config import ConfigError, load_job_config, value_kind

@@ -38,6 +38,9 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     spherical. Params as ``pyspark.ml.clustering.GaussianMixture`` where they mean the same; ``tol`` applies to
     the change of the *mean* per-sample log-likelihood, as in scikit-learn."""
 
+    # The keyword defaults are written out as pyspark.ml writes them, for the reader: @keyword_only passes on only
+    # the keywords given, and the Params' defaults come from the option table (tests/test_options.py checks both
+    # signatures against it).
     @keyword_only
     def __init__(
         self, *, featuresCol: str = "features", inputCols: list[str] | None = None, predictionCol: str = "prediction",
