@@ -4,7 +4,7 @@
 Exit codes: 0 success; 2 invalid flags, config or input (``sparkgmm.errors.InputError``, a missing or existing path,
 Spark's analysis errors, or input files Spark cannot read, recognised by ``sparkgmm.spark.failures``: one line on
 stderr naming the problem, and no output); 1 anything else (the traceback is logged, then one line). Flags and
-config keys are built from ``sparkgmm.config``'s dataclasses, so each is declared once. Everything up to and
+config keys are built from the option table (``sparkgmm.options``), so each is declared once. Everything up to and
 including the checks of local paths runs before Spark starts, so a bad flag costs no JVM and prints nothing else.
 """
 
@@ -17,11 +17,11 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import MISSING
 from typing import Any, Sequence
 
-from .config import JOB_CONFIGS, ConfigError, flag_name, job_fields, load_job_config, value_kind
+from .config import ConfigError, load_job_config, value_kind
 from .errors import InputError
+from .options import OPTIONS, REQUIRED, flag_name
 from .persistence import local_path_of, read_model_dir
 from .spark.failures import input_error_from
 
@@ -53,21 +53,24 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(command: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=f"sparkgmm {command}", description=DESCRIPTIONS[command], argument_default=argparse.SUPPRESS,
                      allow_abbrev=False)
-    parser.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below; flags win")
-    parser.add_argument("--master", metavar="URL", help="Spark master (default local[2]; spark-submit's wins)")
     required = parser.add_argument_group("required (as flags or in the config file)")
     optional = parser.add_argument_group("settings")
-    for f in job_fields(JOB_CONFIGS[command]):
-        kind = value_kind(JOB_CONFIGS[command], f)
-        help_text = f.metadata.get("help", "")
-        group = required if f.default is MISSING and f.default_factory is MISSING else optional
-        if group is optional and f.default not in (None, (), MISSING):
-            help_text += f" (default: {','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default})"
-        if kind is bool:
-            group.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+    for option in (o for o in OPTIONS if command in o.jobs and o.flag):
+        kind = value_kind(option)
+        help_text = option.help
+        if option.key is None or option.section:  # the config file itself, and --master: before the settings
+            group = parser
         else:
-            metavar = f.metadata.get("metavar") or {int: "N", float: "X"}.get(kind, "VALUE")
-            group.add_argument(flag_name(f.name), dest=f.name, metavar=metavar, help=help_text)
+            group = required if option.default is REQUIRED else optional
+        if group is optional and option.default not in (None, ()):
+            default = option.default
+            help_text += f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
+        dest = option.key or option.name.removeprefix("--")
+        if kind is bool:
+            group.add_argument(option.flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            metavar = option.metavar or {int: "N", float: "X"}.get(kind, "VALUE")
+            group.add_argument(option.flag, dest=dest, metavar=metavar, help=help_text)
     return parser
 
 

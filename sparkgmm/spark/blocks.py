@@ -21,7 +21,7 @@ from pyspark import StorageLevel
 from pyspark.rdd import RDD
 from pyspark.sql import Column, DataFrame
 
-from ..config import DEFAULT_BLOCK_STORAGE
+from ..options import DEFAULT_BLOCK_STORAGE
 from .arrow_rdd import packed_blocks
 from .failures import raise_input_error
 from .progress import track

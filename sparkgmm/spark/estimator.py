@@ -13,13 +13,11 @@ from pyspark.ml.param import Param
 from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 
-from ..config import DEFAULT_BLOCK_STORAGE
 from ..candidates import FitOutcome, FitSpec, fit_side_by_side, restart_runs
-from ..em import DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS, EMSettings
+from ..em import EMSettings
 from ..errors import InputError
-from ..init import DEFAULT_INIT_MODE, SAMPLE_INIT_MODE
-from ..sampling import DEFAULT_SAMPLE_ROWS, SAMPLE_STREAM
-from ..search import DEFAULT_SAMPLE_RESTARTS
+from ..init import SAMPLE_INIT_MODE
+from ..sampling import SAMPLE_STREAM
 from ..mixture import Mixture
 from .blocks import FeatureBlocks, features_column
 from .frames import FrameBlocks
@@ -40,18 +38,21 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     spherical. Params as ``pyspark.ml.clustering.GaussianMixture`` where they mean the same; ``tol`` applies to
     the change of the *mean* per-sample log-likelihood, as in scikit-learn."""
 
+    # The keyword defaults are written out as pyspark.ml writes them, for the reader: @keyword_only passes on only
+    # the keywords given, and the Params' defaults come from the option table (tests/test_options.py checks both
+    # signatures against it).
     @keyword_only
     def __init__(
         self, *, featuresCol: str = "features", inputCols: list[str] | None = None, predictionCol: str = "prediction",
         probabilityCol: str = "probability", logDensityCol: str = "logDensity", k: int = 2,
         covarianceType: str = "full", maxIter: int = 100, tol: float = 1e-3, regCovar: float = 1e-6,
-        seed: int | None = None, initMode: str = DEFAULT_INIT_MODE, initialModel: Any = None, initSteps: int = 2,
-        nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
+        seed: int | None = None, initMode: str = "sample", initialModel: Any = None, initSteps: int = 2,
+        nInit: int = 1, acceleration: str = "squarem", weightCol: str | None = None,
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
-        blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
+        blockStorage: str = "local-files", handleInvalid: str = "error", checkpointDir: str | None = None,
         keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
-        engine: str = "auto", sampleRows: int = DEFAULT_SAMPLE_ROWS, sampleRestarts: int = DEFAULT_SAMPLE_RESTARTS,
-        maxReseeds: int = DEFAULT_MAX_RESEEDS,
+        engine: str = "auto", sampleRows: int = 131072, sampleRestarts: int = 16,
+        maxReseeds: int = 8,
     ):
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -61,13 +62,13 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         self, *, featuresCol: str = "features", inputCols: list[str] | None = None, predictionCol: str = "prediction",
         probabilityCol: str = "probability", logDensityCol: str = "logDensity", k: int = 2,
         covarianceType: str = "full", maxIter: int = 100, tol: float = 1e-3, regCovar: float = 1e-6,
-        seed: int | None = None, initMode: str = DEFAULT_INIT_MODE, initialModel: Any = None, initSteps: int = 2,
-        nInit: int = 1, acceleration: str = DEFAULT_ACCELERATION, weightCol: str | None = None,
+        seed: int | None = None, initMode: str = "sample", initialModel: Any = None, initSteps: int = 2,
+        nInit: int = 1, acceleration: str = "squarem", weightCol: str | None = None,
         aggregationDepth: int = 2, storageLevel: str = "MEMORY_AND_DISK_DESER", dtype: str = "float64",
-        blockStorage: str = DEFAULT_BLOCK_STORAGE, handleInvalid: str = "error", checkpointDir: str | None = None,
+        blockStorage: str = "local-files", handleInvalid: str = "error", checkpointDir: str | None = None,
         keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
-        engine: str = "auto", sampleRows: int = DEFAULT_SAMPLE_ROWS, sampleRestarts: int = DEFAULT_SAMPLE_RESTARTS,
-        maxReseeds: int = DEFAULT_MAX_RESEEDS,
+        engine: str = "auto", sampleRows: int = 131072, sampleRestarts: int = 16,
+        maxReseeds: int = 8,
     ) -> "GaussianMixture":
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)

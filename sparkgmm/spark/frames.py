@@ -26,7 +26,7 @@ import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 
-from ..config import DEFAULT_BLOCK_STORAGE
+from ..options import DEFAULT_BLOCK_STORAGE
 from .failures import raise_input_error
 from .progress import track
 from .packing import BLOCK_BYTES, PACKED_SCHEMA, block_of, pack_blocks, pack_partition, selected_features

@@ -94,21 +94,11 @@ def read_input(spark: SparkSession, path: str, partitions: int | None) -> DataFr
 
 
 def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> dict[str, Any]:
-    """The GaussianMixture params that fit and select share, from the config."""
-    params: dict[str, Any] = dict(
-        maxIter=config.max_iter, tol=config.tol, regCovar=config.reg_covar, initMode=config.init,
-        initSteps=config.init_steps, nInit=config.n_init, acceleration=config.acceleration,
-        sampleRows=config.sample_rows, sampleRestarts=config.sample_restarts, maxReseeds=config.max_reseeds,
-        aggregationDepth=config.aggregation_depth, storageLevel=config.storage_level, dtype=config.dtype,
-        blockStorage=config.block_storage, handleInvalid=config.invalid_rows,
-    )
+    """The GaussianMixture params of the job's settings (those that are Params: the option table says which)."""
+    params = config.estimator_params()
     if config.checkpoint_dir:
         # kept through the fit: the job removes it once the output is written (remove_checkpoint)
-        params.update(checkpointDir=config.checkpoint_dir, keepCheckpoint=True)
-    if config.seed is not None:
-        params["seed"] = config.seed
-    if config.weight_col:
-        params["weightCol"] = config.weight_col
+        params["keepCheckpoint"] = True
     return {**params, **features.params()}
 
 
@@ -184,8 +174,7 @@ def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
     with staged_output(spark, config.output, config.overwrite) as output:
         df = read_input(spark, config.input, config.spark.partitions)
         features = resolve_features(df, config.features, config.weight_col)
-        estimator = GaussianMixture(k=config.k, covarianceType=config.covariance_type,
-                                    **_estimator_params(config, features))
+        estimator = GaussianMixture(**_estimator_params(config, features))
         if config.initial_model:
             estimator.setInitialModel(read_saved(spark, config.initial_model).mixture)
         model = estimator.fit(df)

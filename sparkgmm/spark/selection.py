@@ -8,9 +8,8 @@ from typing import Any, Sequence
 
 from pyspark.sql import DataFrame
 
-from ..config import CRITERIA
 from ..errors import InputError
-from ..gaussian import COVARIANCE_TYPES
+from ..options import SELECT_ARGUMENTS, check_value
 from .estimator import GaussianMixture, fit_on_blocks
 from .model import GaussianMixtureModel
 
@@ -60,15 +59,9 @@ def select_model(dataset: DataFrame, k: Sequence[int], covarianceTypes: Sequence
     reads every block once for every live candidate and restart), and pick the lowest ``criterion`` (``bic`` or
     ``aic``; the first candidate wins a tie). ``params`` are any other ``GaussianMixture`` params (``nInit``,
     ``acceleration``, ``maxIter``, ``seed``, ``inputCols``, ``weightCol``, ...)."""
-    ks = [int(value) for value in k]
-    types = list(covarianceTypes)
-    if not ks or min(ks) < 1:
-        raise InputError(f"k must name at least one number of components, each >= 1; got {list(k)!r}")
-    bad = [t for t in types if t not in COVARIANCE_TYPES]
-    if not types or bad:
-        raise InputError(f"covarianceTypes must name at least one of {', '.join(COVARIANCE_TYPES)}; got {types!r}")
-    if criterion not in CRITERIA:
-        raise InputError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
+    ks, types = tuple(int(value) for value in k), tuple(covarianceTypes)
+    for name, value in (("k", ks), ("covarianceTypes", types), ("criterion", criterion)):
+        check_value(SELECT_ARGUMENTS[name], name, value)
     for name in ("k", "covarianceType", "initialModel"):
         if name in params:
             raise InputError(f"select_model sets {name} itself; leave it out of the params")

@@ -19,17 +19,14 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from ..config import BLOCK_STORAGES
-from ..errors import InputError
-from ..passes import BLOCK_DTYPES, Block, content_fingerprint, merge_fingerprints
+from ..options import PARAMS, check_value
+from ..passes import Block, content_fingerprint, merge_fingerprints
 from ..sampling import RowSample, SampleBuilder
 
 
 def check_storage(dtype: str, block_storage: str) -> None:
-    if dtype not in BLOCK_DTYPES:
-        raise InputError(f"dtype={dtype!r} must be one of {', '.join(BLOCK_DTYPES)}")
-    if block_storage not in BLOCK_STORAGES:
-        raise InputError(f"blockStorage={block_storage!r} must be one of {', '.join(BLOCK_STORAGES)}")
+    check_value(PARAMS["dtype"], "dtype", dtype)
+    check_value(PARAMS["blockStorage"], "blockStorage", block_storage)
 
 
 class Stored(NamedTuple):
