@@ -113,46 +113,21 @@ def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> d
 
 
 def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str, seconds: float) -> dict[str, Any]:
-    """What ``metrics.json`` holds: the fit's outcome, and per iteration the log-likelihood of the parameters after
-    it, its change and the iteration's seconds; the restarts; and a warning when EM stopped at maxIter."""
+    """What ``metrics.json`` holds: the candidate's row (``seconds``: the job's), a warning when EM stopped at
+    maxIter, the start and acceleration, everything else the summary reports (``GaussianMixtureSummary.to_metrics``)
+    and the features and input."""
     summary = model.summary
-    lls = summary.logLikelihoodHistory
     warnings = []
     if not summary.converged and model.getTol() > 0.0:
         warnings.append(f"EM did not converge in {model.getMaxIter()} iterations (tol {model.getTol():g}): "
                         "raise max_iter or tol")
+    reported = {**summary.to_metrics(), "seconds": seconds}
     return {
-        **candidate_row(model, seconds),
+        **candidate_row(model, seconds),  # first, as in candidates.json; the same keys below keep these places
         "warnings": warnings,
         "init": model.getInitMode() if model.getInitialModel() is None else "initial_model",
         "acceleration": model.getAcceleration(),
-        "dtype": summary.dtype,
-        "block_storage": summary.blockStorage,
-        "block_bytes": summary.blockBytes,
-        "conversion_seconds": summary.conversionSeconds,
-        "full_data_passes": summary.fullDataPasses,
-        "sample_rows": summary.sampleRows,
-        "sample_restarts": summary.sampleRestarts,
-        "sample_passes": summary.samplePasses,
-        "sample_search_seconds": summary.sampleSearchSeconds,
-        "sample_log_likelihood": summary.sampleLogLikelihood,
-        "n_skipped_rows": summary.numSkippedRows,
-        "resumed_from_pass": summary.resumedFromPass,
-        "n_reseeds": summary.numReseeds,
-        "n_extrapolations": summary.numExtrapolations,
-        "n_rejected_steps": summary.numRejectedSteps,
-        "best_restart": summary.bestRestart,
-        "restarts": list(summary.restarts),
-        "initial_log_likelihood": lls[0],
-        "history": [
-            {"iteration": t, "log_likelihood": lls[t], "change": lls[t] - lls[t - 1],
-             "seconds": summary.iterationSeconds[t - 1]}
-            for t in range(1, summary.numIter + 1)
-        ],
-        "cluster_sizes": list(summary.clusterSizes),
-        "log_density_quantiles": {f"{level:g}": value for level, value in summary.logDensityQuantiles.items()},
-        "n_rows": summary.numRows,
-        "weight_sum": summary.weightSum,
+        **reported,
         "n_features": model.mixture.n_features,
         "feature_names": features.names(model.mixture.n_features),
         "input": input_path,
