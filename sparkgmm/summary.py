@@ -93,9 +93,8 @@ class GaussianMixtureSummary:
     def from_dict(cls, saved: Mapping[str, Any], where: str) -> "GaussianMixtureSummary":
         """A summary block read back from JSON (lists are tuples again; ``bic``, ``aic`` and names this version does
         not know are left out); ``ModelFormatError`` naming ``where`` if it lacks a field."""
-        names = {f.name for f in fields(cls)}
         try:
-            return cls(**{name: _python_value(value) for name, value in saved.items() if name in names})
+            return cls(**{name: _python_value(value) for name, value in saved.items() if name in _FIELDS})
         except TypeError as e:
             raise ModelFormatError(f"model summary in {where!r} is damaged: {e}") from None
 
@@ -113,13 +112,15 @@ class GaussianMixtureSummary:
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, Any]) -> "GaussianMixtureSummary":
         """The summary that ``to_metrics`` wrote ``metrics`` from (keys it does not know are ignored)."""
-        names = {f.name for f in fields(cls)}
         values = {entry.attribute: _python_value(metrics[entry.key]) for entry in REPORTED
-                  if entry.attribute in names and entry.key not in _PER_ITERATION}
+                  if entry.attribute in _FIELDS and entry.key not in _PER_ITERATION}
         history = metrics["history"]
         values["logLikelihoodHistory"] = (metrics["initial_log_likelihood"], *(h["log_likelihood"] for h in history))
         values["iterationSeconds"] = tuple(h["seconds"] for h in history)
         return cls(**values)
+
+
+_FIELDS = frozenset(f.name for f in fields(GaussianMixtureSummary))
 
 
 class Reported(NamedTuple):
