@@ -341,6 +341,7 @@ def test_select_job_writes_candidates_and_the_best_model(spark, points, tmp_path
     reported = GaussianMixtureModel.load(str(out / "best")).summary.to_metrics()
     assert {key: best_metrics[key] for key in reported} == reported  # the select job keeps the fit's own seconds
     assert rows[best] == {key: best_metrics[key] for key in from_csv[0]}
+    assert (document["n_rows"], document["feature_names"]) == (best_metrics["n_rows"], FEATURES) == (len(X), FEATURES)
     # The k=1 candidate has a closed form: the sample mean and covariance.
     one = next(r for r in rows if r["k"] == 1 and r["covariance_type"] == "full")
     single = Mixture([1.0], [X.mean(0)], [np.cov(X.T, bias=True) + 1e-6 * np.eye(3)])

@@ -190,17 +190,17 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
                         row["covariance_type"], config.criterion, row[config.criterion], row["n_iter"],
                         "" if row["converged"] else " (not converged)")
         best = selection.best
+        metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
         document = {
             "criterion": config.criterion,
             "best": {"k": rows[best]["k"], "covariance_type": rows[best]["covariance_type"], "index": best},
             "candidates": rows,
-            "n_rows": models[best].summary.numRows,
-            "feature_names": features.names(models[best].mixture.n_features),
+            "n_rows": metrics["n_rows"],
+            "feature_names": metrics["feature_names"],
             "input": config.input,
             "seconds": time.perf_counter() - started,
             "sparkgmm_version": __version__,
         }
-        metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
         _write_model_with_metrics(output, BEST_MODEL_DIR, models[best], metrics)
         output.put_text(CANDIDATES_JSON, _json_text(document))
         output.put_text(CANDIDATES_CSV, candidates_csv(rows))
