@@ -11,7 +11,7 @@ checkpoint goes on exactly as it would have; a restart still initialising is sav
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, get_type_hints
 
 import numpy as np
 
@@ -170,7 +170,9 @@ def _decode_state(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMSta
     )
 
 
-_RESULT_COUNTS = ("n_iter", "n_samples", "n_passes", "n_reseeds", "n_extrapolations", "n_rejected")
+# EMResult's counts (its int fields), saved as JSON numbers under their own names: a count added to EMResult is
+# saved and restored without a word here. Its other fields are encoded one by one below.
+_RESULT_COUNTS = tuple(name for name, kind in get_type_hints(EMResult).items() if kind is int)
 
 
 def _encode_result(result: EMResult, arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -27,9 +27,10 @@ import numpy as np
 from . import __version__
 from .config import BEST_MODEL_DIR, CANDIDATES_JSON, METRICS_FILE
 from .errors import InputError, OutputExistsError
-from .mixture import Mixture, information_criteria
+from .mixture import Mixture
 from .persistence import read_model_dir
 from .report_sample import Sample, model_sample, parquet_sample
+from .summary import GaussianMixtureSummary
 
 logger = logging.getLogger("sparkgmm.report")
 
@@ -73,27 +74,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return document
 
 
-def _metrics_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """A Python API save's training summary (GaussianMixtureSummary's fields) in metrics.json's names."""
-    lls = list(summary.get("logLikelihoodHistory") or [])
-    seconds = list(summary.get("iterationSeconds") or [])
-    metrics = {
-        "log_likelihood": summary.get("logLikelihood"), "n_iter": summary.get("numIter"),
-        "converged": summary.get("converged"), "cluster_sizes": summary.get("clusterSizes"),
-        "n_rows": summary.get("numRows"), "weight_sum": summary.get("weightSum"),
-        "n_parameters": summary.get("numParameters"), "restarts": summary.get("restarts"),
-        "n_skipped_rows": summary.get("numSkippedRows"), "seconds": summary.get("seconds"),
-        "initial_log_likelihood": lls[0] if lls else None,
-        "history": [{"iteration": t, "log_likelihood": lls[t], "change": lls[t] - lls[t - 1],
-                     "seconds": seconds[t - 1] if t <= len(seconds) else None} for t in range(1, len(lls))],
-    }
-    metrics["bic"], metrics["aic"] = summary.get("bic"), summary.get("aic")
-    if metrics["bic"] is None and None not in (metrics["log_likelihood"], metrics["weight_sum"], metrics["n_parameters"]):
-        metrics["bic"], metrics["aic"] = information_criteria(metrics["log_likelihood"], metrics["weight_sum"],
-                                                              metrics["n_parameters"])
-    return metrics
-
-
 def load_source(directory: str | os.PathLike) -> ReportSource:
     """A fit output, a select output or a model directory -> what the report shows."""
     root = Path(directory)
@@ -110,8 +90,10 @@ def load_source(directory: str | os.PathLike) -> ReportSource:
     saved = read_model_dir(model_dir)
     if (model_dir / METRICS_FILE).exists():
         metrics = _read_json(model_dir / METRICS_FILE)
-    else:  # saved by the Python API: the training summary, if the model was fitted
-        metrics = _metrics_from_summary(saved.summary) if isinstance(saved.summary, dict) else None
+    elif isinstance(saved.summary, dict):  # saved by the Python API: the training summary, in metrics.json's names
+        metrics = GaussianMixtureSummary.from_dict(saved.summary, str(model_dir)).to_metrics()
+    else:
+        metrics = None
     quantiles = log_density_quantiles((metrics or {}).get("log_density_quantiles") or saved.log_density_quantiles)
     return ReportSource(root, model_dir, saved.mixture, metrics, selection, quantiles)
 

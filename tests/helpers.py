@@ -135,3 +135,21 @@ def last_job_id(spark) -> int:
 
 def persisted_rdd_count(spark):
     return spark.sparkContext._jsc.getPersistentRDDs().size()
+
+
+def summary_of_every_field():
+    """A training summary in which every field holds a value of its own (none its default, no two counts alike), so
+    that writing and reading it back shows each field arrive. Numbers are exact in binary: JSON keeps them."""
+    from sparkgmm.summary import GaussianMixtureSummary
+
+    lls = (-4.0, -3.5, -3.25, -3.125)
+    return GaussianMixtureSummary(
+        logLikelihood=lls[-1], logLikelihoodHistory=lls, iterationSeconds=(0.25, 0.5, 0.75), numIter=3,
+        converged=True, clusterSizes=(70, 31), numRows=101, weightSum=99.5, numParameters=11, numPasses=9,
+        numReseeds=2, numExtrapolations=5, numRejectedSteps=1, bestRestart=1,
+        restarts=({"logLikelihood": -3.5, "numIter": 2, "converged": False, "numPasses": 3, "initPasses": 0},
+                  {"logLikelihood": -3.125, "numIter": 3, "converged": True, "numPasses": 4, "initPasses": 0}),
+        seconds=4.5, conversionSeconds=1.5, blockBytes=4096, blockStorage="spark-cache", dtype="float32",
+        numSkippedRows=4, resumedFromPass=6, logDensityQuantiles={0.01: -9.0, 0.5: -3.0}, sampleRows=60,
+        sampleRestarts=7, samplePasses=12, sampleSearchSeconds=0.625, sampleLogLikelihood=-3.0625,
+    )

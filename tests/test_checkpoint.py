@@ -1,6 +1,7 @@
 """Checkpoints of fits in progress: a fit resumed after any pass, through the bytes of the saved files, ends exactly
 where the uninterrupted fit ends; a checkpoint of another fit is refused."""
 
+import dataclasses
 import io
 import json
 
@@ -9,9 +10,9 @@ import pytest
 
 from helpers import overlapping_blobs
 from sparkgmm import Mixture
-from sparkgmm.candidates import FitSpec, fit_side_by_side, restart_runs
+from sparkgmm.candidates import FitSpec, Restart, fit_side_by_side, restart_runs
 from sparkgmm.checkpoint import CheckpointError, check, encode, restore
-from sparkgmm.em import EMSettings, local_passes
+from sparkgmm.em import EMResult, EMSettings, local_passes
 
 # A warm start with a component far from every row, which collapses and is re-seeded.
 COLLAPSING = Mixture([0.5, 0.5 - 1e-9, 1e-9], [[0.0, 0.0], [2.5, 2.5], [500.0, 500.0]], np.ones((3, 2)), "diag")
@@ -112,3 +113,30 @@ def test_a_checkpoint_of_another_fit_or_a_damaged_one_is_refused():
     bad = {**arrays, name: arrays[name][:, :1]}
     with pytest.raises(CheckpointError, match="checkpoint /x is damaged"):
         restore(document, bad, restart_runs(SPECS[1:2]), "checkpoint /x")
+
+
+def result_of_every_field() -> EMResult:
+    """A finished restart's result in which every field holds a value of its own: each count (whatever counts EMResult
+    declares) a different number."""
+    history = (-4.0, -3.5, -3.25)
+    values = {"mixture": COLLAPSING, "log_likelihood_history": history, "log_likelihood": history[-1],
+              "iteration_seconds": (0.25, 0.5), "converged": True, "cluster_sizes": (5, 6, 7), "weight_sum": 17.5,
+              "log_density_quantiles": {0.01: -9.0, 0.5: -3.0}}
+    counts = [f.name for f in dataclasses.fields(EMResult) if f.name not in values]
+    return EMResult(**values, **{name: 100 + i for i, name in enumerate(counts)})
+
+
+def test_a_finished_restart_comes_back_with_every_field_of_its_result():
+    result = result_of_every_field()
+    run = restart_runs(SPECS[1:2])[0]
+    run.resume_done(Restart(result, COLLAPSING, 4), finished_passes=40)
+    document, arrays = as_files(*encode(KEY, [run], 40))
+    resumed = restart_runs(SPECS[1:2])[0]
+    assert restore(document, arrays, [resumed], "checkpoint") == 40
+    assert (resumed.phase, resumed.restart.init_passes, resumed.finished_passes) == ("done", 4, 40)
+    restored = resumed.restart.result
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(getattr(restored.mixture, name), getattr(COLLAPSING, name))
+    lost = {f.name: (getattr(result, f.name), getattr(restored, f.name)) for f in dataclasses.fields(EMResult)
+            if f.name != "mixture" and getattr(restored, f.name) != getattr(result, f.name)}
+    assert lost == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -17,11 +18,15 @@ from helpers import leftovers, make_mixture, write_points
 from sparkgmm import GaussianMixture, GaussianMixtureModel, Mixture
 from sparkgmm.cli import run
 from sparkgmm.spark import jobs
+from sparkgmm.summary import GaussianMixtureSummary
 
 pytestmark = pytest.mark.spark
 
 FEATURES = ["x0", "x1", "x2"]
 MODEL_FILES = {"_SUCCESS", "metadata", "data", "metrics.json"}
+# What metrics.json holds beside the summary's own report: the job's, the mixture's and the input's.
+JOB_METRICS = {"k", "covariance_type", "warnings", "init", "acceleration", "n_features", "feature_names", "input",
+               "sparkgmm_version"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +55,20 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 def error_lines(captured: str) -> list[str]:
     return [line for line in captured.splitlines() if line.startswith("sparkgmm ")]
+
+
+def test_metrics_json_is_what_the_summary_reports(spark, fitted):
+    """metrics.json holds the saved model's summary as its schema reports it (every name, value and order of
+    ``to_metrics``; the seconds are the job's), and reads back as that summary."""
+    metrics = json.loads((Path(fitted) / "metrics.json").read_text())
+    summary = GaussianMixtureModel.load(fitted).summary
+    reported = summary.to_metrics()
+    assert set(metrics) == set(reported) | JOB_METRICS
+    assert [key for key in metrics if key in reported] == list(reported)
+    assert {key: metrics[key] for key in reported if key != "seconds"} == {
+        key: value for key, value in reported.items() if key != "seconds"}
+    assert metrics["seconds"] > summary.seconds > 0  # the job's wall time holds the fit's and the input's reading
+    assert GaussianMixtureSummary.from_metrics(metrics) == dataclasses.replace(summary, seconds=metrics["seconds"])
 
 
 def test_fit_job_writes_a_loadable_model_and_its_metrics(spark, points, fitted, caplog):
@@ -318,7 +337,11 @@ def test_select_job_writes_candidates_and_the_best_model(spark, points, tmp_path
     assert (rows[best]["k"], rows[best]["covariance_type"]) == (3, "diag")
     chosen = Mixture.load(out / "best")
     np.testing.assert_allclose(chosen.bic(X), rows[best]["bic"], rtol=1e-10)
-    assert json.loads((out / "best" / "metrics.json").read_text())["bic"] == rows[best]["bic"]
+    best_metrics = json.loads((out / "best" / "metrics.json").read_text())
+    reported = GaussianMixtureModel.load(str(out / "best")).summary.to_metrics()
+    assert {key: best_metrics[key] for key in reported} == reported  # the select job keeps the fit's own seconds
+    assert rows[best] == {key: best_metrics[key] for key in from_csv[0]}
+    assert (document["n_rows"], document["feature_names"]) == (best_metrics["n_rows"], FEATURES) == (len(X), FEATURES)
     # The k=1 candidate has a closed form: the sample mean and covariance.
     one = next(r for r in rows if r["k"] == 1 and r["covariance_type"] == "full")
     single = Mixture([1.0], [X.mean(0)], [np.cov(X.T, bias=True) + 1e-6 * np.eye(3)])

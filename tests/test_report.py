@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import make_mixture
+from helpers import make_mixture, summary_of_every_field
 from sparkgmm import InputError, Mixture
 from sparkgmm.errors import OutputExistsError
 from sparkgmm import report, report_plots, report_sample
@@ -469,3 +469,42 @@ def test_a_python_api_save_shows_its_training_summary(tmp_path):
     assert [number(r["cells"][2]) for r in page.tables["components"][1:]] == [70, 30]
     assert "Dashed: the model's log-density quantiles" in page.captions[-1]
     assert_figures_are_pictures(page, 4)
+
+
+class AskedFor(dict):
+    """Metrics that note every name the report asks them for."""
+
+    def __init__(self, metrics):
+        super().__init__(metrics)
+        self.asked = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def test_the_report_reads_the_names_the_summary_writes(tmp_path):
+    """A Python API save's summary reaches the report as ``to_metrics`` writes it, and every name the report asks for
+    is one the summary writes or one the jobs add to metrics.json themselves."""
+    import dataclasses
+
+    from sparkgmm.persistence import SavedModel, write_model_dir
+
+    summary = summary_of_every_field()
+    mixture = make_mixture("diag", n_components=len(summary.clusterSizes), n_features=2, seed=3)
+    write_model_dir(tmp_path / "model", SavedModel(mixture, summary.to_dict(), summary.logDensityQuantiles))
+    source = report.load_source(tmp_path / "model")
+    assert source.metrics == summary.to_metrics()
+    asked = AskedFor(source.metrics)
+    page = Page(report.build_report(dataclasses.replace(source, metrics=asked), report.model_sample(mixture, 100, 0)))
+    assert asked.asked - set(summary.to_metrics()) <= {"warnings", "input", "feature_names", "sparkgmm_version"}
+    shown = {key: page.summary[key] for key in ("n_rows", "n_skipped_rows", "log_likelihood", "bic", "aic", "n_iter",
+                                                "seconds", "converged", "restarts")}
+    assert shown == {"n_rows": "101", "n_skipped_rows": "4", "log_likelihood": "-3.125", "bic": f"{summary.bic:.6g}",
+                     "aic": f"{summary.aic:.6g}", "n_iter": "3", "seconds": "4.5", "converged": "yes",
+                     "restarts": "2 (1)"}
+    assert [number(r["cells"][2]) for r in page.tables["components"][1:]] == list(summary.clusterSizes)

@@ -23,7 +23,8 @@ from .blocks import FeatureBlocks, features_column
 from .frames import FrameBlocks
 from .checkpoints import CheckpointStore, fit_key
 from .storage import StoredBlocks
-from .model import GaussianMixtureModel, GaussianMixtureSummary
+from ..summary import GaussianMixtureSummary
+from .model import GaussianMixtureModel
 from .params import GaussianMixtureParams
 from .session import is_connect
 from .readwrite import DirectoryWriter, EstimatorReader, estimator_writer

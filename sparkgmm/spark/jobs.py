@@ -103,46 +103,21 @@ def _estimator_params(config: FitConfig | SelectConfig, features: Features) -> d
 
 
 def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str, seconds: float) -> dict[str, Any]:
-    """What ``metrics.json`` holds: the fit's outcome, and per iteration the log-likelihood of the parameters after
-    it, its change and the iteration's seconds; the restarts; and a warning when EM stopped at maxIter."""
+    """What ``metrics.json`` holds: the candidate's row (``seconds``: the job's), a warning when EM stopped at
+    maxIter, the start and acceleration, everything else the summary reports (``GaussianMixtureSummary.to_metrics``)
+    and the features and input."""
     summary = model.summary
-    lls = summary.logLikelihoodHistory
     warnings = []
     if not summary.converged and model.getTol() > 0.0:
         warnings.append(f"EM did not converge in {model.getMaxIter()} iterations (tol {model.getTol():g}): "
                         "raise max_iter or tol")
+    reported = {**summary.to_metrics(), "seconds": seconds}
     return {
-        **candidate_row(model, seconds),
+        **candidate_row(model, seconds),  # first, as in candidates.json; the same keys below keep these places
         "warnings": warnings,
         "init": model.getInitMode() if model.getInitialModel() is None else "initial_model",
         "acceleration": model.getAcceleration(),
-        "dtype": summary.dtype,
-        "block_storage": summary.blockStorage,
-        "block_bytes": summary.blockBytes,
-        "conversion_seconds": summary.conversionSeconds,
-        "full_data_passes": summary.fullDataPasses,
-        "sample_rows": summary.sampleRows,
-        "sample_restarts": summary.sampleRestarts,
-        "sample_passes": summary.samplePasses,
-        "sample_search_seconds": summary.sampleSearchSeconds,
-        "sample_log_likelihood": summary.sampleLogLikelihood,
-        "n_skipped_rows": summary.numSkippedRows,
-        "resumed_from_pass": summary.resumedFromPass,
-        "n_reseeds": summary.numReseeds,
-        "n_extrapolations": summary.numExtrapolations,
-        "n_rejected_steps": summary.numRejectedSteps,
-        "best_restart": summary.bestRestart,
-        "restarts": list(summary.restarts),
-        "initial_log_likelihood": lls[0],
-        "history": [
-            {"iteration": t, "log_likelihood": lls[t], "change": lls[t] - lls[t - 1],
-             "seconds": summary.iterationSeconds[t - 1]}
-            for t in range(1, summary.numIter + 1)
-        ],
-        "cluster_sizes": list(summary.clusterSizes),
-        "log_density_quantiles": {f"{level:g}": value for level, value in summary.logDensityQuantiles.items()},
-        "n_rows": summary.numRows,
-        "weight_sum": summary.weightSum,
+        **reported,
         "n_features": model.mixture.n_features,
         "feature_names": features.names(model.mixture.n_features),
         "input": input_path,
@@ -204,17 +179,17 @@ def run_select(spark: SparkSession, config: SelectConfig) -> dict[str, Any]:
                         row["covariance_type"], config.criterion, row[config.criterion], row["n_iter"],
                         "" if row["converged"] else " (not converged)")
         best = selection.best
+        metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
         document = {
             "criterion": config.criterion,
             "best": {"k": rows[best]["k"], "covariance_type": rows[best]["covariance_type"], "index": best},
             "candidates": rows,
-            "n_rows": models[best].summary.numRows,
-            "feature_names": features.names(models[best].mixture.n_features),
+            "n_rows": metrics["n_rows"],
+            "feature_names": metrics["feature_names"],
             "input": config.input,
             "seconds": time.perf_counter() - started,
             "sparkgmm_version": __version__,
         }
-        metrics = fit_metrics(models[best], features, config.input, rows[best]["seconds"])
         _write_model_with_metrics(output, BEST_MODEL_DIR, models[best], metrics)
         output.put_text(CANDIDATES_JSON, _json_text(document))
         output.put_text(CANDIDATES_CSV, candidates_csv(rows))

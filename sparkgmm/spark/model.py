@@ -1,10 +1,9 @@
-"""``GaussianMixtureModel``: a fitted mixture as a pyspark.ml Model (MLWritable, MLReadable), and the summary of the
-fit that made it."""
+"""``GaussianMixtureModel``: a fitted mixture as a pyspark.ml Model (MLWritable, MLReadable), holding the summary of
+the fit that made it (``sparkgmm.summary``, which says how a fit is reported)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,87 +12,13 @@ from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 
 from ..errors import InputError
-from ..mixture import Mixture, information_criteria
-from ..persistence import ModelFormatError, SavedModel
+from ..mixture import Mixture
+from ..persistence import SavedModel
 from ..sketch import threshold_at
+from ..summary import GaussianMixtureSummary
 from .params import GaussianMixtureParams
 from .readwrite import DirectoryWriter, ModelReader, apply_params, class_name, json_params, model_writer
 from .scoring import score_dataframe
-
-
-@dataclass(frozen=True)
-class GaussianMixtureSummary:
-    """What the fit did. ``logLikelihood`` is the mean per-sample log-likelihood of the training data under the
-    returned parameters; ``logLikelihoodHistory[t]`` that after ``t`` iterations (index 0: the initial parameters).
-
-    ``numPasses`` counts every pass over the cached blocks that the fit waited for: the conversion, the
-    initialisation, every E-step (rejected extrapolations included) and the final measuring pass; passes shared with
-    other fits (restarts, ``fitMultiple``, ``select_model``) count once for each. ``restarts`` has one entry per
-    restart (``logLikelihood``, ``numIter``, ``converged``, ``numPasses`` of its EM loop); ``bestRestart`` is the
-    index of the one returned. ``numReseeds`` counts collapsed components moved, ``numExtrapolations`` and
-    ``numRejectedSteps`` the accelerated steps taken and rejected, all in the returned restart. ``numSkippedRows``
-    counts the rows left out as invalid (``handleInvalid="skip"``); ``resumedFromPass`` is the pass of the checkpoint
-    the fit resumed from (0: it started afresh; the counts and history include the passes before it). ``seconds`` is the
-    wall time from the start of the conversion to the end of this fit's last restart, ``conversionSeconds`` the part
-    spent converting the input to blocks; ``blockBytes`` is the size of those blocks, held as ``blockStorage`` says
-    in ``dtype``. ``logDensityQuantiles`` maps quantile levels to those quantiles of the training rows' log-densities
-    (weighted), from the final pass's sketch (``sparkgmm.sketch``); keys are floats again after a JSON round trip.
-
-    With ``initMode="sample"``, ``sampleRows`` rows of the conversion's sample were searched in memory on the driver
-    with ``sampleRestarts`` restarts in ``sampleSearchSeconds`` (passes over the sample: ``samplePasses``; the time and
-    passes are shared by the fits searched side by side), and the best start reached ``sampleLogLikelihood`` (mean
-    per sample row) there; all are 0 (the log-likelihood None) for other starts. ``fullDataPasses`` counts the passes
-    over all the rows after the conversion: ``numPasses - 1``."""
-
-    logLikelihood: float
-    logLikelihoodHistory: tuple[float, ...]
-    iterationSeconds: tuple[float, ...]
-    numIter: int
-    converged: bool
-    clusterSizes: tuple[int, ...]
-    numRows: int
-    weightSum: float
-    numParameters: int
-    numPasses: int = 0
-    numReseeds: int = 0
-    numExtrapolations: int = 0
-    numRejectedSteps: int = 0
-    bestRestart: int = 0
-    restarts: tuple[dict, ...] = ()
-    seconds: float = 0.0
-    conversionSeconds: float = 0.0
-    blockBytes: int = 0
-    blockStorage: str = ""
-    dtype: str = "float64"
-    numSkippedRows: int = 0
-    resumedFromPass: int = 0
-    logDensityQuantiles: dict[float, float] = field(default_factory=dict)
-    sampleRows: int = 0
-    sampleRestarts: int = 0
-    samplePasses: int = 0
-    sampleSearchSeconds: float = 0.0
-    sampleLogLikelihood: float | None = None
-
-    @property
-    def fullDataPasses(self) -> int:
-        return max(self.numPasses - 1, 0)
-
-    def __post_init__(self) -> None:
-        quantiles = {float(level): float(value) for level, value in (self.logDensityQuantiles or {}).items()}
-        object.__setattr__(self, "logDensityQuantiles", dict(sorted(quantiles.items())))
-
-    @property
-    def bic(self) -> float:
-        """BIC of the training data (weights count as rows); lower is better."""
-        return information_criteria(self.logLikelihood, self.weightSum, self.numParameters)[0]
-
-    @property
-    def aic(self) -> float:
-        return information_criteria(self.logLikelihood, self.weightSum, self.numParameters)[1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "bic": self.bic, "aic": self.aic}
-
 
 
 def _checked_quantiles(quantiles: Any) -> dict[float, float] | None:
@@ -203,16 +128,7 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
 
     @classmethod
     def _from_saved(cls, saved: SavedModel, where: str) -> "GaussianMixtureModel":
-        summary = None
-        if saved.summary is not None:
-            fields = GaussianMixtureSummary.__dataclass_fields__
-            try:
-                summary = GaussianMixtureSummary(**{
-                    name: tuple(value) if isinstance(value, list) else value
-                    for name, value in saved.summary.items() if name in fields
-                })
-            except TypeError as e:
-                raise ModelFormatError(f"model summary in {where!r} is damaged: {e}") from None
+        summary = None if saved.summary is None else GaussianMixtureSummary.from_dict(saved.summary, where)
         model = cls(saved.mixture, summary, saved.log_density_quantiles)
         apply_params(model, saved.uid, saved.params, saved.default_params, where)
         return model

@@ -10,14 +10,13 @@ from pyspark.sql import DataFrame
 
 from ..errors import InputError
 from ..options import SELECT_ARGUMENTS, check_value
+from ..summary import CANDIDATE_METRICS
 from .estimator import GaussianMixture, fit_on_blocks
 from .model import GaussianMixtureModel
 
-# The fields of one row of ``ModelSelection.candidates``, in order.
-CANDIDATE_FIELDS = (
-    "k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter", "converged", "passes",
-    "seconds",
-)
+# The fields of one row of ``ModelSelection.candidates``, in order: the mixture's shape, then the summary's metrics
+# that the schema marks as candidate columns.
+CANDIDATE_FIELDS = ("k", "covariance_type", *CANDIDATE_METRICS)
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,11 @@ class ModelSelection:
 
 def candidate_row(model: GaussianMixtureModel, seconds: float | None = None) -> dict[str, Any]:
     """One candidate's outcome, as ``select_model`` tables it (``seconds``: the fit's, if not the summary's)."""
-    summary = model.summary
-    return {
-        "k": model.mixture.n_components,
-        "covariance_type": model.mixture.covariance_type,
-        "log_likelihood": summary.logLikelihood,
-        "bic": summary.bic,
-        "aic": summary.aic,
-        "n_parameters": summary.numParameters,
-        "n_iter": summary.numIter,
-        "converged": summary.converged,
-        "passes": summary.numPasses,
-        "seconds": summary.seconds if seconds is None else seconds,
-    }
+    metrics = model.summary.to_metrics()
+    if seconds is not None:
+        metrics["seconds"] = seconds
+    return {"k": model.mixture.n_components, "covariance_type": model.mixture.covariance_type,
+            **{name: metrics[name] for name in CANDIDATE_METRICS}}
 
 
 def select_model(dataset: DataFrame, k: Sequence[int], covarianceTypes: Sequence[str] = ("full",),
