@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 
 from .errors import InputError
+from .files import local_path_of
 from .mixture import Mixture
 
 # Row groups are read (whole, their feature columns only) until the sample is full, then on while the values read
@@ -36,11 +36,11 @@ def model_sample(mixture: Mixture, rows: int, seed: int) -> Sample:
 
 
 def _local_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file") or (parsed.scheme == "file" and parsed.netloc not in ("", "localhost")):
+    local = local_path_of(uri)
+    if local is None:
         raise InputError(f"--input {uri}: the report reads a local Parquet file or directory; copy a part of the "
                          "data to local disk (a few files are enough), or leave --input out to draw from the model")
-    return Path(parsed.path if parsed.scheme else uri)
+    return local
 
 
 def _is_vector(arrow_type) -> bool:
