@@ -64,15 +64,9 @@ def file_system(request, monkeypatch):
     """Checkpoints in a local directory go through Python's file functions; anywhere else, through the JVM's Hadoop
     FileSystem: "hadoop" sends the local directory that way too, so both code paths are exercised here."""
     if request.param == "hadoop":
-        from sparkgmm.spark.checkpoints import CheckpointStore
+        from sparkgmm.spark.outputs import HadoopFiles
 
-        init = CheckpointStore.__init__
-
-        def through_hadoop(self, spark, uri):
-            init(self, spark, uri)
-            self._local = None
-
-        monkeypatch.setattr(CheckpointStore, "__init__", through_hadoop)
+        monkeypatch.setattr(HadoopFiles, "local_path", lambda self, path: None)  # as if the directory were remote
     return request.param
 
 
