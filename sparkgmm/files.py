@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Self
 from urllib.parse import urlparse
 
-from .errors import OutputExistsError
+from .errors import InputError, OutputExistsError
 
 logger = logging.getLogger("sparkgmm")
 
@@ -45,6 +45,15 @@ def local_path_of(uri: str | os.PathLike) -> Path | None:
     if match["scheme"].lower() != "file" or parsed.netloc not in ("", "localhost"):
         return None
     return Path(parsed.path or "/")
+
+
+def local_path(uri: str | os.PathLike, refusal: str) -> Path:
+    """``uri`` as a path on this machine (``local_path_of``); a URI of any other file system is an ``InputError``
+    saying ``refusal``: never a local directory of that name by accident."""
+    local = local_path_of(uri)
+    if local is None:
+        raise InputError(refusal)
+    return local
 
 
 def is_glob(uri: str) -> bool:

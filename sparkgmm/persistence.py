@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .files import LOCAL_FILES, StagedWrite, local_path_of
+from .files import LOCAL_FILES, StagedWrite, local_path
 from .gaussian import COVARIANCE_TYPES, covariances_shape
 
 FORMAT = "sparkgmm.mixture"
@@ -281,14 +281,10 @@ def decode_legacy(files: dict[str, bytes], root: str) -> SavedModel:
 
 # --- this machine's file system, no Spark ----------------------------------------------------------------------------
 
-def local_path(path: str | os.PathLike, what: str, with_spark: str) -> Path:
-    """``path`` as a local path (``files.local_path_of``). A URI of any other file system is an ``InputError`` naming
-    ``what`` it is and how to do it ``with_spark`` instead: never a local directory of that name by accident."""
-    local = local_path_of(path)
-    if local is None:
-        raise InputError(f"{what} {path!r} is a URI of another file system than this machine's, and without Spark "
-                         f"only this machine's files are read and written: {with_spark}")
-    return local
+def _local_model_path(path: str | os.PathLike, with_spark: str) -> Path:
+    """``path`` on this machine; a URI of another file system says how to do it ``with_spark`` instead."""
+    return local_path(path, f"model path {path!r} is a URI of another file system than this machine's, and without "
+                            f"Spark only this machine's files are read and written: {with_spark}")
 
 
 def _part_files(directory: Path) -> list[Path]:
@@ -298,7 +294,7 @@ def _part_files(directory: Path) -> list[Path]:
 
 def read_model_dir(path: str | os.PathLike) -> SavedModel:
     """Read the model directory ``path`` on this machine, either format version, without Spark."""
-    root = local_path(path, "model path", "load it with Spark: GaussianMixtureModel.load(uri)")
+    root = _local_model_path(path, "load it with Spark: GaussianMixtureModel.load(uri)")
     if not root.is_dir():
         raise ModelFormatError(f"model path {str(root)!r} is not a directory")
     if not (root / METADATA_DIR).is_dir() and (root / LEGACY_METADATA).exists():
@@ -327,7 +323,7 @@ def write_model_dir(path: str | os.PathLike, saved: SavedModel, overwrite: bool 
     the new one is there)."""
     import pyarrow.parquet as pq
 
-    target = local_path(path, "model path", "save it with Spark: GaussianMixtureModel(mixture).write().save(uri)")
+    target = _local_model_path(path, "save it with Spark: GaussianMixtureModel(mixture).write().save(uri)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with StagedWrite(LOCAL_FILES, target, overwrite, subject=f"model path {str(target)!r}",
                      how_to_overwrite="pass overwrite=True") as stage:
