@@ -78,11 +78,18 @@ def test_a_staged_directory_appears_whole_and_only_when_the_block_ends(fs, tmp_p
 @pytest.mark.parametrize("existing", [False, True])
 def test_a_failure_inside_the_block_keeps_the_old_output_and_leaves_no_staging(fs, tmp_path, existing):
     before = old_output(fs.out) if existing else None
-    with pytest.raises(Failed), fs.stage(overwrite=True) as stage:
+    stopped = []
+
+    def stop_the_writers():  # runs first, while the staging is still there; its own failure changes nothing
+        stopped.append(sorted(p.name for p in tmp_path.iterdir() if STAGING_INFIX in p.name))
+        raise RuntimeError("no writers to stop")
+
+    with pytest.raises(Failed), fs.stage(overwrite=True, on_failure=stop_the_writers) as stage:
         fs.write(stage.staging, {"part-0.txt": "half of the new one"})
         raise Failed()
     assert (tree(fs.out) if fs.out.exists() else None) == before
     assert [p.name for p in tmp_path.iterdir()] == (["out"] if existing else [])
+    assert stopped == [[fs.files.name(stage.staging)]]
 
 
 def test_without_overwrite_an_existing_output_is_refused_before_the_block_runs(fs, tmp_path):
