@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 from .config import ConfigError, load_job_config, value_kind
 from .errors import InputError
+from .files import is_glob, local_path_of
 from .options import OPTIONS, REQUIRED, flag_name
-from .persistence import local_path_of, read_model_dir
+from .persistence import read_model_dir
 from .spark.failures import input_error_from
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -38,7 +39,6 @@ REPORT_DESCRIPTION = ("Write one self-contained HTML page about a fit or select 
 # Exit 2: what the caller passed in cannot be used. Any other exception, a bare ValueError included, is exit 1.
 _INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError)
 _SPARK_INPUT_ERRORS = ("AnalysisException", "IllegalArgumentException", "ParseException")
-_GLOB = re.compile(r"[*?\[{]")
 
 logger = logging.getLogger("sparkgmm")
 
@@ -86,7 +86,7 @@ def check_local_paths(command: str, config: Any) -> None:
     """Refuse, before Spark starts, local inputs that do not exist and local outputs that do."""
     for name in ("input", "model", "initial_model"):
         uri = getattr(config, name, None)
-        path = local_path_of(uri) if uri and not _GLOB.search(uri) else None  # Spark expands globs itself
+        path = local_path_of(uri) if uri and not is_glob(uri) else None  # Spark expands globs itself
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{flag_name(name)} {uri} does not exist")
         if path is not None and name != "input":

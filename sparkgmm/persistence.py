@@ -25,20 +25,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import shutil
-import tempfile
 import time
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError
+from .files import LOCAL_FILES, StagedWrite, local_path
 from .gaussian import COVARIANCE_TYPES, covariances_shape
 
 FORMAT = "sparkgmm.mixture"
@@ -51,7 +47,6 @@ ARRAYS = ("weights", "means", "covariances")
 # format version 1
 LEGACY_METADATA, LEGACY_PARAMS, LEGACY_SPARK_PARAMS, LEGACY_SUMMARY = (
     "metadata.json", "params.npz", "spark_params.json", "summary.json")
-_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://|/)")
 
 
 class ModelFormatError(InputError):
@@ -286,28 +281,10 @@ def decode_legacy(files: dict[str, bytes], root: str) -> SavedModel:
 
 # --- this machine's file system, no Spark ----------------------------------------------------------------------------
 
-def local_path_of(uri: str | os.PathLike) -> Path | None:
-    """The path on this machine that ``uri`` names: a path, or a ``file:`` URI (of no host, or localhost); None for
-    a URI of any other file system (``hdfs://``, ``s3a://``, ...)."""
-    if not isinstance(uri, str):
-        return Path(uri)
-    match = _SCHEME.match(uri)
-    if match is None:
-        return Path(uri)
-    parsed = urlparse(uri)
-    if match["scheme"].lower() != "file" or parsed.netloc not in ("", "localhost"):
-        return None
-    return Path(parsed.path or "/")
-
-
-def local_path(path: str | os.PathLike, what: str, with_spark: str) -> Path:
-    """``path`` as a local path (``local_path_of``). A URI of any other file system is an ``InputError`` naming
-    ``what`` it is and how to do it ``with_spark`` instead: never a local directory of that name by accident."""
-    local = local_path_of(path)
-    if local is None:
-        raise InputError(f"{what} {path!r} is a URI of another file system than this machine's, and without Spark "
-                         f"only this machine's files are read and written: {with_spark}")
-    return local
+def _local_model_path(path: str | os.PathLike, with_spark: str) -> Path:
+    """``path`` on this machine; a URI of another file system says how to do it ``with_spark`` instead."""
+    return local_path(path, f"model path {path!r} is a URI of another file system than this machine's, and without "
+                            f"Spark only this machine's files are read and written: {with_spark}")
 
 
 def _part_files(directory: Path) -> list[Path]:
@@ -317,7 +294,7 @@ def _part_files(directory: Path) -> list[Path]:
 
 def read_model_dir(path: str | os.PathLike) -> SavedModel:
     """Read the model directory ``path`` on this machine, either format version, without Spark."""
-    root = local_path(path, "model path", "load it with Spark: GaussianMixtureModel.load(uri)")
+    root = _local_model_path(path, "load it with Spark: GaussianMixtureModel.load(uri)")
     if not root.is_dir():
         raise ModelFormatError(f"model path {str(root)!r} is not a directory")
     if not (root / METADATA_DIR).is_dir() and (root / LEGACY_METADATA).exists():
@@ -341,34 +318,20 @@ def read_model_dir(path: str | os.PathLike) -> SavedModel:
 
 
 def write_model_dir(path: str | os.PathLike, saved: SavedModel, overwrite: bool = False) -> None:
-    """Write ``saved`` as the model directory ``path`` on this machine: into a hidden sibling first, then renamed
-    into place (with ``overwrite``, the old directory is moved aside and deleted only once the new one is there)."""
+    """Write ``saved`` as the model directory ``path`` on this machine, staged (``files.StagedWrite``): into a hidden
+    sibling first, then renamed into place (with ``overwrite``, the old directory is moved aside and deleted only once
+    the new one is there)."""
     import pyarrow.parquet as pq
 
-    target = local_path(path, "model path", "save it with Spark: GaussianMixtureModel(mixture).write().save(uri)")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"model path {str(target)!r} already exists; pass overwrite=True to replace it")
+    target = _local_model_path(path, "save it with Spark: GaussianMixtureModel(mixture).write().save(uri)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:12]}")
-    try:
+    with StagedWrite(LOCAL_FILES, target, overwrite, subject=f"model path {str(target)!r}",
+                     how_to_overwrite="pass overwrite=True") as stage:
         for name in (METADATA_DIR, DATA_DIR):
-            (staging / name).mkdir()
-            (staging / name / "_SUCCESS").touch()
-        (staging / METADATA_DIR / "part-00000.txt").write_text(model_metadata_line(saved) + "\n")
-        pq.write_table(data_table(saved.mixture), staging / DATA_DIR / "part-00000.parquet")
-        if target.exists():
-            os.replace(target, backup)
-        try:
-            os.replace(staging, target)
-        except BaseException:
-            if backup.exists():
-                os.replace(backup, target)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            (stage.staging / name).mkdir(parents=True)
+            (stage.staging / name / "_SUCCESS").touch()
+        (stage.staging / METADATA_DIR / "part-00000.txt").write_text(model_metadata_line(saved) + "\n")
+        pq.write_table(data_table(saved.mixture), stage.staging / DATA_DIR / "part-00000.parquet")
 
 
 # --- through a Spark session (classic or Connect), any Hadoop URI ----------------------------------------------------

@@ -17,7 +17,6 @@ import html
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +25,8 @@ import numpy as np
 
 from . import __version__
 from .config import BEST_MODEL_DIR, CANDIDATES_JSON, METRICS_FILE
-from .errors import InputError, OutputExistsError
+from .errors import InputError
+from .files import LOCAL_FILES, StagedWrite
 from .mixture import Mixture
 from .persistence import read_model_dir
 from .report_sample import Sample, model_sample, parquet_sample
@@ -297,26 +297,18 @@ def write_report(directory: str | os.PathLike, output: str | os.PathLike, *, inp
     target = Path(output)
     if target.is_dir():
         raise InputError(f"output {output} is a directory: name the HTML file to write")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"output {output} already exists; pass --overwrite to replace it")
-    if int(sample_rows) != sample_rows or sample_rows < 1:
-        raise InputError(f"sample_rows must be a positive integer; got {sample_rows!r}")
-    source = load_source(directory)
-    if input_path is None:
-        sample = model_sample(source.mixture, int(sample_rows), seed)
-    else:
-        sample = parquet_sample(input_path, source.mixture, features or None,
-                                (source.metrics or {}).get("feature_names"), int(sample_rows), seed)
-    page = build_report(source, sample)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(staging, 0o644)  # mkstemp's 0600 would hide the page from the web server or colleague it is for
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    with StagedWrite(LOCAL_FILES, target, overwrite, subject=f"output {output}") as stage:  # refuses an existing one
+        if int(sample_rows) != sample_rows or sample_rows < 1:
+            raise InputError(f"sample_rows must be a positive integer; got {sample_rows!r}")
+        source = load_source(directory)
+        if input_path is None:
+            sample = model_sample(source.mixture, int(sample_rows), seed)
+        else:
+            sample = parquet_sample(input_path, source.mixture, features or None,
+                                    (source.metrics or {}).get("feature_names"), int(sample_rows), seed)
+        page = build_report(source, sample)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage.staging.write_text(page, encoding="utf-8")
+        os.chmod(stage.staging, 0o644)  # readable by the web server or colleague it is for, whatever the umask
     logger.info("wrote %s (%.0f KB): report of %s", output, len(page) / 1024, directory)
     return target

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 
 from .errors import InputError
+from .files import local_path
 from .mixture import Mixture
 
 # Row groups are read (whole, their feature columns only) until the sample is full, then on while the values read
@@ -33,14 +32,6 @@ def model_sample(mixture: Mixture, rows: int, seed: int) -> Sample:
     X, labels = mixture.sample(rows, seed=seed)
     return Sample(X, labels, f"{rows:,} rows drawn from the model itself (no --input given; seed {seed}), coloured "
                              "by the component that drew them")
-
-
-def _local_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file") or (parsed.scheme == "file" and parsed.netloc not in ("", "localhost")):
-        raise InputError(f"--input {uri}: the report reads a local Parquet file or directory; copy a part of the "
-                         "data to local disk (a few files are enough), or leave --input out to draw from the model")
-    return Path(parsed.path if parsed.scheme else uri)
 
 
 def _is_vector(arrow_type) -> bool:
@@ -122,7 +113,8 @@ def parquet_sample(path: str, mixture: Mixture, named: Sequence[str] | None, fit
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    local = _local_path(path)
+    local = local_path(path, f"--input {path}: the report reads a local Parquet file or directory; copy a part of the "
+                             "data to local disk (a few files are enough), or leave --input out to draw from the model")
     if not local.exists():
         raise FileNotFoundError(f"--input {path} does not exist")
     try:

@@ -64,15 +64,9 @@ def file_system(request, monkeypatch):
     """Checkpoints in a local directory go through Python's file functions; anywhere else, through the JVM's Hadoop
     FileSystem: "hadoop" sends the local directory that way too, so both code paths are exercised here."""
     if request.param == "hadoop":
-        from sparkgmm.spark.checkpoints import CheckpointStore
+        from sparkgmm.spark.outputs import HadoopFiles
 
-        init = CheckpointStore.__init__
-
-        def through_hadoop(self, spark, uri):
-            init(self, spark, uri)
-            self._local = None
-
-        monkeypatch.setattr(CheckpointStore, "__init__", through_hadoop)
+        monkeypatch.setattr(HadoopFiles, "local_path", lambda self, path: None)  # as if the directory were remote
     return request.param
 
 
@@ -156,6 +150,34 @@ def test_a_checkpoint_of_other_data_or_settings_is_refused_and_one_can_be_kept(s
     with pytest.raises(CheckpointError, match=r"its fits\[0\].seed is 9, this fit's is 10"):
         estimator(directory, seed=10).fit(df)
     assert checkpoints(directory) == [last]  # a refused resume leaves the checkpoint as it was
+
+
+def test_a_checkpoint_rewritten_for_the_same_pass_replaces_the_old_one_only_once_whole(spark, tmp_path, monkeypatch,
+                                                                                       file_system):
+    """A resume re-saves the pass it resumed from: the checkpoint there stays whole until the new one is in place."""
+    from sparkgmm.files import LocalFiles
+    from sparkgmm.spark import checkpoints as store_module
+    from sparkgmm.spark.outputs import HadoopFiles
+
+    monkeypatch.setattr(store_module, "encode", lambda key, runs, passes: ({"passes": passes, "key": key},
+                                                                           {"a0": np.arange(3.0)}))
+    directory = tmp_path / "checkpoints"
+    store = store_module.CheckpointStore(spark, str(directory))
+    store.save("first", [], 5)
+    first = (directory / "checkpoint-00000005" / "state.json").read_text()
+
+    copy_in = {files_class: files_class.copy_in for files_class in (LocalFiles, HadoopFiles)}
+
+    def copy_then_fail(self, local, path):
+        copy_in[type(self)](self, local, path)
+        raise OSError("disk full")
+
+    for files_class in copy_in:
+        monkeypatch.setattr(files_class, "copy_in", copy_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        store.save("second", [], 5)
+    assert checkpoints(directory) == ["checkpoint-00000005"]
+    assert (directory / "checkpoint-00000005" / "state.json").read_text() == first
 
 
 class _Hostile:

@@ -5,21 +5,18 @@
 A Spark Connect client has no JVM, so no ``FileSystem``: under Connect the directory must be local to the client, which
 writes it directly (``connect_local_dir``).
 
-A checkpoint is written to a hidden temporary directory beside the others and renamed into place; only then are the
-older ones deleted, so an interruption at any moment leaves at least one whole checkpoint. A store that renames by
-copying (S3A) could leave a partial newest one: reading tries the newest first and falls back to older ones.
+A checkpoint is written to a hidden staging directory beside the others and renamed into place
+(``sparkgmm.files.StagedWrite``); only then are the older ones deleted, so an interruption at any moment leaves at
+least one whole checkpoint. A store that renames by copying (S3A) could leave a partial newest one: reading tries the
+newest first and falls back to older ones.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
 import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,9 +27,9 @@ from pyspark.sql import SparkSession
 from ..candidates import FitSpec, RestartRun
 from ..checkpoint import CheckpointError, check, encode, restore
 from ..errors import InputError
+from ..files import LOCAL_FILES, StagedWrite, local_path_of
 from ..mixture import Mixture
-from ..persistence import local_path_of
-from .outputs import _HadoopPaths
+from .outputs import HadoopFiles
 from .session import is_connect
 
 logger = logging.getLogger("sparkgmm")
@@ -74,65 +71,31 @@ def _mixture_digest(mixture: Mixture) -> str:
 
 class CheckpointStore:
     """The checkpoints of one fit in the directory ``uri``. On the local file system the files are handled directly
-    (a checkpoint then costs a few milliseconds); elsewhere through the JVM's Hadoop ``FileSystem``."""
+    (``LocalFiles``: a checkpoint then costs a few milliseconds); elsewhere through the JVM's Hadoop ``FileSystem``
+    (``HadoopFiles``). Either way a checkpoint is published by ``StagedWrite``."""
 
     def __init__(self, spark: SparkSession, uri: str):
         self.uri = uri
         if is_connect(spark):
-            self._paths = None
-            self._local = connect_local_dir(uri)
+            self._files, self._root = LOCAL_FILES, connect_local_dir(uri)
             return
-        self._paths = _HadoopPaths(spark, uri)
-        self._local = Path(self._paths.local_path()) if self._paths.is_local else None
-
-    # --- the directory, on either kind of file system -------------------------------------------------------------
-
-    def _names(self) -> list[str]:
-        if self._local is not None:
-            return sorted(p.name for p in self._local.iterdir()) if self._local.is_dir() else []
-        paths = self._paths
-        if not paths.exists():
-            return []
-        return sorted(status.getPath().getName() for status in paths.fs.listStatus(paths.path))
-
-    def _delete(self, name: str) -> None:
-        if self._local is not None:
-            shutil.rmtree(self._local / name, ignore_errors=True)
-        else:
-            self._paths.delete(self._child(name))
+        hadoop = HadoopFiles(spark, uri)
+        local = hadoop.local_path(hadoop.root)
+        self._files, self._root = (hadoop, hadoop.root) if local is None else (LOCAL_FILES, local)
 
     def _child(self, name: str):
-        return self._paths._Path(self._paths.path, name)
-
-    def _where(self, name: str) -> str:
-        return self._child(name).toString() if self._paths is not None else str(self._local / name)
+        return self._files.join(self._root, name)
 
     def _publish(self, local: Path, name: str) -> None:
-        """Move the local directory ``local`` in as ``name``: under a temporary name first, then renamed."""
-        temporary = f".{name}.{uuid.uuid4().hex[:12]}.tmp"
-        self._delete(name)  # a checkpoint of the same pass from an earlier, interrupted resume
-        if self._local is not None:
-            self._local.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(local, self._local / temporary)
-            os.replace(self._local / temporary, self._local / name)
-            return
-        paths = self._paths
-        paths.fs.mkdirs(paths.path)
-        paths.fs.copyFromLocalFile(False, True, paths._Path(local.resolve().as_uri()), self._child(temporary))
-        paths.rename(self._child(temporary), self._child(name))
-
-    def _fetch(self, name: str, local: Path) -> None:
-        if self._local is not None:
-            shutil.copytree(self._local / name, local)
-        else:
-            paths = self._paths
-            paths.fs.copyToLocalFile(False, self._child(name), paths._Path(local.as_uri()), True)
-
-    # --- checkpoints ------------------------------------------------------------------------------------------------
+        """Copy the local directory ``local`` in as ``name``: staged beside it, then renamed into place (replacing a
+        checkpoint of the same pass from an earlier, interrupted resume only once the new one is whole)."""
+        self._files.mkdirs(self._root)
+        with StagedWrite(self._files, self._child(name), overwrite=True) as stage:
+            self._files.copy_in(local, stage.staging)
 
     def _saved(self) -> list[tuple[int, str]]:
         """(passes, name) of every checkpoint, the newest first."""
-        found = [(int(name[len(PREFIX):]), name) for name in self._names()
+        found = [(int(name[len(PREFIX):]), name) for name in self._files.list(self._root)
                  if name.startswith(PREFIX) and name[len(PREFIX):].isdigit()]
         return sorted(found, reverse=True)
 
@@ -141,7 +104,7 @@ class CheckpointStore:
         passes it had made (0, and ``runs`` untouched, when there is none)."""
         problems = []
         for _, name in self._saved():
-            where = f"checkpoint {self._where(name)}"
+            where = f"checkpoint {self._files.uri(self._child(name))}"
             try:
                 document, arrays = self._read(name, where)
             except CheckpointError as e:
@@ -161,7 +124,7 @@ class CheckpointStore:
         with tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-") as tmp:
             local = Path(tmp) / "checkpoint"
             try:
-                self._fetch(name, local)
+                self._files.copy_out(self._child(name), local)
                 document = json.loads((local / STATE_FILE).read_text())
                 with np.load(local / ARRAYS_FILE, allow_pickle=False) as npz:
                     arrays = {array: npz[array] for array in npz.files}
@@ -185,19 +148,16 @@ class CheckpointStore:
             self._publish(local, f"{PREFIX}{passes:08d}")
         for older, name in self._saved():
             if older < passes:
-                self._delete(name)
+                self._files.delete(self._child(name))
 
     def remove(self) -> None:
-        """Delete every checkpoint (and temporary one) here, and the directory if nothing else is left in it."""
-        for name in self._names():
-            if name.startswith(PREFIX) or (name.startswith("." + PREFIX) and name.endswith(".tmp")):
-                self._delete(name)
-        if not self._names():
-            if self._local is not None:
-                with contextlib.suppress(OSError):
-                    self._local.rmdir()
-            elif self._paths.exists():
-                self._paths.delete(self._paths.path)
+        """Delete every checkpoint (and staged or replaced one) here, and the directory if nothing else is left in
+        it."""
+        for name in self._files.list(self._root):
+            if name.startswith((PREFIX, "." + PREFIX)):
+                self._files.delete(self._child(name))
+        if not self._files.list(self._root):
+            self._files.delete(self._root)
 
 
 def _first_line(error: BaseException) -> str:

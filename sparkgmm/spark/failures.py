@@ -19,6 +19,7 @@ import re
 from urllib.parse import unquote, urlparse
 
 from ..errors import InputError
+from ..files import is_glob, local_path_of
 
 # "[FAILED_READ_FILE.NO_HINT] Encountered error while reading file file:///x/part-1.parquet.  SQLSTATE: KD001";
 # Spark URL-encodes the path of a file it was reading rows from (a space is %20).
@@ -52,7 +53,6 @@ _TRANSIENT = re.compile(
     r"OutOfMemoryError|TaskKilled"
 )
 _CAUSE = re.compile(r"^Caused by: (?:[\w$]+\.)*(?P<cause>[\w$]+: .*?)\s*$", re.M)
-_GLOB = re.compile(r"[*?\[{]")
 NOT_PARQUET = "is not a Parquet file (or is damaged)"
 
 
@@ -132,7 +132,7 @@ def _message(text: str, source: str | None) -> str | None:
     missing = _PATH_NOT_FOUND.search(text)
     if missing is not None:
         path = _display(missing["path"])
-        return f"input {path} matches no files" if _GLOB.search(path) else f"input {path} does not exist"
+        return f"input {path} matches no files" if is_glob(path) else f"input {path} does not exist"
     empty = _UNABLE_TO_INFER.search(text)
     if empty is not None:
         where = f"input {source}" if source else "the input"
@@ -155,18 +155,18 @@ def _about_file(file_uri: str, source: str | None, problem: str) -> str:
 
 def _display(uri: str) -> str:
     """A local URI as a plain path (``file:///x/y`` -> ``/x/y``); any other as it is."""
-    parsed = urlparse(uri)
-    return parsed.path if parsed.scheme == "file" else uri
+    local = local_path_of(uri)
+    return uri if local is None else str(local)
 
 
 def _comparable(uri: str) -> str | None:
     """The path part of ``uri`` to compare with another's, absolute for a local path; None for a glob."""
-    if _GLOB.search(uri):
+    if is_glob(uri):
         return None
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return os.path.normpath(os.path.abspath(parsed.path if parsed.scheme else uri))
-    return os.path.normpath(parsed.path or "/")
+    local = local_path_of(uri)
+    if local is not None:
+        return os.path.normpath(os.path.abspath(local))
+    return os.path.normpath(urlparse(uri).path or "/")
 
 
 def _relative(file_uri: str, source: str) -> str | None:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from ..persistence import local_path_of
+from ..files import local_path_of
 from .scoring import ScoringPlan
 from .session import spark_context
 

@@ -2,8 +2,9 @@
 
 An output is first written to a hidden staging directory beside its destination, completed with a ``_SUCCESS``
 marker, then renamed into place. With ``overwrite``, the old output is moved aside first and deleted only after the
-new one is in place, so a failed run never leaves the destination empty or half-written. Paths go through Hadoop's
-``FileSystem`` of the running session, which is what Spark itself reads and writes with.
+new one is in place, so a failed run never leaves the destination empty or half-written. That is
+``sparkgmm.files.StagedWrite``, here on ``HadoopFiles``: Hadoop's ``FileSystem`` of the running session, which is what
+Spark itself reads and writes with.
 
 ``save_directory`` gives pyspark.ml's ``MLWriter`` semantics (refuse an existing path unless overwriting) to a
 directory written by Spark's DataFrame writers: staged as above on a classic session; under Spark Connect (no JVM in
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 from pyspark.sql import SparkSession
 
 from ..errors import InputError, OutputExistsError
+from ..files import LOCAL_FILES, StagedWrite, local_path_of
 from .session import is_connect
 
-SUCCESS_MARKER = "_SUCCESS"
 JOB_OVERWRITE = "pass --overwrite"
 _NO_FILE_SYSTEM = re.compile(r'No FileSystem for scheme "?(?P<scheme>[^"\s]*)"?')
 
@@ -48,12 +47,13 @@ def known_file_system(uri: str, what: str) -> Iterator[None]:
                          "of a file system Spark is set up for (file://, hdfs://, s3a://, ...)") from error
 
 
-class _HadoopPaths:
-    """The Hadoop file system behind one path, through the session's JVM."""
+class HadoopFiles:
+    """The Hadoop ``FileSystem`` of ``uri`` through the session's JVM, with the operations of
+    ``sparkgmm.files.LocalFiles`` (so ``StagedWrite`` works on it). Paths are URI strings of that file system;
+    ``root`` is ``uri`` qualified (``file:/abs/path``, ``hdfs://nn:8020/path``)."""
 
     def __init__(self, spark: SparkSession, uri: str):
         jvm = spark.sparkContext._jvm
-        self._jvm = jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
         path = self._Path(uri)
         hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -63,107 +63,98 @@ class _HadoopPaths:
             # The checksummed local file system would add a .crc file beside each file the job writes itself.
             fs = jvm.org.apache.hadoop.fs.FileSystem.getLocal(hadoop_conf).getRawFileSystem()
         self.fs = fs
-        self.path = self.fs.makeQualified(path)
+        self.root = fs.makeQualified(path).toString()
 
-    def sibling(self, name: str):
-        return self._Path(self.path.getParent(), name)
+    def local_path(self, path: str) -> Path | None:
+        """Where ``path`` is on this machine when the file system is the local one (else None): reached without the
+        JVM, which may already be gone when a job is stopped."""
+        return local_path_of(path) if self.is_local else None
 
-    def exists(self, path=None) -> bool:
-        return bool(self.fs.exists(path if path is not None else self.path))
+    def join(self, directory: str, name: str) -> str:
+        return directory.rstrip("/") + "/" + name
 
-    def delete(self, path) -> None:
-        if self.fs.exists(path) and not self.fs.delete(path, True):
-            raise OSError(f"could not delete {path.toString()}")
+    def parent(self, path: str) -> str:
+        return self._Path(path).getParent().toString()
 
-    def rename(self, source, target) -> None:
-        if not self.fs.rename(source, target):
-            raise OSError(f"could not rename {source.toString()} to {target.toString()}")
+    def name(self, path: str) -> str:
+        return self._Path(path).getName()
 
-    def local_path(self, path=None) -> str:
-        return (path if path is not None else self.path).toUri().getPath()
+    def uri(self, path: str) -> str:
+        return path
 
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self._Path(path)))
 
-class StagedOutput:
-    """Write into ``staging`` (a URI that does not exist yet), then ``commit()`` it to the destination."""
+    def list(self, directory: str, files_only: bool = False) -> list[str]:
+        if not self.exists(directory):
+            return []
+        return sorted(status.getPath().getName() for status in self.fs.listStatus(self._Path(directory))
+                      if not files_only or status.isFile())
 
-    def __init__(self, spark: SparkSession, uri: str, overwrite: bool, success_marker: bool = True,
-                 what: str = "output", how_to_overwrite: str = JOB_OVERWRITE):
-        self.spark = spark
-        self.uri = uri
-        self.overwrite = overwrite
-        self.success_marker = success_marker
-        self.what, self.how_to_overwrite = what, how_to_overwrite
-        with known_file_system(uri, what):
-            self._paths = _HadoopPaths(spark, uri)
-        tag = uuid.uuid4().hex[:12]
-        name = self._paths.path.getName()
-        self._staging = self._paths.sibling(f".{name}.sparkgmm-staging-{tag}")
-        self._backup = self._paths.sibling(f".{name}.sparkgmm-replaced-{tag}")
-        self.staging = self._staging.toString()
-        # Where the staging directory is on this machine, to remove it even if the JVM is already gone (SIGTERM).
-        self._local_staging = Path(self._paths.local_path(self._staging)) if self._paths.is_local else None
+    def mkdirs(self, directory: str) -> None:
+        self.fs.mkdirs(self._Path(directory))
 
-    def put_text(self, name: str, text: str) -> None:
-        """Write the file ``name`` (a path relative to the staging directory) holding ``text``, as UTF-8."""
-        stream = self._paths.fs.create(self._paths._Path(self._staging, name), False)
+    def write_text(self, path: str, text: str) -> None:
+        stream = self.fs.create(self._Path(path), False)
         try:
             stream.write(bytearray(text.encode("utf-8")))
         finally:
             stream.close()
 
+    def rename(self, source: str, target: str) -> None:
+        if not self.fs.rename(self._Path(source), self._Path(target)):
+            raise OSError(f"could not rename {source} to {target}")
+
+    def swap_file(self, source: str, target: str) -> bool:
+        return False  # a Hadoop rename never replaces: the old file is moved aside instead
+
+    def delete(self, path: str) -> None:
+        try:
+            if self.exists(path) and not self.fs.delete(self._Path(path), True):
+                raise OSError(f"could not delete {path}")
+        except Exception:
+            local = self.local_path(path)
+            if local is None:
+                raise
+            LOCAL_FILES.delete(local)  # the JVM may be gone (SIGTERM reaches it too); the files are here
+
+    def copy_in(self, local: Path, path: str) -> None:
+        self.fs.copyFromLocalFile(False, True, self._Path(local.resolve().as_uri()), self._Path(path))
+
+    def copy_out(self, path: str, local: Path) -> None:
+        self.fs.copyToLocalFile(False, self._Path(path), self._Path(local.as_uri()), True)
+
+
+class StagedOutput(StagedWrite):
+    """A ``StagedWrite`` through the session's Hadoop file system: Spark's writers write into ``staging`` (a URI);
+    on failure the session's jobs are cancelled before the staging directory is removed."""
+
+    def __init__(self, spark: SparkSession, uri: str, overwrite: bool, success_marker: bool = True,
+                 what: str = "output", how_to_overwrite: str = JOB_OVERWRITE):
+        self.spark = spark
+        self.uri = uri
+        with known_file_system(uri, what):
+            files = HadoopFiles(spark, uri)
+        super().__init__(files, files.root, overwrite, subject=f"{what} {uri}", how_to_overwrite=how_to_overwrite,
+                         success_marker=success_marker, on_failure=spark.sparkContext.cancelAllJobs)
+
+    def put_text(self, name: str, text: str) -> None:
+        """Write the file ``name`` (a path relative to the staging directory) holding ``text``, as UTF-8."""
+        self.files.write_text(self.files.join(self.staging, name), text)
+
     def staged_files(self, prefix: str = "part-") -> list[str]:
         """URIs of the files in the staging directory whose names start with ``prefix`` (Spark's ``part-*`` by
         default): what to read back from it, as Spark ignores a directory whose name starts with '.' (and warns)."""
-        if not self._paths.exists(self._staging):
-            return []
-        return sorted(status.getPath().toString() for status in self._paths.fs.listStatus(self._staging)
-                      if status.isFile() and status.getPath().getName().startswith(prefix))
-
-    def commit(self) -> None:
-        paths = self._paths
-        marker = paths._Path(self._staging, SUCCESS_MARKER)
-        if self.success_marker and not paths.exists(marker):
-            paths.fs.create(marker, True).close()
-        if paths.exists():
-            if not self.overwrite:
-                raise OutputExistsError(f"{self.what} {self.uri} appeared while it was written; "
-                                        f"{self.how_to_overwrite} to replace it")
-            paths.rename(paths.path, self._backup)
-            try:
-                paths.rename(self._staging, paths.path)
-            except BaseException:
-                paths.rename(self._backup, paths.path)
-                raise
-            paths.delete(self._backup)
-        else:
-            paths.rename(self._staging, paths.path)
-
-    def abort(self) -> None:
-        try:
-            self._paths.delete(self._staging)
-        except Exception:
-            if self._local_staging is None:
-                raise
-            shutil.rmtree(self._local_staging, ignore_errors=True)
+        return [self.files.join(self.staging, name) for name in self.files.list(self.staging, files_only=True)
+                if name.startswith(prefix)]
 
 
-@contextlib.contextmanager
 def staged_output(spark: SparkSession, uri: str, overwrite: bool, success_marker: bool = True, what: str = "output",
-                  how_to_overwrite: str = JOB_OVERWRITE) -> Iterator[StagedOutput]:
+                  how_to_overwrite: str = JOB_OVERWRITE) -> StagedOutput:
     """``with staged_output(...) as out:`` write to ``out.staging`` (and ``out.put_text``); committed when the block
     ends normally, removed when it raises. ``what`` and ``how_to_overwrite`` word the error for an existing
     output."""
-    output = StagedOutput(spark, uri, overwrite, success_marker, what, how_to_overwrite)
-    if not overwrite and output._paths.exists():
-        raise OutputExistsError(f"{what} {uri} already exists; {how_to_overwrite} to replace it")
-    try:
-        yield output
-        output.commit()
-    except BaseException:
-        with contextlib.suppress(Exception):  # on SIGTERM a write may still be running into the staging directory
-            spark.sparkContext.cancelAllJobs()
-        output.abort()
-        raise
+    return StagedOutput(spark, uri, overwrite, success_marker, what, how_to_overwrite)
 
 
 def save_directory(spark, uri: str, overwrite: bool, write: Callable[[str], None], what: str,
