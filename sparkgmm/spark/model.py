@@ -73,7 +73,7 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
 
     def check_input_cols(self) -> None:
         """Named input columns must be as many as the model's features (a Vector column is checked row by row)."""
-        input_cols = self._input_cols()
+        input_cols = self.input_columns()
         if input_cols and len(input_cols) != self.mixture.n_features:
             raise InputError(f"the model has {self.mixture.n_features} features but {len(input_cols)} columns "
                              f"were named: {', '.join(input_cols)}")
@@ -103,7 +103,7 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         outliers = {} if level is None else {
             "outlier_col": self.getOutlierCol(), "outlier_threshold": self.outlier_threshold(level)}
         return score_dataframe(
-            dataset, self.getFeaturesCol(), self._input_cols(), self.mixture, self.getPredictionCol(),
+            dataset, self.getFeaturesCol(), self.input_columns(), self.mixture, self.getPredictionCol(),
             self.getProbabilityCol(), self.getLogDensityCol(), **outliers,
         )
 
