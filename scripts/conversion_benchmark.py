@@ -10,7 +10,7 @@ What it does
 - One local[2] session (``sparkgmm.spark.session.local_session``, as the library's own local runs), and in it:
   - the floor: ``spark.read.parquet(dir).select(f0..).mapInArrow(task)`` where the task reads every batch and yields
     one row with its row count (the columns reach Python, nothing is done with them), collected;
-  - ours: ``FeatureBlocks`` (engine rdd) or ``FrameBlocks`` (engine dataframe) constructed from the same DataFrame
+  - ours: ``RddBlocks`` (engine rdd) or ``DataFrameBlocks`` (engine dataframe) constructed from the same DataFrame
     with ``inputCols`` = f0.. exactly as a fit constructs them (``features_column``, the fit's default storage
     level), for every engine x dtype x block storage asked for; the time is the constructor's (what a fit reports as
     ``conversion_seconds``); the blocks are then released (not timed), and their row count is checked.
@@ -85,11 +85,12 @@ def floor_run(df, columns: list[str]) -> tuple[float, int]:
 def conversion_run(df, columns: list[str], engine: str, dtype: str, storage: str) -> tuple[float, int]:
     from pyspark import StorageLevel
 
-    from sparkgmm.spark.blocks import FeatureBlocks, features_column
-    from sparkgmm.spark.frames import FrameBlocks
+    from sparkgmm.spark.engine.rdd import RddBlocks
+    from sparkgmm.spark.features import features_column
+    from sparkgmm.spark.engine.dataframe import DataFrameBlocks
 
     features = features_column(df, "features", columns)
-    engine_class = FeatureBlocks if engine == "rdd" else FrameBlocks
+    engine_class = RddBlocks if engine == "rdd" else DataFrameBlocks
     started = time.perf_counter()
     blocks = engine_class(df, features, None, StorageLevel.MEMORY_AND_DISK_DESER, dtype=dtype, block_storage=storage)
     seconds = time.perf_counter() - started

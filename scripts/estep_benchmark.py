@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sparkgmm.mixture import Mixture  # noqa: E402
 from sparkgmm.passes import EStep, pack_block  # noqa: E402
-from sparkgmm.spark.blocks import BLOCK_BYTES  # noqa: E402
+from sparkgmm.spark.engine.base import BLOCK_BYTES  # noqa: E402
 
 
 def best_of(repeats: int, work) -> float:

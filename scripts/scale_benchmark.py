@@ -338,7 +338,7 @@ def _estep_worker(index: int, d: int, k: int, seed: int, dtype: str, rounds: int
 
     from sparkgmm import Mixture
     from sparkgmm.passes import EStep, pack_block
-    from sparkgmm.spark.blocks import BLOCK_BYTES
+    from sparkgmm.spark.engine.base import BLOCK_BYTES
 
     truth = generating_mixture(d, k, seed)
     request = EStep(Mixture(truth.weights, truth.means, truth.covariances()), worst=k)

@@ -5,6 +5,7 @@ Importing this module (or ``sparkgmm``) never imports pyspark: a serving process
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,6 @@ from .gaussian import (
     n_covariance_parameters,
     precisions_cholesky,
 )
-from .persistence import MixtureFiles
 from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES
 
 _WEIGHT_SUM_TOLERANCE = 1e-6
@@ -43,12 +43,12 @@ def as_float_matrix(X, n_features: int | None = None, what: str = "X") -> np.nda
 
 
 @dataclass(frozen=True, eq=False)
-class Mixture(MixtureFiles):
+class Mixture:
     """Weights (k,), means (k, d) and covariances in scikit-learn's shapes for ``covariance_type``.
 
     Validated once on construction: shapes, finiteness, weights on the simplex, and every covariance positive
     definite (its precision Cholesky factor is computed here and kept in ``precisions_cholesky``). ``save`` and
-    ``load`` (a model directory on this machine, no Spark) come from ``sparkgmm.persistence.MixtureFiles``.
+    ``load`` read and write a model directory on this machine, no Spark (``sparkgmm.persistence``).
     """
 
     weights: np.ndarray
@@ -84,6 +84,22 @@ class Mixture(MixtureFiles):
         prec_chol = precisions_cholesky(covariances, self.covariance_type)
         prec_chol.setflags(write=False)
         object.__setattr__(self, "precisions_cholesky", prec_chol)
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the model directory ``path`` on this machine (format version 2, atomically: a reader never sees half
+        of it). A URI of another file system (``hdfs://``, ``s3a://``, ...) needs Spark:
+        ``GaussianMixtureModel(mixture).write().save(uri)``."""
+        from .persistence import save_mixture  # persistence builds Mixtures: it imports this module
+
+        save_mixture(self, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Mixture":
+        """Read a model directory on this machine (either format version); checks shapes and dtypes, and fails with
+        ``ModelFormatError`` naming the problem when it is damaged or not a model."""
+        from .persistence import load_mixture  # persistence builds Mixtures: it imports this module
+
+        return load_mixture(path)
 
     def __repr__(self) -> str:
         return (

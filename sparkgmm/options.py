@@ -35,7 +35,7 @@ SPARK_SECTION = "spark"
 
 CRITERIA = ("bic", "aic")
 STORAGE_LEVELS = ("MEMORY_AND_DISK_DESER", "MEMORY_AND_DISK", "MEMORY_ONLY", "DISK_ONLY", "MEMORY_AND_DISK_2")
-# Where the converted blocks live between passes (sparkgmm.spark.storage).
+# Where the converted blocks live between passes (sparkgmm.spark.engine).
 BLOCK_STORAGES = ("local-files", "spark-cache")
 DEFAULT_BLOCK_STORAGE = "local-files"
 # What a fit does with rows whose features or weight cannot be used (pyspark.ml's name and values).

@@ -1,4 +1,5 @@
-"""The model directory: its layout, its validation, and its reading and writing, with Spark or without. Never pickle.
+"""The model directory: its layout, its validation, and its reading and writing on this machine without Spark.
+Never pickle.
 
 Layout (format version 2), the same whoever writes it: ``GaussianMixtureModel.write()`` and the jobs through a Spark
 session (any Hadoop URI: ``hdfs://``, ``s3a://``, ``file://``, ...; also under Spark Connect), ``Mixture.save``
@@ -16,8 +17,9 @@ Both are directories of part files (plus ``_SUCCESS``), as Spark's DataFrame wri
 Connect client can write. Format version 1 (``metadata.json`` + ``params.npz``, with ``spark_params.json`` and
 ``summary.json`` when the Spark model wrote it) is still read, never written.
 
-The Spark functions here take a session and only call its DataFrame readers and writers (no pyspark import: this
-module is below the Spark layer); overwriting and staging are the Spark layer's (``sparkgmm.spark.outputs``).
+This module reads and writes a ``Mixture`` (``Mixture.save`` and ``Mixture.load`` call ``save_mixture`` and
+``load_mixture``); the mixture knows nothing of its files. Reading and writing the same layout through a Spark
+session is the Spark layer's (``sparkgmm.spark.readwrite``), which encodes and decodes it with the functions here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 from .errors import InputError
 from .files import LOCAL_FILES, StagedWrite, local_path
 from .gaussian import COVARIANCE_TYPES, covariances_shape
+from .mixture import Mixture
 
 FORMAT = "sparkgmm.mixture"
 ESTIMATOR_FORMAT = "sparkgmm.estimator"
@@ -53,37 +56,13 @@ class ModelFormatError(InputError):
     """A model directory is missing, damaged, or not a sparkgmm model."""
 
 
-class MixtureFiles:
-    """The base class of ``sparkgmm.Mixture``: its ``save`` and ``load``. ``sparkgmm.mixture`` imports this module and
-    this module never imports it: the one subclass tells it, on definition, which class to build when reading."""
-
-    _mixture_class: type | None = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if MixtureFiles._mixture_class is None:
-            MixtureFiles._mixture_class = cls
-
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write the model directory ``path`` on this machine (format version 2, atomically: a reader never sees half
-        of it). A URI of another file system (``hdfs://``, ``s3a://``, ...) needs Spark:
-        ``GaussianMixtureModel(mixture).write().save(uri)``."""
-        write_model_dir(path, SavedModel(self), overwrite)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike):
-        """Read a model directory on this machine (either format version); checks shapes and dtypes, and fails with
-        ``ModelFormatError`` naming the problem when it is damaged or not a model."""
-        return read_model_dir(path).mixture
-
-
 @dataclass(frozen=True, eq=False)
 class SavedModel:
     """What a model directory holds: the mixture, the training summary (``GaussianMixtureSummary.to_dict()``, or
     None), the training log-density quantiles ({level: value}, or None), and the pyspark.ml params (``params``
     set explicitly, ``default_params``) with the class and uid that wrote them."""
 
-    mixture: Any
+    mixture: Mixture
     summary: dict[str, Any] | None = None
     log_density_quantiles: dict[float, float] | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +101,7 @@ def model_metadata_line(saved: SavedModel, spark_version: str | None = None) -> 
     return metadata_line(saved.class_name, saved.uid, saved.params, saved.default_params, spark_version, block)
 
 
-def data_table(mixture):
+def data_table(mixture: Mixture):
     """The data row as an Arrow table: each array flattened in C order into a list<double>."""
     import pyarrow as pa
 
@@ -207,12 +186,9 @@ def _quantiles(value: Any, where: str) -> dict[float, float] | None:
     return pairs
 
 
-def _build(arrays: dict[str, np.ndarray], covariance_type: str, where: str):
-    mixture_class = MixtureFiles._mixture_class
-    if mixture_class is None:  # sparkgmm/__init__ imports sparkgmm.mixture, which defines it
-        raise RuntimeError("sparkgmm.mixture is not imported")
+def _build(arrays: dict[str, np.ndarray], covariance_type: str, where: str) -> Mixture:
     try:
-        return mixture_class(covariance_type=covariance_type, **arrays)
+        return Mixture(covariance_type=covariance_type, **arrays)
     except ValueError as e:
         raise ModelFormatError(f"model in {where!r} is damaged: {e}") from None
 
@@ -334,63 +310,11 @@ def write_model_dir(path: str | os.PathLike, saved: SavedModel, overwrite: bool 
         pq.write_table(data_table(saved.mixture), stage.staging / DATA_DIR / "part-00000.parquet")
 
 
-# --- through a Spark session (classic or Connect), any Hadoop URI ----------------------------------------------------
-
-def join(uri: str, name: str) -> str:
-    return uri.rstrip("/") + "/" + name
-
-
-def is_missing_path(error: BaseException) -> bool:
-    """Spark's ``[PATH_NOT_FOUND]`` (an AnalysisException, classic or Connect), told by its text alone."""
-    return type(error).__name__ == "AnalysisException" and "[PATH_NOT_FOUND]" in str(error)
+def save_mixture(mixture: Mixture, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """``Mixture.save``: ``mixture`` alone as the model directory ``path`` on this machine (``write_model_dir``)."""
+    write_model_dir(path, SavedModel(mixture), overwrite)
 
 
-def write_metadata_with_spark(spark, uri: str, line: str) -> None:
-    spark.createDataFrame([(line,)], "value string").coalesce(1).write.text(join(uri, METADATA_DIR))
-
-
-def write_with_spark(spark, uri: str, saved: SavedModel) -> None:
-    """Write ``saved`` into ``uri`` (which must not exist: overwriting is the caller's) with the session's
-    DataFrame writers: two small jobs."""
-    write_metadata_with_spark(spark, uri, model_metadata_line(saved, spark.version))
-    spark.createDataFrame(data_table(saved.mixture)).coalesce(1).write.parquet(join(uri, DATA_DIR))
-
-
-def read_metadata_with_spark(spark, uri: str) -> list[str]:
-    """The metadata lines of the directory ``uri`` (an AnalysisException ``[PATH_NOT_FOUND]`` when it has none)."""
-    return [row[0] for row in spark.read.text(join(uri, METADATA_DIR)).collect()]
-
-
-def read_with_spark(spark, uri: str) -> SavedModel:
-    """Read the model directory ``uri`` with the session's DataFrame readers, either format version."""
-    try:
-        lines = read_metadata_with_spark(spark, uri)
-    except Exception as error:
-        if not is_missing_path(error):
-            raise
-        return _read_legacy_with_spark(spark, uri)
-    try:
-        table = spark.read.parquet(join(uri, DATA_DIR)).toArrow()
-    except Exception as error:
-        if is_missing_path(error) or "[UNABLE_TO_INFER_SCHEMA]" in str(error):
-            raise ModelFormatError(f"model data {join(uri, DATA_DIR)!r} is missing") from None
-        if "[FAILED_READ_FILE" in str(error):  # not Parquet, or damaged
-            raise ModelFormatError(f"model data in {uri!r} is unreadable ({str(error).splitlines()[0]})") from None
-        raise
-    return decode(lines, table, uri)
-
-
-def _read_legacy_with_spark(spark, uri: str) -> SavedModel:
-    try:
-        rows = (spark.read.format("binaryFile").option("pathGlobFilter", "*.{json,npz}").load(uri)
-                .select("path", "content").collect())
-    except Exception as error:
-        if not is_missing_path(error):
-            raise
-        raise ModelFormatError(f"model path {uri!r} does not exist") from None
-    files = {row[0].rstrip("/").rsplit("/", 1)[-1]: bytes(row[1]) for row in rows}
-    if LEGACY_METADATA not in files:
-        raise ModelFormatError(f"model path {uri!r} is not a sparkgmm model directory: it has no {METADATA_DIR}/ "
-                               f"(nor {LEGACY_METADATA})")
-    return decode_legacy(files, uri)
-
+def load_mixture(path: str | os.PathLike) -> Mixture:
+    """``Mixture.load``: the mixture of the model directory ``path`` on this machine (``read_model_dir``)."""
+    return read_model_dir(path).mixture

@@ -8,8 +8,8 @@ import pytest
 
 from sparkgmm.passes import chunks, pack_block
 from sparkgmm.sampling import RowSample, SampleBuilder, draw_sample, sample_keys
-from sparkgmm.spark.frames import merge_levels
-from sparkgmm.spark.storage import describe_depth
+from sparkgmm.spark.engine.dataframe import merge_levels
+from sparkgmm.spark.engine.base import describe_depth
 
 SEED = (3, 5)
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import frame, make_mixture, write_format_1_model_dir, write_points
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.checkpoint import CheckpointError
-from sparkgmm.spark.blocks import FeatureBlocks
+from sparkgmm.spark.engine.rdd import RddBlocks
 
 pytestmark = pytest.mark.spark
 
@@ -34,7 +34,7 @@ def estimator(checkpoint_dir, **params):
 
 def interrupt_after(monkeypatch, passes: int):
     """Let ``passes`` passes run, then fail the next one, as a killed driver would never run it."""
-    run_pass = FeatureBlocks.run_pass
+    run_pass = RddBlocks.run_pass
     made = []
 
     def counted(self, requests, description):
@@ -43,7 +43,7 @@ def interrupt_after(monkeypatch, passes: int):
         made.append(description)
         return run_pass(self, requests, description)
 
-    monkeypatch.setattr(FeatureBlocks, "run_pass", counted)
+    monkeypatch.setattr(RddBlocks, "run_pass", counted)
     return made
 
 

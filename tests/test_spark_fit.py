@@ -132,16 +132,16 @@ def test_blocks_are_released_after_fit_and_after_failure(spark):
 def test_the_loop_runs_one_task_per_core_whatever_the_input_partitioning(spark, partitions):
     from pyspark import StorageLevel
 
-    from sparkgmm.spark.blocks import FeatureBlocks
+    from sparkgmm.spark.engine.rdd import RddBlocks
 
     X, start = overlapping_data_and_start("spherical", n=500)
     df = frame(spark, X, partitions)
     for storage in ("local-files", "spark-cache"):
-        with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=2048,
-                           block_storage=storage) as blocks:
+        with RddBlocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=2048,
+                       block_storage=storage) as blocks:
             assert blocks.loop_rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
             # one input partition is dealt over the cores; 17 are merged into at most 4 per core before packing
-            assert blocks.rdd.getNumPartitions() == {1: 2, 17: 8}[partitions]
+            assert blocks.stored.getNumPartitions() == {1: 2, 17: 8}[partitions]
             sizes = blocks.task_rows()
             assert sum(sizes) == 500 and min(sizes) > 0
     model = GaussianMixture(k=3, covarianceType="spherical", maxIter=3, tol=0.0, initialModel=start).fit(df)
@@ -283,13 +283,13 @@ def test_initialisation_sample_is_bounded_weighted_and_from_the_data(spark):
     from pyspark import StorageLevel
 
     from sparkgmm.passes import WeightedSample
-    from sparkgmm.spark.blocks import FeatureBlocks
+    from sparkgmm.spark.engine.rdd import RddBlocks
 
     X = np.column_stack([np.arange(2000.0), np.zeros(2000)])  # row i is (i, 0): the first feature names the row
     weights = np.where(np.arange(2000) < 1000, 3.0, 1.0)
     weights[::7] = 0.0  # zero weight: never drawn
     df = frame(spark, X, 4, extra={"w": weights})
-    with FeatureBlocks(df, F.col("features"), "w", StorageLevel.MEMORY_ONLY, block_bytes=4096) as blocks:
+    with RddBlocks(df, F.col("features"), "w", StorageLevel.MEMORY_ONLY, block_bytes=4096) as blocks:
         sample, everything = blocks.run_pass(
             [WeightedSample(800, (3, 0)), WeightedSample(5000, (3, 1))], "two samples"
         )
@@ -304,8 +304,8 @@ def test_initialisation_sample_is_bounded_weighted_and_from_the_data(spark):
     # The answer is bounded by the request, and the same rows, whatever the partitioning and the block size.
     samples = []
     for partitions, block_bytes in ((16, None), (3, 512)):
-        with FeatureBlocks(frame(spark, X, partitions), F.col("features"), None, StorageLevel.MEMORY_ONLY,
-                           block_bytes=block_bytes) as blocks:
+        with RddBlocks(frame(spark, X, partitions), F.col("features"), None, StorageLevel.MEMORY_ONLY,
+                       block_bytes=block_bytes) as blocks:
             (sample,) = blocks.run_pass([WeightedSample(100, (3, 0))], "sample")
             assert sample.rows.shape == (100, 2) and len(set(sample.rows[:, 0])) == 100
             samples.append(sample.rows)

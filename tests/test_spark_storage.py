@@ -13,8 +13,8 @@ from helpers import frame, make_mixture, overlapping_data_and_start, persisted_r
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.passes import EStep, pack_block, run_local_pass
 from sparkgmm.sampling import draw_sample
-from sparkgmm.spark.blocks import FeatureBlocks
-from sparkgmm.spark.frames import FrameBlocks, merge_levels
+from sparkgmm.spark.engine.rdd import RddBlocks
+from sparkgmm.spark.engine.dataframe import DataFrameBlocks, merge_levels
 
 pytestmark = pytest.mark.spark
 
@@ -69,8 +69,8 @@ def test_float32_fit_stays_close_to_the_float64_fit_even_far_from_zero(spark, co
 
 def test_a_pass_that_finds_its_files_gone_rewrites_them_and_answers_the_same(spark):
     X, start = overlapping_data_and_start("full", n=600)
-    with FeatureBlocks(frame(spark, X, 3), F.col("features"), None, StorageLevel.MEMORY_AND_DISK,
-                       block_bytes=4096) as blocks:
+    with RddBlocks(frame(spark, X, 3), F.col("features"), None, StorageLevel.MEMORY_AND_DISK,
+                   block_bytes=4096) as blocks:
         request = [EStep(start, count_hard=True)]
         (before,) = blocks.run_pass(request, "E-step")
         written = block_files(spark)
@@ -94,15 +94,15 @@ def test_a_skewed_input_is_dealt_out_so_that_every_task_reads_its_share(spark, s
     rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])
     skewed = spark.createDataFrame(rows, "features array<double>")
     assert skewed.rdd.glom().map(len).collect() == [900, 50, 50]
-    with FeatureBlocks(skewed, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
-                       block_storage=storage) as blocks:
+    with RddBlocks(skewed, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
+                   block_storage=storage) as blocks:
         assert blocks.rebalanced
         rows = blocks.task_rows()
         assert len(rows) == spark.sparkContext.defaultParallelism == 2 and sum(rows) == 1000
         assert max(rows) == blocks.largest_task_rows <= 1.25 * 500
     balanced = frame(spark, X, 4)
-    with FeatureBlocks(balanced, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
-                       block_storage=storage) as blocks:
+    with RddBlocks(balanced, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
+                   block_storage=storage) as blocks:
         assert not blocks.rebalanced  # nothing to gain: converted once
 
 
@@ -131,8 +131,8 @@ def test_the_dataframe_engine_balances_rewrites_lost_files_and_cleans_up(spark):
     X, start = overlapping_data_and_start("diag", n=1000)
     request = [EStep(start, count_hard=True)]
     (expected,) = run_local_pass([pack_block(X, None)], 3, request)
-    with FrameBlocks(skewed_frame(spark, X), F.col("features"), None, StorageLevel.MEMORY_ONLY,
-                     block_bytes=512) as blocks:
+    with DataFrameBlocks(skewed_frame(spark, X), F.col("features"), None, StorageLevel.MEMORY_ONLY,
+                         block_bytes=512) as blocks:
         assert blocks.rebalanced and blocks.n_tasks == 2
         rows = blocks.task_rows()
         assert len(rows) == 2 and sum(rows) == 1000 and max(rows) == blocks.largest_task_rows <= 1.25 * 500
@@ -154,12 +154,12 @@ def test_the_dataframe_engine_deals_out_one_partition_and_merges_many_answers_in
     X, start = overlapping_data_and_start("full", n=1000)
     request = [EStep(start, count_hard=True)]
     (expected,) = run_local_pass([pack_block(X, None)], 3, request)
-    with FrameBlocks(frame(spark, X, 1), F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=1024,
-                     block_storage="spark-cache") as blocks:
+    with DataFrameBlocks(frame(spark, X, 1), F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=1024,
+                         block_storage="spark-cache") as blocks:
         assert blocks.rebalanced  # one input partition: its blocks were dealt over both cores
         assert sorted(blocks.task_rows()) == [496, 504]  # 23 blocks of 42 rows and one of 34, dealt round-robin
-    with FrameBlocks(frame(spark, X, 8), F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=1024,
-                     block_storage="spark-cache") as blocks:
+    with DataFrameBlocks(frame(spark, X, 8), F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=1024,
+                         block_storage="spark-cache") as blocks:
         blocks._parallelism = lambda: 8  # as if 8 cores: 8 tasks, merged by 2 tasks of a shuffle level first
         assert blocks.n_tasks == 8 and merge_levels(8, blocks.aggregation_depth) == [2]
         (stats,) = blocks.run_pass(request, "E-step over 8 tasks")
@@ -176,7 +176,7 @@ def test_dtype_and_block_storage_are_checked(spark):
             GaussianMixture(k=2, **params).fit(df)
 
 
-@pytest.mark.parametrize("engine", [FeatureBlocks, FrameBlocks])
+@pytest.mark.parametrize("engine", [RddBlocks, DataFrameBlocks])
 def test_the_conversion_keeps_one_sample_whatever_the_partitioning_and_block_size(spark, engine):
     rng = np.random.default_rng(8)
     X = rng.normal(size=(4000, 3))
@@ -194,8 +194,8 @@ def test_the_conversion_keeps_one_sample_whatever_the_partitioning_and_block_siz
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_rdd_engines_arrow_route_packs_what_map_in_arrow_packs(spark, dtype):
-    from sparkgmm.spark.arrow_rdd import through_arrow_batches, through_map_in_arrow
-    from sparkgmm.spark.packing import features_column, selected_features
+    from sparkgmm.spark.engine.arrow_rdd import through_arrow_batches, through_map_in_arrow
+    from sparkgmm.spark.features import features_column, selected_features
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(3000, 3))

@@ -19,17 +19,16 @@ from ..errors import InputError
 from ..init import SAMPLE_INIT_MODE
 from ..sampling import SAMPLE_STREAM
 from ..mixture import Mixture
-from .blocks import FeatureBlocks, features_column
-from .frames import FrameBlocks
-from .checkpoints import CheckpointStore, fit_key
-from .storage import StoredBlocks
 from ..summary import GaussianMixtureSummary
+from .checkpoints import CheckpointStore, fit_key
+from .engine import open_blocks
+from .engine.base import StoredBlocks
+from .features import features_column
 from .model import GaussianMixtureModel
 from .params import GaussianMixtureParams
-from .session import is_connect
 from .readwrite import DirectoryWriter, EstimatorReader, estimator_writer
 
-__all__ = ["GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary", "fit_on_blocks"]
+__all__ = ["GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary", "fit_on_blocks", "open_feature_blocks"]
 
 logger = logging.getLogger("sparkgmm")
 
@@ -153,8 +152,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         return EstimatorReader(cls)
 
     def _fit(self, dataset: DataFrame) -> GaussianMixtureModel:
-        self._validated()
-        with self._feature_blocks(dataset, [self]) as blocks:
+        with open_feature_blocks(dataset, [self]) as blocks:
             return fit_on_blocks([self], blocks)[0]
 
     def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]) -> Iterator[tuple[int, GaussianMixtureModel]]:
@@ -172,7 +170,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     def _input_key(self) -> tuple:
         """What decides the cached blocks (and the checkpoint of a shared run): maps that agree on it can share one
         conversion."""
-        input_cols = self._input_cols()
+        input_cols = self.input_columns()
         return (
             tuple(input_cols) if input_cols else None, None if input_cols else self.getFeaturesCol(),
             self._weight_col(), self.getStorageLevel(), self.getDtype(), self.getBlockStorage(),
@@ -180,25 +178,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         )
 
     def _features_description(self) -> str:
-        return ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
-
-    def _feature_blocks(self, dataset: DataFrame, estimators: Sequence["GaussianMixture"]) -> StoredBlocks:
-        """Convert and cache ``dataset``'s features for ``estimators`` (this one among them). The conversion keeps a
-        sample of the most ``sampleRows`` any of them asks for when one starts by a sample search, drawn with this
-        estimator's seed; each takes a prefix of it of its own size (``sampling.RowSample.ordered``)."""
-        sample_rows = max((e.getSampleRows() for e in estimators if e._searches_sample()), default=0)
-        features = features_column(dataset, self.getFeaturesCol(), self._input_cols())
-        storage_level = getattr(StorageLevel, self.getStorageLevel())
-        engine = self.getEngine()
-        if engine == "auto":  # the RDD engine where there is a SparkContext: it is faster there
-            engine = "dataframe" if is_connect(dataset.sparkSession) else "rdd"
-        elif engine == "rdd" and is_connect(dataset.sparkSession):
-            raise InputError("engine='rdd' needs a SparkContext, which a Spark Connect session does not have; use "
-                             "engine='auto' or 'dataframe'")
-        engine_class = FrameBlocks if engine == "dataframe" else FeatureBlocks
-        return engine_class(dataset, features, self._weight_col(), storage_level, self.getAggregationDepth(),
-                            dtype=self.getDtype(), block_storage=self.getBlockStorage(), sample_rows=sample_rows,
-                            sample_seed=(self._seed(), SAMPLE_STREAM))
+        return ", ".join(self.input_columns()) if self.input_columns() else repr(self.getFeaturesCol())
 
     def _searches_sample(self) -> bool:
         return self.getInitMode() == SAMPLE_INIT_MODE and self.getInitialModel() is None
@@ -268,12 +248,29 @@ class _SharedBlockFits:
             self._next += 1
             if self._models is None:
                 try:
-                    with self._estimators[0]._feature_blocks(self._dataset, self._estimators) as blocks:
+                    with open_feature_blocks(self._dataset, self._estimators) as blocks:
                         self._models = fit_on_blocks(self._estimators, blocks)
                 except BaseException:
                     self._next = len(self._estimators)
                     raise
             return index, self._models[index]
+
+
+def open_feature_blocks(dataset: DataFrame, estimators: Sequence[GaussianMixture]) -> StoredBlocks:
+    """Check every estimator's params, then convert and store ``dataset``'s features once for all of them, as the
+    first one reads them (its columns, storage and engine: they agree on those, ``_input_key``). The conversion keeps
+    a sample of the most ``sampleRows`` any of them asks for when one starts by a sample search, drawn with the
+    first one's seed; each takes a prefix of it of its own size (``sampling.RowSample.ordered``). The caller
+    releases the blocks (a ``with`` block)."""
+    for estimator in estimators:
+        estimator._validated()
+    first = estimators[0]
+    sample_rows = max((e.getSampleRows() for e in estimators if e._searches_sample()), default=0)
+    features = features_column(dataset, first.getFeaturesCol(), first.input_columns())
+    return open_blocks(dataset, features, first._weight_col(), getattr(StorageLevel, first.getStorageLevel()),
+                       engine=first.getEngine(), aggregation_depth=first.getAggregationDepth(), dtype=first.getDtype(),
+                       block_storage=first.getBlockStorage(), sample_rows=sample_rows,
+                       sample_seed=(first._seed(), SAMPLE_STREAM))
 
 
 def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -> list[GaussianMixtureModel]:
@@ -322,7 +319,7 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -
 
 def _input_description(estimator: GaussianMixture, blocks: StoredBlocks) -> dict:
     """The input as a checkpoint records it: the columns read, and the rows' count and order-free fingerprint."""
-    return {"features": estimator._input_cols() or estimator.getFeaturesCol(), "weight_col": estimator._weight_col(),
+    return {"features": estimator.input_columns() or estimator.getFeaturesCol(), "weight_col": estimator._weight_col(),
             "rows": blocks.n_rows, "skipped_rows": blocks.invalid_rows, "fingerprint": f"{blocks.fingerprint:016x}"}
 
 

@@ -27,7 +27,7 @@ from ..config import (
     PredictConfig, SelectConfig,
 )
 from ..errors import InputError
-from .blocks import NUMERIC_TYPES, features_column
+from .features import NUMERIC_TYPES, features_column
 from .checkpoints import CheckpointStore
 from .failures import raise_input_error
 from .estimator import GaussianMixture, GaussianMixtureModel
@@ -231,7 +231,7 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
                              "leave it out with --keep-cols")
         if config.features:
             resolve_features(df, config.features, None).apply(model)
-        input_cols = model._input_cols()
+        input_cols = model.input_columns()
         features_column(df, model.getFeaturesCol(), input_cols)  # names a missing or unusable column first
         model.check_input_cols()
         plan = scoring_plan(df, model.getFeaturesCol(), input_cols, model.mixture, scores, keep)

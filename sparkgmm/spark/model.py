@@ -13,11 +13,10 @@ from pyspark.sql import DataFrame
 
 from ..errors import InputError
 from ..mixture import Mixture
-from ..persistence import SavedModel
 from ..sketch import threshold_at
 from ..summary import GaussianMixtureSummary
 from .params import GaussianMixtureParams
-from .readwrite import DirectoryWriter, ModelReader, apply_params, class_name, json_params, model_writer
+from .readwrite import DirectoryWriter, ModelReader, model_writer
 from .scoring import score_dataframe
 
 
@@ -73,7 +72,7 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
 
     def check_input_cols(self) -> None:
         """Named input columns must be as many as the model's features (a Vector column is checked row by row)."""
-        input_cols = self._input_cols()
+        input_cols = self.input_columns()
         if input_cols and len(input_cols) != self.mixture.n_features:
             raise InputError(f"the model has {self.mixture.n_features} features but {len(input_cols)} columns "
                              f"were named: {', '.join(input_cols)}")
@@ -103,7 +102,7 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         outliers = {} if level is None else {
             "outlier_col": self.getOutlierCol(), "outlier_threshold": self.outlier_threshold(level)}
         return score_dataframe(
-            dataset, self.getFeaturesCol(), self._input_cols(), self.mixture, self.getPredictionCol(),
+            dataset, self.getFeaturesCol(), self.input_columns(), self.mixture, self.getPredictionCol(),
             self.getProbabilityCol(), self.getLogDensityCol(), **outliers,
         )
 
@@ -119,19 +118,6 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         """``write().save(path)``, or ``write().overwrite().save(path)`` with ``overwrite``."""
         writer = self.write()
         (writer.overwrite() if overwrite else writer).save(path)
-
-    def _saved(self) -> SavedModel:
-        return SavedModel(
-            self.mixture, None if self._summary is None else self._summary.to_dict(), self._log_density_quantiles,
-            json_params(self._paramMap), json_params(self._defaultParamMap), class_name(self), self.uid,
-        )
-
-    @classmethod
-    def _from_saved(cls, saved: SavedModel, where: str) -> "GaussianMixtureModel":
-        summary = None if saved.summary is None else GaussianMixtureSummary.from_dict(saved.summary, where)
-        model = cls(saved.mixture, summary, saved.log_density_quantiles)
-        apply_params(model, saved.uid, saved.params, saved.default_params, where)
-        return model
 
     def __repr__(self) -> str:
         return f"GaussianMixtureModel({self.mixture!r})"

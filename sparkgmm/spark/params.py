@@ -175,7 +175,8 @@ class GaussianMixtureParams(
     def setOutlierCol(self, value: str):
         return self._set(outlierCol=value)
 
-    def _input_cols(self) -> list[str] | None:
+    def input_columns(self) -> list[str] | None:
+        """The numeric columns named by ``inputCols``, or None when the features come from ``featuresCol``."""
         return self.getInputCols() if self.isDefined(self.inputCols) else None
 
     def _weight_col(self) -> str | None:

@@ -1,7 +1,8 @@
-"""pyspark.ml persistence (``MLWriter``/``MLReader``) for ``GaussianMixture`` and ``GaussianMixtureModel``.
+"""Model and estimator directories through a Spark session: pyspark.ml persistence (``MLWriter``/``MLReader``) for
+``GaussianMixture`` and ``GaussianMixtureModel``, and the jobs' reading of a model.
 
-The directories have ``sparkgmm.persistence``'s layout and are written and read only through the session's
-DataFrame writers and readers, so any Hadoop URI works (``hdfs://``, ``s3a://``, ``file://``, a path on the default
+The directories have ``sparkgmm.persistence``'s layout (encoded and decoded by its functions) and are written and
+read here only through the session's DataFrame writers and readers, so any Hadoop URI works (``hdfs://``, ``s3a://``, ``file://``, a path on the default
 file system), on a classic session or under Spark Connect; their metadata is pyspark.ml's DefaultParams metadata, so
 ``Pipeline``, ``PipelineModel``, ``CrossValidator`` and ``CrossValidatorModel`` save and load them as stages. Saving
 over an existing path needs ``write().overwrite()``; how a failed save is cleaned up is ``outputs.save_directory``'s.
@@ -16,19 +17,21 @@ from pyspark.ml.param import Params
 from pyspark.ml.util import MLReader, MLWriter
 
 from ..persistence import (
+    DATA_DIR,
     ESTIMATOR_FORMAT,
     FORMAT_VERSION,
+    LEGACY_METADATA,
+    METADATA_DIR,
     ModelFormatError,
     SavedModel,
-    is_missing_path,
-    join,
+    data_table,
+    decode,
+    decode_legacy,
     metadata_line,
+    model_metadata_line,
     parse_metadata,
-    read_metadata_with_spark,
-    read_with_spark,
-    write_metadata_with_spark,
-    write_with_spark,
 )
+from ..summary import GaussianMixtureSummary
 from .outputs import known_file_system, save_directory
 
 logger = logging.getLogger("sparkgmm")
@@ -81,9 +84,25 @@ class DirectoryWriter(MLWriter):
         self._write(self.sparkSession, path)
 
 
+def saved_model(model) -> SavedModel:
+    """What the directory of a ``GaussianMixtureModel`` holds: its mixture, summary, quantiles and params."""
+    return SavedModel(
+        model.mixture, model.summary.to_dict() if model.hasSummary else None, model.logDensityQuantiles,
+        json_params(model._paramMap), json_params(model._defaultParamMap), class_name(model), model.uid,
+    )
+
+
+def model_from_saved(cls: type, saved: SavedModel, where: str):
+    """The ``GaussianMixtureModel`` (class ``cls``) a model directory ``where`` holds."""
+    summary = None if saved.summary is None else GaussianMixtureSummary.from_dict(saved.summary, where)
+    model = cls(saved.mixture, summary, saved.log_density_quantiles)
+    apply_params(model, saved.uid, saved.params, saved.default_params, where)
+    return model
+
+
 def model_writer(model) -> DirectoryWriter:
-    """The writer of a ``GaussianMixtureModel``: ``model._saved()`` is what it holds."""
-    return DirectoryWriter(model, lambda spark, path: write_with_spark(spark, path, model._saved()), "model path")
+    """The writer of a ``GaussianMixtureModel`` (``saved_model``)."""
+    return DirectoryWriter(model, lambda spark, path: write_with_spark(spark, path, saved_model(model)), "model path")
 
 
 class ModelReader(MLReader):
@@ -94,7 +113,7 @@ class ModelReader(MLReader):
         self.cls = cls
 
     def load(self, path: str):
-        return self.cls._from_saved(read_saved(self.sparkSession, path), path)
+        return model_from_saved(self.cls, read_saved(self.sparkSession, path), path)
 
 
 def read_saved(spark, uri: str) -> SavedModel:
@@ -142,3 +161,65 @@ class EstimatorReader(MLReader):
             if initial_model:
                 estimator._set(initialModel=read_with_spark(spark, join(path, str(initial_model))).mixture)
             return estimator
+
+
+# --- the layout through a Spark session (classic or Connect), any Hadoop URI -----------------------------------------
+
+def join(uri: str, name: str) -> str:
+    return uri.rstrip("/") + "/" + name
+
+
+def is_missing_path(error: BaseException) -> bool:
+    """Spark's ``[PATH_NOT_FOUND]`` (an AnalysisException, classic or Connect), told by its text alone."""
+    return type(error).__name__ == "AnalysisException" and "[PATH_NOT_FOUND]" in str(error)
+
+
+def write_metadata_with_spark(spark, uri: str, line: str) -> None:
+    spark.createDataFrame([(line,)], "value string").coalesce(1).write.text(join(uri, METADATA_DIR))
+
+
+def write_with_spark(spark, uri: str, saved: SavedModel) -> None:
+    """Write ``saved`` into ``uri`` (which must not exist: overwriting is the caller's) with the session's
+    DataFrame writers: two small jobs."""
+    write_metadata_with_spark(spark, uri, model_metadata_line(saved, spark.version))
+    spark.createDataFrame(data_table(saved.mixture)).coalesce(1).write.parquet(join(uri, DATA_DIR))
+
+
+def read_metadata_with_spark(spark, uri: str) -> list[str]:
+    """The metadata lines of the directory ``uri`` (an AnalysisException ``[PATH_NOT_FOUND]`` when it has none)."""
+    return [row[0] for row in spark.read.text(join(uri, METADATA_DIR)).collect()]
+
+
+def read_with_spark(spark, uri: str) -> SavedModel:
+    """Read the model directory ``uri`` with the session's DataFrame readers, either format version."""
+    try:
+        lines = read_metadata_with_spark(spark, uri)
+    except Exception as error:
+        if not is_missing_path(error):
+            raise
+        return _read_legacy_with_spark(spark, uri)
+    try:
+        table = spark.read.parquet(join(uri, DATA_DIR)).toArrow()
+    except Exception as error:
+        if is_missing_path(error) or "[UNABLE_TO_INFER_SCHEMA]" in str(error):
+            raise ModelFormatError(f"model data {join(uri, DATA_DIR)!r} is missing") from None
+        if "[FAILED_READ_FILE" in str(error):  # not Parquet, or damaged
+            raise ModelFormatError(f"model data in {uri!r} is unreadable ({str(error).splitlines()[0]})") from None
+        raise
+    return decode(lines, table, uri)
+
+
+def _read_legacy_with_spark(spark, uri: str) -> SavedModel:
+    try:
+        rows = (spark.read.format("binaryFile").option("pathGlobFilter", "*.{json,npz}").load(uri)
+                .select("path", "content").collect())
+    except Exception as error:
+        if not is_missing_path(error):
+            raise
+        raise ModelFormatError(f"model path {uri!r} does not exist") from None
+    files = {row[0].rstrip("/").rsplit("/", 1)[-1]: bytes(row[1]) for row in rows}
+    if LEGACY_METADATA not in files:
+        raise ModelFormatError(f"model path {uri!r} is not a sparkgmm model directory: it has no {METADATA_DIR}/ "
+                               f"(nor {LEGACY_METADATA})")
+    return decode_legacy(files, uri)
+

@@ -35,7 +35,7 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import arrow_udf
 
 from ..mixture import Mixture
-from .packing import features_column, list_array_to_matrix
+from .features import features_column, list_array_to_matrix
 
 _SCORES = "__sparkgmm_scores"
 _SCORES_TYPE = "struct<prediction:int, probability:array<double>, log_density:double>"

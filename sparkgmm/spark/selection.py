@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from ..errors import InputError
 from ..options import SELECT_ARGUMENTS, check_value
 from ..summary import CANDIDATE_METRICS
-from .estimator import GaussianMixture, fit_on_blocks
+from .estimator import GaussianMixture, fit_on_blocks, open_feature_blocks
 from .model import GaussianMixtureModel
 
 # The fields of one row of ``ModelSelection.candidates``, in order: the mixture's shape, then the summary's metrics
@@ -59,9 +59,7 @@ def select_model(dataset: DataFrame, k: Sequence[int], covarianceTypes: Sequence
     estimator = GaussianMixture(**params)
     grid = [(covariance_type, n) for covariance_type in types for n in ks]
     estimators = [estimator.copy({estimator.k: n, estimator.covarianceType: t}) for t, n in grid]
-    for candidate in estimators:
-        candidate._validated()
-    with estimator._feature_blocks(dataset, estimators) as blocks:
+    with open_feature_blocks(dataset, estimators) as blocks:
         models = fit_on_blocks(estimators, blocks)
     rows = tuple(candidate_row(model) for model in models)
     best = min(range(len(rows)), key=lambda i: (rows[i][criterion], i))

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from sparkgmm import Mixture
 from sparkgmm.passes import EStep
-from sparkgmm.spark.blocks import FeatureBlocks
+from sparkgmm.spark.engine.rdd import RddBlocks
 
 ROWS = [7000, 500, 500, 500, 500, 500, 250, 250]  # 10,000 rows in eight partitions, one holding 70%
 
@@ -63,7 +63,7 @@ def snapshot(name, blocks):
 
 
 jsc = sc._jsc.sc()
-with FeatureBlocks(df, F.col("features"), None, StorageLevel.MEMORY_AND_DISK, block_bytes=4096) as blocks:
+with RddBlocks(df, F.col("features"), None, StorageLevel.MEMORY_AND_DISK, block_bytes=4096) as blocks:
     report["rebalanced"] = blocks.rebalanced
     snapshot("both executors", blocks)
     ids = jsc.getExecutorIds()  # a Scala Seq of ids, the driver excluded

@@ -1,6 +1,6 @@
 """Real faults injected into one pass of a fit, deterministically (no sleeps as synchronisation).
 
-``PassHook`` wraps ``FeatureBlocks._run_pass`` (in the probe's own process) for the length of a ``with``: every pass
+``PassHook`` wraps ``RddBlocks._run_pass`` (in the probe's own process) for the length of a ``with``: every pass
 then runs in its own Spark job group, so that Spark's status tracker can say afterwards how many tasks each pass ran
 and how many attempts failed; and the pass whose description names ``trigger`` (an EM iteration, e.g. "EM iteration
 3") gets one extra request appended, whose answer is stripped before the fit sees it. The extra request's
@@ -145,7 +145,7 @@ class PassRecord:
 
 @dataclass
 class PassHook:
-    """For the length of a ``with``: every pass of ``FeatureBlocks`` in its own job group, and ``request`` appended to
+    """For the length of a ``with``: every pass of ``RddBlocks`` in its own job group, and ``request`` appended to
     the passes whose description names ``trigger`` (a whole phrase: "EM iteration 3" is not "EM iteration 30")."""
 
     sc: Any
@@ -155,16 +155,16 @@ class PassHook:
     passes: list[PassRecord] = field(default_factory=list)
 
     def __enter__(self) -> "PassHook":
-        from sparkgmm.spark.blocks import FeatureBlocks
+        from sparkgmm.spark.engine.rdd import RddBlocks
 
-        self._blocks_class = FeatureBlocks
-        self._original = original = FeatureBlocks._run_pass
+        self._blocks_class = RddBlocks
+        self._original = original = RddBlocks._run_pass
         hook = self
 
         def _run_pass(blocks, requests, description, *args, **kwargs):
             return hook._run(original, blocks, requests, description, *args, **kwargs)
 
-        FeatureBlocks._run_pass = _run_pass
+        RddBlocks._run_pass = _run_pass
         return self
 
     def __exit__(self, *exc) -> None:

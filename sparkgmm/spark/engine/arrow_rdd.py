@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Iterator
 
-import pyarrow as pa
 from pyspark.rdd import RDD
 from pyspark.serializers import NoOpSerializer
 from pyspark.sql import DataFrame
 
-from .packing import PACKED_SCHEMA, block_of, pack_blocks, pack_partition
-from .storage import Stored
+from .tasks import PACKED_SCHEMA, pack_arrow_messages, pack_partition, stored_of_row
 
 logger = logging.getLogger(__name__)
 
@@ -33,26 +30,10 @@ logger = logging.getLogger(__name__)
 _DEFAULT_BATCH_ROWS = 10_000
 
 
-def _batches(schema: pa.Schema, messages: Iterator[bytes]) -> Iterator[pa.RecordBatch]:
-    """Arrow IPC record batch messages (no schema of their own) as record batches, without copying the data."""
-    for message in messages:
-        yield pa.ipc.read_record_batch(pa.py_buffer(message), schema)
-
-
-def _pack_messages(schema: pa.Schema, has_weight: bool, block_bytes: int, dtype: str,
-                   messages: Iterator[bytes]) -> Iterator[Stored]:
-    for block, invalid, ragged in pack_blocks(_batches(schema, messages), has_weight, block_bytes, dtype):
-        yield Stored(block, invalid, ragged)
-
-
-def _row_to_stored(has_weight: bool, dtype: str, row) -> Stored:
-    block = block_of(row.rows, row.cols, row.x, row.w, row.h, row.origin, has_weight, dtype)
-    return Stored(block, row.invalid, row.ragged)
-
-
 def packed_blocks(selected: DataFrame, has_weight: bool, block_bytes: int, dtype: str) -> RDD:
-    """An RDD of ``Stored`` blocks, one partition per partition of ``selected`` (``packing.selected_features``):
-    ``packing.pack_blocks`` of each partition's rows, through Arrow batches where Spark offers them."""
+    """An RDD of ``tasks.Stored`` blocks, one partition per partition of ``selected``
+    (``features.selected_features``): ``tasks.pack_blocks`` of each partition's rows, through Arrow batches where
+    Spark offers them."""
     try:
         return through_arrow_batches(selected, has_weight, block_bytes, dtype)
     except Exception as error:  # a Spark without it (or another Dataset class): the general route
@@ -71,7 +52,7 @@ def through_arrow_batches(selected: DataFrame, has_weight: bool, block_bytes: in
                                              spark.conf.get("spark.sql.session.timeZone"), False, False)
     schema = to_arrow_schema(selected.schema, prefers_large_types=False)
     batches = RDD(messages.toJavaRDD(), spark.sparkContext, NoOpSerializer())
-    return batches.mapPartitions(partial(_pack_messages, schema, has_weight, block_bytes, dtype),
+    return batches.mapPartitions(partial(pack_arrow_messages, schema, has_weight, block_bytes, dtype),
                                  preservesPartitioning=True)
 
 
@@ -80,4 +61,4 @@ def through_map_in_arrow(selected: DataFrame, has_weight: bool, block_bytes: int
     packed = selected.mapInArrow(
         partial(pack_partition, has_weight=has_weight, block_bytes=block_bytes, dtype=dtype), PACKED_SCHEMA
     )
-    return packed.rdd.map(partial(_row_to_stored, has_weight, dtype))
+    return packed.rdd.map(partial(stored_of_row, has_weight, dtype))
