@@ -29,29 +29,38 @@ def test_distributed_fit_equals_sklearn(spark, covariance_type, partitions, dept
 
 
 def test_fit_from_own_initialisation_matches_local_em_and_rises(spark):
-    truth = make_mixture("full", n_components=3, n_features=2, seed=3, separation=4.0)
-    X, _ = truth.sample(3000, seed=1)
+    """On overlapping clusters, where EM from the fit's own start (the sample search) still has work to do, the Spark
+    fit's SQUAREM run is the in-memory run from that start with the same settings: the same iterations, extrapolated
+    and rejected steps and passes, the same log-likelihoods and parameters (only the order of the sums differs)."""
+    truth = make_mixture("full", n_components=3, n_features=2, seed=3, separation=1.5)
+    X, _ = truth.sample(600, seed=2)
     df = frame(spark, X, 4)
-    model = GaussianMixture(k=3, maxIter=50, tol=1e-6, seed=11).fit(df)
+    model = GaussianMixture(k=3, maxIter=100, tol=1e-8, seed=11).fit(df)
     summary = model.summary
     history = np.array(summary.logLikelihoodHistory)
-    assert summary.converged and summary.numIter < 50
+    assert model.getAcceleration() == "squarem"  # the default
+    assert summary.converged and 10 <= summary.numIter < 100  # measured: 14 iterations (plain EM from there: 48)
     assert len(history) == summary.numIter + 1 and len(summary.iterationSeconds) == summary.numIter
-    assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:]))
     # The fit's own start: the same fit stopped before its first iteration; its log-likelihood opens the history.
-    start = GaussianMixture(k=3, maxIter=0, tol=1e-6, seed=11).fit(df).mixture
+    start = GaussianMixture(k=3, maxIter=0, tol=1e-8, seed=11).fit(df).mixture
     np.testing.assert_allclose(start.score(X), history[0], rtol=1e-12)
-    # The same EM (the estimator's default acceleration and regCovar) from that start, run in memory, takes the same
-    # steps and lands on the same parameters: only the order of the sums differs.
-    local = run_em(start, local_passes(X), max_iter=50, tol=1e-6, reg_covar=model.getRegCovar(),
-                   acceleration=model.getAcceleration())
-    assert local.converged and local.n_iter == summary.numIter and local.n_passes == summary.restarts[0]["numPasses"]
-    np.testing.assert_allclose(local.log_likelihood_history, history, rtol=1e-10)
+    # The same EM from that start, run in memory with the fit's own settings.
+    local = run_em(start, local_passes(X), max_iter=model.getMaxIter(), tol=model.getTol(),
+                   reg_covar=model.getRegCovar(), acceleration=model.getAcceleration())
+    assert local.converged and local.n_iter == summary.numIter
+    assert local.n_passes == summary.restarts[0]["numPasses"]
+    assert summary.numExtrapolations == local.n_extrapolations >= 3  # measured: 5
+    assert summary.numRejectedSteps == local.n_rejected >= 1  # measured: 1
+    assert summary.numReseeds == local.n_reseeds == 0
+    np.testing.assert_allclose(history, local.log_likelihood_history, rtol=1e-10)
     for name in ("weights", "means", "covariances"):
-        np.testing.assert_allclose(getattr(model, name), getattr(local.mixture, name), rtol=1e-8, atol=1e-10,
+        np.testing.assert_allclose(getattr(model, name), getattr(local.mixture, name), rtol=1e-10, atol=1e-12,
                                    err_msg=name)
+    # The log-likelihood rises: SQUAREM keeps an extrapolated point only if it is no lower than the last point kept,
+    # and EM steps never go down (without re-seeds, as here); measured, every step gains more than 1e-9.
+    assert np.all(np.diff(history) >= 0.0) and history[-1] - history[0] > 1e-6
     np.testing.assert_allclose(summary.logLikelihood, model.mixture.score(X), rtol=1e-12)
-    # Three well-separated clusters are found: each true mean has a fitted mean nearby.
+    # The overlapping clusters are still found: each true mean has a fitted mean nearby (measured: at most 0.26).
     for mean in truth.means:
         assert np.min(np.linalg.norm(model.means - mean, axis=1)) < 0.3
     np.testing.assert_allclose(summary.bic, model.mixture.bic(X), rtol=1e-10)
