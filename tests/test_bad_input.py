@@ -462,6 +462,7 @@ def python_m_runs(tmp_path_factory) -> dict[str, Run]:
             for name, output, code in found}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["python -m", "spark-submit"])
 def test_an_exit_2_run_prints_one_error_line_and_no_traceback(tmp_path, how, request):
     """Spark stopping with idle Python workers, over Unix-domain sockets, had their daemon print BrokenPipeError
@@ -484,6 +485,7 @@ def test_an_exit_2_run_prints_one_error_line_and_no_traceback(tmp_path, how, req
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_damaged_file_found_by_a_job_prints_one_error_line_and_no_traceback(python_m_runs):
     """The task that reads the damaged file fails and Spark kills the other one: over Unix-domain sockets every such
     worker printed a BrokenPipeError traceback."""
@@ -498,6 +500,7 @@ def test_a_damaged_file_found_by_a_job_prints_one_error_line_and_no_traceback(py
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_clean_predict_run_warns_of_nothing(python_m_runs):
     """Predict reads back its hidden staging directory's part files by name: no 'All paths were ignored'."""
     result = python_m_runs["predict"]

@@ -70,6 +70,7 @@ def file_system(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.slow
 def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_model(spark, data, tmp_path,
                                                                                               monkeypatch, file_system):
     df = frame(spark, data, 3)
@@ -106,6 +107,7 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
     np.testing.assert_allclose(elsewhere.covariances, uninterrupted.covariances, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypatch):
     import sparkgmm.candidates as candidates
     from sparkgmm import select_model
@@ -129,6 +131,7 @@ def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypa
         assert_same_model(a, b)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_data_or_settings_is_refused_and_one_can_be_kept(spark, data, tmp_path):
     df = frame(spark, data, 3)
     directory = tmp_path / "kept"
@@ -235,6 +238,7 @@ def newest_checkpoint_iterations(directory: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_run_again(spark, tmp_path, caplog):
     import logging
     import os
