@@ -43,10 +43,12 @@ def shipped_only_python(tmp_path_factory) -> str:
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "test-environment-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # as start() runs the jobs: without the PYTHONPATH a test run may set (to this checkout)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     deps = subprocess.run([python, "-c", "import numpy, scipy, pyarrow, pandas, pyspark"], capture_output=True,
-                          text=True, cwd="/")
+                          text=True, cwd="/", env=env)
     assert deps.returncode == 0, deps.stderr
-    own = subprocess.run([python, "-c", "import sparkgmm"], capture_output=True, text=True, cwd="/")
+    own = subprocess.run([python, "-c", "import sparkgmm"], capture_output=True, text=True, cwd="/", env=env)
     assert own.returncode != 0 and "No module named 'sparkgmm'" in own.stderr
     return python
 
