@@ -130,21 +130,14 @@ def submit(cluster, python: str, package: str, script: str, *args: str, cwd: Pat
     return start(cluster, python, package, script, *args, cwd=cwd)()
 
 
-def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster, shipped_only_python, package,
-                                                                        tmp_path):
-    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_imports.py"),
-                    cwd=tmp_path)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["driver"].startswith(package + os.sep) and report["driver_python"] == shipped_only_python
-    executors = report["executors"]
-    assert len(executors) == 8
-    for task in executors:
-        assert Path(task["file"]).parts[-3:] == ("sparkgmm.zip", "sparkgmm", "__init__.py"), task
-        assert task["python"] == shipped_only_python
-        assert task["bare_import_rc"] != 0 and "No module named 'sparkgmm'" in task["bare_import_error"][0]
-    _, state = cluster
-    workers = {Path(task["cwd"]).relative_to(state).parts[0] for task in executors}
-    assert workers == {"work-0", "work-1"}  # tasks ran in both workers' executors
+@pytest.fixture(scope="module")
+def probe(cluster, shipped_only_python, package, tmp_path_factory) -> dict:
+    """tests/cluster/probe_parallelism.py's report: one application answers where sparkgmm was imported from (under
+    "imports") and how passes follow the executors registered (the rest), so one driver and one pair of executors
+    start for both tests. It leaves the cluster as it found it: two workers, no application."""
+    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
+                    cwd=tmp_path_factory.mktemp("probe"))
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_fit_predict_and_select_on_four_cores_match_local_runs_on_two(spark, cluster, shipped_only_python, package,
@@ -198,11 +191,22 @@ def test_fit_predict_and_select_on_four_cores_match_local_runs_on_two(spark, clu
     assert (tmp_path / "cluster-selection" / "best" / "metrics.json").exists()
 
 
-def test_passes_follow_the_executors_registered_and_read_balanced_rows(cluster, shipped_only_python, package,
-                                                                       tmp_path):
-    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
-                    cwd=tmp_path)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster, shipped_only_python, package, probe):
+    report = probe["imports"]
+    assert report["driver"].startswith(package + os.sep) and report["driver_python"] == shipped_only_python
+    executors = report["executors"]
+    assert len(executors) == 8
+    for task in executors:
+        assert Path(task["file"]).parts[-3:] == ("sparkgmm.zip", "sparkgmm", "__init__.py"), task
+        assert task["python"] == shipped_only_python
+        assert task["bare_import_rc"] != 0 and "No module named 'sparkgmm'" in task["bare_import_error"][0]
+    _, state = cluster
+    workers = {Path(task["cwd"]).relative_to(state).parts[0] for task in executors}
+    assert workers == {"work-0", "work-1"}  # tasks ran in both workers' executors
+
+
+def test_passes_follow_the_executors_registered_and_read_balanced_rows(probe):
+    report = probe
     assert report["input_rows"][0] == 7000 and sum(report["input_rows"]) == 10_000  # one partition holds 70%
     assert report["rebalanced"] and report["killed"] and report["requested"]
     both, one, rejoined = report["both executors"], report["one executor"], report["a new executor joined"]
