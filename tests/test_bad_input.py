@@ -9,10 +9,12 @@ where the Python workers' own output would show.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -377,63 +379,132 @@ def test_input_error_from_leaves_other_exceptions_alone():
 
 
 # --- separate processes: what the Python workers print shows too ----------------------------------------------------
+#
+# The ``python -m sparkgmm`` runs share one child process, so one JVM: it runs each in turn as ``python -m`` would
+# (runpy, sys.argv), each starting and stopping its own SparkContext, between marker lines on its merged stdout and
+# stderr. The spark-submit run, which tests spark-submit's own way of running the job, is its own process.
 
 SPARK_SUBMIT = Path(pytest.importorskip("pyspark").__file__).parent / "bin" / "spark-submit"
 
+PYTHON_M_IN_TURN = """
+import json, os, runpy, sys
 
-def job_process(how: str, command: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    if how == "python -m":
-        argv = [sys.executable, "-m", "sparkgmm", command, *args]
-    else:
-        script = {"fit": "fit_gmm.py", "predict": "predict_gmm.py"}[command]
-        argv = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-                str(ROOT / "jobs" / script), *args]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+for case in json.loads(sys.argv[1]):
+    os.chdir(case["cwd"])
+    print(f"@@ case {case['name']}", flush=True)
+    sys.argv = ["sparkgmm", *case["argv"]]
+    try:
+        runpy.run_module("sparkgmm", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    print(f"@@ exit {code}", flush=True)
+"""
 
 
+def job_env() -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def spark_submit(command: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    script = {"fit": "fit_gmm.py", "predict": "predict_gmm.py"}[command]
+    argv = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+            str(ROOT / "jobs" / script), *args]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=job_env(), timeout=300)
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    output: str  # the run's own stdout and stderr, merged
+    whole: str  # the whole child process's output (what a late line of an earlier run would land in)
+    cwd: Path
+
+
+@pytest.fixture(scope="module")
+def python_m_runs(tmp_path_factory) -> dict[str, Run]:
+    """The ``python -m sparkgmm`` runs below, in one child process: by name, each run's exit code and output."""
+    runs = {}
+
+    def case(name: str, make: Callable[[Path], dict], command: str, args: list[str]) -> None:
+        cwd = tmp_path_factory.mktemp(name)
+        paths = {**make(cwd), "dir": str(cwd)}
+        runs[name] = {"name": name, "cwd": str(cwd), "argv": [command, *(arg.format(**paths) for arg in args)]}
+
+    # Paths absolute: the JVM, started by the first run, resolves relative ones against its own working directory.
+    case("weights", make_weights(-1.0), "fit", ["--input", "{input}", "--output", "{dir}/out", "--weight-col", "w"])
+    case("damaged", make_damaged_pages, "fit", ["--input", "{dir}/in", "--output", "{dir}/out"])
+
+    def make_clean_predict(tmp: Path) -> dict:
+        X = ROWS.copy()
+        X[4, 1] = np.nan  # one row cannot be scored: the count still works, as a warning of sparkgmm's own
+        parquet(tmp / "in.parquet", X)
+        model_dir(tmp / "model", 2)
+        return {}
+
+    # last: whatever the process prints until it exits counts as this run's
+    case("predict", make_clean_predict, "predict", ["--model", "{dir}/model", "--input", "{dir}/in.parquet",
+                                                    "--output", "{dir}/out", "--features", "a,b"])
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.run([sys.executable, "-c", PYTHON_M_IN_TURN, json.dumps(list(runs.values()))], stdout=out,
+                               stderr=subprocess.STDOUT, env=job_env(), cwd=tmp_path_factory.getbasetemp(),
+                               timeout=600)
+        out.seek(0)
+        whole = out.read().decode(errors="replace")
+    assert child.returncode == 0, whole[-3000:]
+    found = re.findall(r"^@@ case (\S+)\n(.*?)^@@ exit (\d+)\n", whole + "\n", re.S | re.M)
+    assert [name for name, _, _ in found] == list(runs), whole[-3000:]
+    tail = whole[whole.rindex("@@ exit "):].split("\n", 1)[1]  # after the last run: the process's exit
+    return {name: Run(int(code), output + (tail if name == "predict" else ""), whole, Path(runs[name]["cwd"]))
+            for name, output, code in found}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["python -m", "spark-submit"])
-def test_an_exit_2_run_prints_one_error_line_and_no_traceback(tmp_path, how):
+def test_an_exit_2_run_prints_one_error_line_and_no_traceback(tmp_path, how, request):
     """Spark stopping with idle Python workers, over Unix-domain sockets, had their daemon print BrokenPipeError
     tracebacks now and then; a local job talks to them over TCP. Under spark-submit, the Python driver's stderr
     arrives on spark-submit's stdout."""
-    paths = make_weights(-1.0)(tmp_path)
-    result = job_process(how, "fit", ["--input", paths["input"], "--output", "out", "--weight-col", "w"], tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
+    if how == "python -m":
+        result = request.getfixturevalue("python_m_runs")["weights"]
+        returncode, output, whole, tmp_path = result.returncode, result.output, result.whole, result.cwd
+    else:
+        paths = make_weights(-1.0)(tmp_path)
+        result = spark_submit("fit", ["--input", paths["input"], "--output", "out", "--weight-col", "w"], tmp_path)
+        returncode, output = result.returncode, result.stdout + result.stderr
+        whole = output
+    assert returncode == 2, output[-3000:]
     lines = [line for line in output.splitlines() if line.startswith("sparkgmm fit: error:")]
     assert lines == ["sparkgmm fit: error: 1 rows have null, NaN or infinite values in features a, b or in weight "
                      "column 'w' (null, negative or not finite); drop or impute them, or skip them "
                      "(handleInvalid='skip', --invalid-rows skip)"], output[-3000:]
-    assert "Traceback" not in output
+    assert "Traceback" not in whole
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
-def test_a_damaged_file_found_by_a_job_prints_one_error_line_and_no_traceback(tmp_path):
+@pytest.mark.slow
+def test_a_damaged_file_found_by_a_job_prints_one_error_line_and_no_traceback(python_m_runs):
     """The task that reads the damaged file fails and Spark kills the other one: over Unix-domain sockets every such
     worker printed a BrokenPipeError traceback."""
-    make_damaged_pages(tmp_path)
-    result = job_process("python -m", "fit", ["--input", "in", "--output", "out"], tmp_path)
-    output = result.stdout + result.stderr
+    result = python_m_runs["damaged"]
+    output, tmp_path = result.output, result.cwd
     assert result.returncode == 2, output[-3000:]
     lines = [line for line in output.splitlines() if line.startswith("sparkgmm ")]
     # found inside the conversion (the API's path), where the input's name as given is not known: the file's own path
     assert lines == [f"sparkgmm fit: error: input file {tmp_path}/in/part-1.parquet is not a Parquet file (or is "
                      "damaged)"]
-    assert "Traceback" not in output
+    assert "Traceback" not in result.whole
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
-def test_a_clean_predict_run_warns_of_nothing(tmp_path):
+@pytest.mark.slow
+def test_a_clean_predict_run_warns_of_nothing(python_m_runs):
     """Predict reads back its hidden staging directory's part files by name: no 'All paths were ignored'."""
-    X = ROWS.copy()
-    X[4, 1] = np.nan  # one row cannot be scored: the count still works, as a warning of sparkgmm's own
-    parquet(tmp_path / "in.parquet", X)
-    model_dir(tmp_path / "model", 2)
-    result = job_process("python -m", "predict", ["--model", "model", "--input", "in.parquet", "--output", "out",
-                                                  "--features", "a,b"], tmp_path)
-    output = result.stdout + result.stderr
+    result = python_m_runs["predict"]
+    output, tmp_path = result.output, result.cwd
     assert result.returncode == 0, output[-3000:]
     assert [line for line in output.splitlines() if " WARN " in line and "NativeCodeLoader" not in line] == []
     assert "1 of 40 rows have null, ragged or non-finite features" in output

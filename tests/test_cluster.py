@@ -7,12 +7,12 @@ work if the shipped zip reaches every process; a probe job shows where each one 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,12 @@ from helpers import make_mixture, write_points
 from sparkgmm import Mixture
 from sparkgmm.cli import run
 
-pytestmark = [pytest.mark.spark, pytest.mark.cluster]
+pytestmark = [pytest.mark.spark, pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(pyspark.__file__).parent / "bin" / "spark-submit"
 FEATURES = "x0,x1,x2"
-LOCAL_DIRS = "spark-local-dirs"  # in wide_cluster's state directory
+LOCAL_DIRS = "spark-local-dirs"  # in the cluster's state directory
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,12 @@ def shipped_only_python(tmp_path_factory) -> str:
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "test-environment-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # as start() runs the jobs: without the PYTHONPATH a test run may set (to this checkout)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     deps = subprocess.run([python, "-c", "import numpy, scipy, pyarrow, pandas, pyspark"], capture_output=True,
-                          text=True, cwd="/")
+                          text=True, cwd="/", env=env)
     assert deps.returncode == 0, deps.stderr
-    own = subprocess.run([python, "-c", "import sparkgmm"], capture_output=True, text=True, cwd="/")
+    own = subprocess.run([python, "-c", "import sparkgmm"], capture_output=True, text=True, cwd="/", env=env)
     assert own.returncode != 0 and "No module named 'sparkgmm'" in own.stderr
     return python
 
@@ -60,17 +62,18 @@ def package(tmp_path_factory) -> str:
     return str(out)
 
 
-@contextlib.contextmanager
-def running_cluster(state: Path, worker_cores: int, local_dirs: Path | None = None):
-    """A master and two workers of ``worker_cores`` cores each; yields (master URL, state directory). ``local_dirs``
-    holds Spark's local directories (a worker killed by a test never removes its own)."""
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the module: a master and two workers of two cores each, with their own Spark local
+    directories (a worker killed by a test never removes its own); yields (master URL, state directory). With two
+    cores per worker a pass's task count can follow the cores registered (Spark's default parallelism is at least 2
+    whatever the cores, so one-core workers could not show it). The module's last test kills one of its workers."""
+    state = tmp_path_factory.mktemp("cluster")
+    (state / LOCAL_DIRS).mkdir()
     script = [str(ROOT / "scripts" / "local-cluster")]
-    env = {**os.environ, "SPARKGMM_PYTHON": sys.executable}
-    if local_dirs is not None:
-        env["SPARK_LOCAL_DIRS"] = str(local_dirs)
-    started = subprocess.run([*script, "start", "--state-dir", str(state), "--workers", "2", "--worker-cores",
-                              str(worker_cores), "--worker-memory", "2g"], capture_output=True, text=True, timeout=300,
-                             env=env)
+    env = {**os.environ, "SPARKGMM_PYTHON": sys.executable, "SPARK_LOCAL_DIRS": str(state / LOCAL_DIRS)}
+    started = subprocess.run([*script, "start", "--state-dir", str(state), "--workers", "2", "--worker-cores", "2",
+                              "--worker-memory", "2g"], capture_output=True, text=True, timeout=300, env=env)
     assert started.returncode == 0, started.stderr
     try:
         yield started.stdout.strip(), state
@@ -81,29 +84,14 @@ def running_cluster(state: Path, worker_cores: int, local_dirs: Path | None = No
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with running_cluster(tmp_path_factory.mktemp("cluster"), worker_cores=1) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def wide_cluster(tmp_path_factory):
-    """Two workers of two cores each: a pass's task count can then follow the cores registered (Spark's default
-    parallelism is at least 2 whatever the cores, so one-core workers could not show it). The module's last test
-    kills one of its workers."""
-    state = tmp_path_factory.mktemp("wide-cluster")
-    (state / LOCAL_DIRS).mkdir()
-    with running_cluster(state, worker_cores=2, local_dirs=state / LOCAL_DIRS) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
 def points(tmp_path_factory) -> tuple[str, np.ndarray]:
     X, _ = make_mixture("full", n_components=3, n_features=3, seed=8, separation=5.0).sample(6000, seed=2)
     return write_points(tmp_path_factory.mktemp("cluster-data") / "points.parquet", X, files=4), X
 
 
-def submit(cluster, python: str, package: str, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def start(cluster, python: str, package: str, script: str, *args: str, cwd: Path):
+    """spark-submit ``script`` to the cluster and return at once; the returned ``finish()`` waits for it, checks it
+    exited 0 and returns its CompletedProcess. Local runs to compare with go on meanwhile."""
     master, _ = cluster
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYSPARK_SUBMIT_ARGS")}
@@ -115,16 +103,96 @@ def submit(cluster, python: str, package: str, script: str, *args: str, cwd: Pat
         "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
         script, *args,
     ]
-    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
+    stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
+
+    def finish() -> subprocess.CompletedProcess:
+        try:
+            process.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            outputs = []
+            for file in (stdout, stderr):
+                file.seek(0)
+                outputs.append(file.read().decode(errors="replace"))
+                file.close()
+        result = subprocess.CompletedProcess(command, process.returncode, *outputs)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    return finish
 
 
-def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster, shipped_only_python, package,
-                                                                        tmp_path):
-    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_imports.py"),
-                    cwd=tmp_path)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+def submit(cluster, python: str, package: str, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return start(cluster, python, package, script, *args, cwd=cwd)()
+
+
+@pytest.fixture(scope="module")
+def probe(cluster, shipped_only_python, package, tmp_path_factory) -> dict:
+    """tests/cluster/probe_parallelism.py's report: one application answers where sparkgmm was imported from (under
+    "imports") and how passes follow the executors registered (the rest), so one driver and one pair of executors
+    start for both tests. It leaves the cluster as it found it: two workers, no application."""
+    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
+                    cwd=tmp_path_factory.mktemp("probe"))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_fit_predict_and_select_on_four_cores_match_local_runs_on_two(spark, cluster, shipped_only_python, package,
+                                                                     points, tmp_path):
+    """The jobs give on the cluster what they give locally, and determinism across cores: on two 2-core workers every
+    pass runs four tasks over the input's four files, locally two; the initialisation draws the same rows (their
+    draws come from their values) and only the order of the tree-reduce's sums differs. Each local run goes on while
+    the cluster's job runs."""
+    path, X = points
+    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
+    finish = start(cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
+                   "--output", str(tmp_path / "cluster-model"), cwd=tmp_path)
+    assert run("fit", [*fit_args, "--output", str(tmp_path / "local-model")]) == 0
+    finish()
+    on_cluster = json.loads((tmp_path / "cluster-model" / "metrics.json").read_text())
+    local = json.loads((tmp_path / "local-model" / "metrics.json").read_text())
+    assert (tmp_path / "cluster-model" / "_SUCCESS").exists()
+    assert on_cluster["n_iter"] == local["n_iter"] and on_cluster["n_rows"] == local["n_rows"] == len(X)
+    assert on_cluster["restarts"][0]["initPasses"] == local["restarts"][0]["initPasses"]
+    np.testing.assert_allclose(on_cluster["log_likelihood"], local["log_likelihood"], rtol=1e-10)
+    cluster_mixture, local_mixture = Mixture.load(tmp_path / "cluster-model"), Mixture.load(tmp_path / "local-model")
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(getattr(cluster_mixture, name), getattr(local_mixture, name), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(cluster_mixture.means, local_mixture.means, rtol=1e-8)
+    np.testing.assert_allclose(cluster_mixture.covariances, local_mixture.covariances, rtol=1e-8)
+    np.testing.assert_allclose(on_cluster["log_likelihood"], cluster_mixture.score(X), rtol=1e-10)
+
+    finish = start(cluster, shipped_only_python, package, str(ROOT / "jobs" / "predict_gmm.py"), "--model",
+                   str(tmp_path / "cluster-model"), "--input", path, "--output", str(tmp_path / "scores"),
+                   "--keep-cols", "id", cwd=tmp_path)
+    select_args = ["--input", path, "--features", FEATURES, "--k-range", "2:4", "--covariance-types", "full,diag",
+                   "--seed", "13"]
+    assert run("select", [*select_args, "--output", str(tmp_path / "local-selection")]) == 0
+    finish()
+    finish = start(cluster, shipped_only_python, package, str(ROOT / "jobs" / "select_k_gmm.py"), *select_args,
+                   "--output", str(tmp_path / "cluster-selection"), cwd=tmp_path)
+    scores = pq.read_table(tmp_path / "scores").sort_by("id")
+    assert scores.column_names == ["id", "prediction", "probability", "log_density"]
+    np.testing.assert_array_equal(scores["id"].to_numpy(), np.arange(len(X)))
+    np.testing.assert_array_equal(scores["prediction"].to_numpy(), cluster_mixture.predict(X))
+    np.testing.assert_allclose(scores["log_density"].to_numpy(), cluster_mixture.score_samples(X), rtol=1e-12)
+
+    finish()
+    on_cluster = json.loads((tmp_path / "cluster-selection" / "candidates.json").read_text())
+    local = json.loads((tmp_path / "local-selection" / "candidates.json").read_text())
+    assert on_cluster["best"] == local["best"] and on_cluster["best"]["k"] == 3
+    for a, b in zip(on_cluster["candidates"], local["candidates"], strict=True):
+        assert (a["k"], a["covariance_type"], a["n_iter"]) == (b["k"], b["covariance_type"], b["n_iter"])
+        np.testing.assert_allclose(a["bic"], b["bic"], rtol=1e-10)
+    assert (tmp_path / "cluster-selection" / "best" / "metrics.json").exists()
+
+
+def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster, shipped_only_python, package, probe):
+    report = probe["imports"]
     assert report["driver"].startswith(package + os.sep) and report["driver_python"] == shipped_only_python
     executors = report["executors"]
     assert len(executors) == 8
@@ -137,51 +205,8 @@ def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster,
     assert workers == {"work-0", "work-1"}  # tasks ran in both workers' executors
 
 
-def test_fit_predict_and_select_on_the_cluster_match_local_runs(spark, cluster, shipped_only_python, package,
-                                                                points, tmp_path):
-    path, X = points
-    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "13", "--tol", "1e-6"]
-    submit(cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
-           "--output", str(tmp_path / "cluster-model"), cwd=tmp_path)
-    assert run("fit", [*fit_args, "--output", str(tmp_path / "local-model")]) == 0
-    on_cluster = json.loads((tmp_path / "cluster-model" / "metrics.json").read_text())
-    local = json.loads((tmp_path / "local-model" / "metrics.json").read_text())
-    assert (tmp_path / "cluster-model" / "_SUCCESS").exists()
-    assert on_cluster["n_iter"] == local["n_iter"] and on_cluster["n_rows"] == local["n_rows"] == len(X)
-    np.testing.assert_allclose(on_cluster["log_likelihood"], local["log_likelihood"], rtol=1e-10)
-    cluster_mixture, local_mixture = Mixture.load(tmp_path / "cluster-model"), Mixture.load(tmp_path / "local-model")
-    np.testing.assert_allclose(cluster_mixture.means, local_mixture.means, rtol=1e-8)
-    np.testing.assert_allclose(cluster_mixture.covariances, local_mixture.covariances, rtol=1e-8)
-    np.testing.assert_allclose(on_cluster["log_likelihood"], cluster_mixture.score(X), rtol=1e-10)
-
-    submit(cluster, shipped_only_python, package, str(ROOT / "jobs" / "predict_gmm.py"), "--model",
-           str(tmp_path / "cluster-model"), "--input", path, "--output", str(tmp_path / "scores"), "--keep-cols", "id",
-           cwd=tmp_path)
-    scores = pq.read_table(tmp_path / "scores").sort_by("id")
-    assert scores.column_names == ["id", "prediction", "probability", "log_density"]
-    np.testing.assert_array_equal(scores["id"].to_numpy(), np.arange(len(X)))
-    np.testing.assert_array_equal(scores["prediction"].to_numpy(), cluster_mixture.predict(X))
-    np.testing.assert_allclose(scores["log_density"].to_numpy(), cluster_mixture.score_samples(X), rtol=1e-12)
-
-    select_args = ["--input", path, "--features", FEATURES, "--k-range", "2:4", "--covariance-types", "full,diag",
-                   "--seed", "13"]
-    submit(cluster, shipped_only_python, package, str(ROOT / "jobs" / "select_k_gmm.py"), *select_args,
-           "--output", str(tmp_path / "cluster-selection"), cwd=tmp_path)
-    assert run("select", [*select_args, "--output", str(tmp_path / "local-selection")]) == 0
-    on_cluster = json.loads((tmp_path / "cluster-selection" / "candidates.json").read_text())
-    local = json.loads((tmp_path / "local-selection" / "candidates.json").read_text())
-    assert on_cluster["best"] == local["best"] and on_cluster["best"]["k"] == 3
-    for a, b in zip(on_cluster["candidates"], local["candidates"], strict=True):
-        assert (a["k"], a["covariance_type"], a["n_iter"]) == (b["k"], b["covariance_type"], b["n_iter"])
-        np.testing.assert_allclose(a["bic"], b["bic"], rtol=1e-10)
-    assert (tmp_path / "cluster-selection" / "best" / "metrics.json").exists()
-
-
-def test_passes_follow_the_executors_registered_and_read_balanced_rows(wide_cluster, shipped_only_python, package,
-                                                                       tmp_path):
-    result = submit(wide_cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
-                    cwd=tmp_path)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+def test_passes_follow_the_executors_registered_and_read_balanced_rows(probe):
+    report = probe
     assert report["input_rows"][0] == 7000 and sum(report["input_rows"]) == 10_000  # one partition holds 70%
     assert report["rebalanced"] and report["killed"] and report["requested"]
     both, one, rejoined = report["both executors"], report["one executor"], report["a new executor joined"]
@@ -198,35 +223,16 @@ def test_passes_follow_the_executors_registered_and_read_balanced_rows(wide_clus
         np.testing.assert_allclose(snapshot["second"], both["second"], rtol=1e-10)
 
 
-def test_four_cores_from_the_start_fit_the_model_of_two(spark, wide_cluster, shipped_only_python, package, points,
-                                                        tmp_path):
-    """Determinism across cores: on two 2-core workers every pass runs four tasks over the input's four files, locally
-    two; the initialisation draws the same rows (their draws come from their values) and only the order of the
-    tree-reduce's sums differs."""
-    path, X = points
-    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
-    submit(wide_cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
-           "--output", str(tmp_path / "four-cores"), cwd=tmp_path)
-    assert run("fit", [*fit_args, "--output", str(tmp_path / "two-cores")]) == 0
-    four, two = Mixture.load(tmp_path / "four-cores"), Mixture.load(tmp_path / "two-cores")
-    for name in ("weights", "means", "covariances"):
-        np.testing.assert_allclose(getattr(four, name), getattr(two, name), rtol=1e-9, atol=1e-12)
-    four_metrics = json.loads((tmp_path / "four-cores" / "metrics.json").read_text())
-    two_metrics = json.loads((tmp_path / "two-cores" / "metrics.json").read_text())
-    assert four_metrics["n_iter"] == two_metrics["n_iter"]
-    assert four_metrics["restarts"][0]["initPasses"] == two_metrics["restarts"][0]["initPasses"]
-
-
-# The last test of the module: it kills a worker of wide_cluster. "spark-cache" passes too, but costs another cluster
+# The last test of the module: it kills a worker of cluster. "spark-cache" passes too, but costs another cluster
 # and submit (~90 s here); local files are the storage whose blocks sparkgmm itself has to write again after the loss.
 @pytest.mark.parametrize("block_storage", ["local-files"])
-def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(wide_cluster, shipped_only_python,
+def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster, shipped_only_python,
                                                                          package, block_storage, tmp_path,
                                                                          monkeypatch):
     trigger = "EM iteration 3"  # after the initialisation: both fits start from the same draws on the same partitions
-    _, state = wide_cluster
+    _, state = cluster
     monkeypatch.setenv("SPARK_LOCAL_DIRS", str(state / LOCAL_DIRS))  # where the probe looks for block files left
-    result = submit(wide_cluster, shipped_only_python, package,
+    result = submit(cluster, shipped_only_python, package,
                     str(ROOT / "tests" / "cluster" / "probe_worker_lost.py"), "--state-dir", str(state),
                     "--block-storage", block_storage, "--trigger", trigger, cwd=tmp_path)
     report = json.loads(result.stdout.strip().splitlines()[-1])

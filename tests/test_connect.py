@@ -16,7 +16,7 @@ from sparkgmm import GaussianMixture, GaussianMixtureModel
 from sparkgmm.errors import InputError
 from sparkgmm.spark.checkpoints import connect_local_dir
 
-pytestmark = [pytest.mark.spark, pytest.mark.connect]
+pytestmark = [pytest.mark.spark, pytest.mark.connect, pytest.mark.slow]
 
 _CONNECT_MODE = "SPARK_CONNECT_MODE_ENABLED"
 PARAMS = dict(k=3, maxIter=5, tol=0.0, seed=11, featuresCol="vec")

@@ -56,7 +56,7 @@ def test_zero_iterations_evaluate_the_start():
     assert sum(result.cluster_sizes) == X.shape[0]
 
 
-@pytest.mark.parametrize("covariance_type, seed", [("full", 1), ("diag", 0)])
+@pytest.mark.parametrize("covariance_type, seed", [pytest.param("full", 1, marks=pytest.mark.slow), ("diag", 0)])
 def test_plain_em_on_digits_is_sklearn_step_for_step_with_or_without_reseeds(covariance_type, seed):
     # scikit-learn's digits (1,797 x 64, k=10) from a k-means start: its optimum keeps small components that regCovar
     # keeps valid. Before maxReseeds, components under d + 1 rows were re-seeded here 10 times and EM ended elsewhere.

@@ -10,7 +10,7 @@ import pytest
 
 from sparkgmm import Mixture
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 

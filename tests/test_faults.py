@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 PROBE = Path(__file__).resolve().parent / "faults" / "probe_local_faults.py"
 TRIGGER = "EM iteration 3"

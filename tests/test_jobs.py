@@ -377,6 +377,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_with_the_output_staged_exits_143_and_leaves_nothing(points, tmp_path):
     import subprocess
     import sys
@@ -413,6 +414,7 @@ def test_predict_nulls_for_unusable_rows_and_refuses_when_no_row_fits_the_model(
     assert not (tmp_path / "none").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_many_input_partitions_fit_under_a_small_max_result_size(tmp_path):
     """What the driver collects does not grow with the input's partitions: 500 partitions of 400 rows would have sent
     the driver 6.4 MB of initialisation sample under the earlier per-partition sampling; every pass now returns

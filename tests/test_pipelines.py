@@ -93,6 +93,7 @@ def drop_in_script(estimator_class, df, n_rows: int, path: str):
     return out
 
 
+@pytest.mark.slow
 def test_a_drop_in_for_pyspark_ml_gaussian_mixture(spark, data, tmp_path):
     from pyspark.ml.clustering import GaussianMixture as MLlibGaussianMixture
 

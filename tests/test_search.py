@@ -141,6 +141,7 @@ def test_a_small_component_that_reg_covar_keeps_valid_is_not_reseeded():
     assert result.mixture.weights.min() == pytest.approx(5 / 605, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_restarts_whose_covariance_breaks_are_dropped_and_the_search_goes_on(caplog):
     from sklearn.datasets import load_digits
 

@@ -70,6 +70,7 @@ def file_system(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.slow
 def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_model(spark, data, tmp_path,
                                                                                               monkeypatch, file_system):
     df = frame(spark, data, 3)
@@ -106,6 +107,7 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
     np.testing.assert_allclose(elsewhere.covariances, uninterrupted.covariances, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypatch):
     import sparkgmm.candidates as candidates
     from sparkgmm import select_model
@@ -129,6 +131,7 @@ def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypa
         assert_same_model(a, b)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_data_or_settings_is_refused_and_one_can_be_kept(spark, data, tmp_path):
     df = frame(spark, data, 3)
     directory = tmp_path / "kept"
@@ -235,49 +238,69 @@ def newest_checkpoint_iterations(directory: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_run_again(spark, tmp_path, caplog):
+    """The fit job is SIGKILLed once its checkpoints hold 5 of its 30 iterations (mid-fit), run again, and ends with
+    the model of an uninterrupted run. The uninterrupted run goes on in this process while the job starts and is
+    watched, and killed, from a thread."""
     import logging
     import os
     import signal
     import subprocess
     import sys
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from sparkgmm.cli import run
 
     X, _ = make_mixture("full", n_components=4, n_features=3, seed=5, separation=2.0).sample(10_000, seed=3)
     path = write_points(tmp_path / "in.parquet", X, files=3)
     directory = tmp_path / "checkpoints"
-    args = ["--input", path, "--features", "x0,x1,x2", "--k", "4", "--seed", "3", "--tol", "0", "--max-iter", "60",
-            "--acceleration", "none"]
+    max_iter = 30
+    args = ["--input", path, "--features", "x0,x1,x2", "--k", "4", "--seed", "3", "--tol", "0", "--max-iter",
+            str(max_iter), "--acceleration", "none"]
     killed = subprocess.Popen([sys.executable, "-m", "sparkgmm", "fit", *args, "--output", str(tmp_path / "model"),
                                "--checkpoint-dir", str(directory)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while newest_checkpoint_iterations(directory) < 5:  # poll what the job wrote; a deadline, not a sleep, decides
-        assert killed.poll() is None, f"the job ended before it could be killed: {killed.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline, "no checkpoint of 5 iterations within 300 s"
-        time.sleep(0.05)
-    os.kill(killed.pid, signal.SIGKILL)  # the driver dies at once: no clean-up, no exit code of its own
-    assert killed.wait(timeout=60) == -signal.SIGKILL
+
+    def kill_after_5_iterations() -> int:
+        try:
+            deadline = time.monotonic() + 300
+            while newest_checkpoint_iterations(directory) < 5:  # poll what the job wrote; a deadline decides
+                assert killed.poll() is None, f"the job ended before it could be killed: {killed.stderr.read()[-2000:]}"
+                assert time.monotonic() < deadline, "no checkpoint of 5 iterations within 300 s"
+                time.sleep(0.05)
+            os.kill(killed.pid, signal.SIGKILL)  # the driver dies at once: no clean-up, no exit code of its own
+            return killed.wait(timeout=60)
+        finally:
+            if killed.poll() is None:
+                killed.kill()
+                killed.wait()
+
+    with ThreadPoolExecutor(1) as pool:
+        watcher = pool.submit(kill_after_5_iterations)
+        try:
+            assert run("fit", [*args, "--output", str(tmp_path / "uninterrupted")]) == 0
+        finally:
+            returncode = watcher.result()
+    assert returncode == -signal.SIGKILL
     killed.stderr.close()
     done = newest_checkpoint_iterations(directory)
-    assert 5 <= done < 60 and not (tmp_path / "model").exists()
+    assert 5 <= done < max_iter and not (tmp_path / "model").exists()
 
     with caplog.at_level(logging.INFO, logger="sparkgmm"):
         assert run("fit", [*args, "--output", str(tmp_path / "model"), "--checkpoint-dir", str(directory)]) == 0
     assert "resuming from checkpoint" in caplog.text
     assert not directory.exists()  # the output is written: the checkpoint has served
-    assert run("fit", [*args, "--output", str(tmp_path / "uninterrupted")]) == 0
     resumed_metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     whole_metrics = json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())
     assert resumed_metrics["resumed_from_pass"] > 0 and whole_metrics["resumed_from_pass"] == 0
-    assert resumed_metrics["n_iter"] == whole_metrics["n_iter"] == 60
+    assert resumed_metrics["n_iter"] == whole_metrics["n_iter"] == max_iter
     resumed, whole = Mixture.load(tmp_path / "model"), Mixture.load(tmp_path / "uninterrupted")
     # Another JVM and process before the kill, but the same partitioning: the sums are added in the same order.
     difference = max(float(np.max(np.abs(getattr(resumed, name) - getattr(whole, name))))
                      for name in ("weights", "means", "covariances"))
-    print(f"resumed after {done} of 60 iterations; largest parameter difference from the uninterrupted fit: "
+    print(f"resumed after {done} of {max_iter} iterations; largest parameter difference from the uninterrupted fit: "
           f"{difference:.3g}")
     assert difference <= 1e-12
     assert [h["log_likelihood"] for h in resumed_metrics["history"]] == pytest.approx(

@@ -67,6 +67,7 @@ def test_fit_from_own_initialisation_matches_local_em_and_rises(spark):
     np.testing.assert_allclose(summary.aic, model.mixture.aic(X), rtol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init_mode", ["k-means||", "k-means"])
 def test_same_seed_same_model_whatever_the_partitioning(spark, init_mode):
     """Every random draw of a row comes from a hash of its values, so the initialisation picks the same rows from 1, 2
@@ -205,6 +206,7 @@ def test_null_rows_ragged_rows_and_bad_weights_raise(spark):
         GaussianMixture(k=2, weightCol="w").fit(negative)
 
 
+@pytest.mark.slow
 def test_invalid_rows_are_skipped_and_counted_when_asked(spark):
     """handleInvalid="skip" fits the rows that can be used, and only them: the same model as a fit of the clean rows
     alone (other rows in other partitions, yet the same draws: they come from the rows' values)."""
@@ -383,6 +385,7 @@ def test_fit_multiple_with_different_inputs_and_after_a_failure(spark):
     assert persisted_rdd_count(spark) == 0
 
 
+@pytest.mark.slow
 def test_cross_validator_tunes_k_through_fit_multiple(spark):
     from pyspark.ml.evaluation import ClusteringEvaluator
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder

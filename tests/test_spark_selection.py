@@ -21,6 +21,7 @@ def new_jobs(spark, before):
     return [d for d in job_descriptions_since(spark, before) if d and d != "sparkgmm: remove local block files"]
 
 
+@pytest.mark.slow
 def test_restarts_share_passes_and_are_never_worse(spark):
     X, _, _ = blobs(k=5, seed=3, spread=2.5)
     df = frame(spark, X, 3)
@@ -109,6 +110,7 @@ def test_select_model_picks_the_true_k_by_bic_in_shared_passes(spark):
     assert persisted_rdd_count(spark) == 0
 
 
+@pytest.mark.slow
 def test_select_model_from_sample_optima_equals_its_full_data_answer(spark):
     X, _, _ = blobs(k=3, n=3000, d=3, seed=12, spread=3.0)
     df = frame(spark, X, 3)

@@ -1,5 +1,8 @@
-"""Submitted to a test cluster of two 2-core workers by test_cluster.py: does a pass run one task per core registered
-when it starts, over partitions balanced by rows, while executors leave and join? Prints one JSON line.
+"""Submitted to a test cluster of two 2-core workers by test_cluster.py: where do the driver and each executor import
+sparkgmm from, and could the executor's Python import it without what spark-submit shipped? Then: does a pass run one
+task per core registered when it starts, over partitions balanced by rows, while executors leave and join? Prints one
+JSON line (the imports under "imports"). One application for both questions: one driver JVM and one pair of
+executors to start instead of two.
 
 The input is skewed (one of its eight partitions holds most rows). Its blocks are stored in local files; then one
 executor is removed (its files and cached records go with it) and a pass runs on the other; then an executor is
@@ -8,6 +11,7 @@ asked for again and, once it has registered, a last pass runs on both. Every pas
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -16,6 +20,7 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+import sparkgmm
 from sparkgmm import Mixture
 from sparkgmm.passes import EStep
 from sparkgmm.spark.engine.rdd import RddBlocks
@@ -37,6 +42,16 @@ def wait_for(condition, what, timeout=120.0):
         time.sleep(0.2)
 
 
+def where_imported(_rows):
+    import sparkgmm as shipped  # on the executor: from --py-files, or not at all
+
+    without_shipped = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    bare = subprocess.run([sys.executable, "-c", "import sparkgmm"], env=without_shipped, cwd="/",
+                          capture_output=True, text=True)
+    yield {"file": shipped.__file__, "cwd": os.getcwd(), "python": sys.executable,
+           "bare_import_rc": bare.returncode, "bare_import_error": bare.stderr.strip().splitlines()[-1:]}
+
+
 def where_tasks_ran(blocks):
     """The executor working directory of every task of a pass started now (standalone: work-<i>/app/<executor>)."""
     return blocks.loop_rdd.mapPartitions(lambda _: [os.getcwd()]).collect()
@@ -44,9 +59,11 @@ def where_tasks_ran(blocks):
 
 spark = SparkSession.builder.getOrCreate()
 sc = spark.sparkContext
+imports = {"driver": sparkgmm.__file__, "driver_python": sys.executable,
+           "executors": sc.parallelize(range(8), 8).mapPartitions(where_imported).collect()}
 df = spark.createDataFrame(sc.parallelize(range(len(ROWS)), len(ROWS)).flatMap(rows_of), "features array<double>")
 mixture = Mixture(np.full(3, 1 / 3), np.array([[0.0] * 3, [1.0] * 3, [2.0] * 3]), np.ones((3, 3)), "diag")
-report = {"input_rows": sc.parallelize(range(len(ROWS)), len(ROWS)).map(lambda i: ROWS[i]).collect()}
+report = {"imports": imports, "input_rows": sc.parallelize(range(len(ROWS)), len(ROWS)).map(lambda i: ROWS[i]).collect()}
 
 
 def snapshot(name, blocks):

@@ -1,4 +1,4 @@
-"""Submitted by test_cluster.py to a fresh cluster of two 2-core workers: does a fit survive losing a worker mid-fit,
+"""Submitted by test_cluster.py, last, to its cluster of two 2-core workers: does a fit survive losing a worker mid-fit,
 and end with the model of the same fit on both workers? Prints one JSON line.
 
 A baseline fit runs on both workers. Then the same fit runs again, and in the pass of ``--trigger`` (an EM iteration,
