@@ -207,7 +207,7 @@ def main() -> None:
             if "error" not in mllib:
                 try:
                     mixture = Mixture(mllib["weights"], mllib["means"], mllib["covariances"])
-                except Exception:  # noqa: BLE001 -- MLlib's covariances need the ridge it does not add
+                except Exception:  # MLlib's covariances need the ridge it does not add
                     mixture = Mixture(mllib["weights"], mllib["means"],
                                       np.asarray(mllib["covariances"]) + 1e-6 * np.eye(D))
                 mllib["logLikelihood"] = score_parquet(path, mixture)

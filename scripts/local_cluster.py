@@ -124,7 +124,7 @@ def start(state_dir: Path, workers: int, worker_cores: int, worker_memory: str, 
     )]
     try:
         _wait_for(
-            lambda: (s := _master_state(web_ui)) and s.get("status") == "ALIVE" and s or None,
+            lambda: ((s := _master_state(web_ui)) and s.get("status") == "ALIVE" and s) or None,
             "master", timeout, pids, logs,
         )
         for i in range(workers):
@@ -138,7 +138,7 @@ def start(state_dir: Path, workers: int, worker_cores: int, worker_memory: str, 
                 logs[-1], env,
             ))
         _wait_for(
-            lambda: (s := _master_state(web_ui)) and s.get("aliveworkers", 0) >= workers and s or None,
+            lambda: ((s := _master_state(web_ui)) and s.get("aliveworkers", 0) >= workers and s) or None,
             f"{workers} workers", timeout, pids, logs,
         )
     except BaseException:

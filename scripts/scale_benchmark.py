@@ -155,9 +155,9 @@ def extra_params(args: argparse.Namespace) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Truth:
-    weights: "object"
-    means: "object"
-    chol: "object"  # Cholesky factors of the covariances, (k, d, d)
+    weights: object
+    means: object
+    chol: object  # Cholesky factors of the covariances, (k, d, d)
 
     def covariances(self):
         return self.chol @ self.chol.transpose(0, 2, 1)
@@ -198,7 +198,7 @@ class Layout:
     row_group_rows: int
 
     @classmethod
-    def of(cls, rows: int, features: int) -> "Layout":
+    def of(cls, rows: int, features: int) -> Layout:
         return cls(rows, features, max(1, math.ceil(rows / ROWS_PER_FILE)),
                    max(1, min(MAX_ROW_GROUP_ROWS, math.ceil(rows / MIN_ROW_GROUPS))))
 

@@ -9,8 +9,8 @@ log-likelihood wins (the first on a tie).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generator, Sequence
 
 import numpy as np
 

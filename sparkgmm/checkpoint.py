@@ -11,7 +11,8 @@ checkpoint goes on exactly as it would have; a restart still initialising is sav
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, get_type_hints
+from collections.abc import Sequence
+from typing import Any, get_type_hints
 
 import numpy as np
 

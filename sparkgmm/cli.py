@@ -17,7 +17,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError, load_job_config, value_kind
 from .errors import InputError

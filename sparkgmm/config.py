@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import tomllib
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .options import OPTIONS, REQUIRED, SPARK_SECTION, Option, job_options

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,7 @@ class EMState:
     squarem: Squarem | None = None
 
     @classmethod
-    def start(cls, initial: Mixture, settings: EMSettings) -> "EMState":
+    def start(cls, initial: Mixture, settings: EMSettings) -> EMState:
         return cls(initial, squarem=Squarem() if settings.acceleration == "squarem" else None)
 
 

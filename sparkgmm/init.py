@@ -22,7 +22,7 @@ weight than ``k`` is an ``InputError``.
 
 from __future__ import annotations
 
-from typing import Generator
+from collections.abc import Generator
 
 import numpy as np
 

@@ -231,7 +231,7 @@ class Mixture(MixtureFiles):
         return gm
 
     @classmethod
-    def from_sklearn(cls, gm) -> "Mixture":
+    def from_sklearn(cls, gm) -> Mixture:
         """The mixture a fitted ``sklearn.mixture.GaussianMixture`` holds (its weights, means, covariances and type);
         scikit-learn itself is not imported."""
         if not all(hasattr(gm, name) for name in ("covariance_type", "n_components")):

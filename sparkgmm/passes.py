@@ -15,8 +15,9 @@ Pure NumPy: never imports pyspark.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 from scipy.special import logsumexp
@@ -215,7 +216,7 @@ class Oversampled:
     cost: float
     top: TopRows
 
-    def merge(self, other: "Oversampled") -> "Oversampled":
+    def merge(self, other: Oversampled) -> Oversampled:
         return Oversampled(self.cost + other.cost, self.top.merge(other.top))
 
     def drawn(self, oversampling: float) -> np.ndarray:
@@ -252,7 +253,7 @@ class CentreWeights:
     weights: np.ndarray
     cost: float
 
-    def merge(self, other: "CentreWeights") -> "CentreWeights":
+    def merge(self, other: CentreWeights) -> CentreWeights:
         return CentreWeights(self.weights + other.weights, self.cost + other.cost)
 
 

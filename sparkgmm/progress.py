@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, Iterable, Mapping, NamedTuple, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, TextIO
 
 from .errors import InputError
 

@@ -17,9 +17,10 @@ import html
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -281,7 +282,7 @@ def build_report(source: ReportSource, sample: Sample) -> str:
     parts.append(_sizes_section(source))
     parts.append(_sample_sections(source, sample))
     title = html.escape(f"sparkgmm report: {source.directory}")
-    made = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_STYLE}</style></head>\n<body><h1>{title}</h1>"
             f'<p class="made">Made {made} by sparkgmm {html.escape(__version__)}.</p>\n'

@@ -8,7 +8,8 @@ projection is computed from the model alone (``projection_plane``), so it is the
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,8 +4,9 @@ with pyarrow (only the feature columns of a few randomly chosen row groups), or 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -48,14 +48,14 @@ class RowSample:
     rows: np.ndarray
 
     @classmethod
-    def empty(cls, capacity: int, n_features: int) -> "RowSample":
+    def empty(cls, capacity: int, n_features: int) -> RowSample:
         return cls(capacity, np.empty(0), np.empty(0, np.uint64), np.empty((0, max(n_features, 0))))
 
     @property
     def n_rows(self) -> int:
         return self.keys.shape[0]
 
-    def merge(self, other: "RowSample") -> "RowSample":
+    def merge(self, other: RowSample) -> RowSample:
         if not other.n_rows:
             return self
         if not self.n_rows:

@@ -31,8 +31,8 @@ below the ceiling it lies, whatever the units.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,11 +85,11 @@ class ValueSketch:
     counts: np.ndarray
 
     @classmethod
-    def empty(cls, reference: float = 0.0) -> "ValueSketch":
+    def empty(cls, reference: float = 0.0) -> ValueSketch:
         return cls(float(reference), np.zeros(0, np.int64), np.zeros(0))
 
     @classmethod
-    def of(cls, values: np.ndarray, weights: np.ndarray | None = None, reference: float = 0.0) -> "ValueSketch":
+    def of(cls, values: np.ndarray, weights: np.ndarray | None = None, reference: float = 0.0) -> ValueSketch:
         """The sketch of ``values`` (n,) with ``weights`` (n,) (None: 1 each; rows of weight 0 are left out)."""
         v = np.asarray(values, dtype=np.float64) - reference
         keep = ~np.isnan(v)
@@ -102,7 +102,7 @@ class ValueSketch:
         present = np.flatnonzero(counts)
         return cls(float(reference), present - BUCKETS_PER_SIGN, counts[present].astype(np.float64))
 
-    def merge(self, other: "ValueSketch") -> "ValueSketch":
+    def merge(self, other: ValueSketch) -> ValueSketch:
         if other.reference != self.reference:
             raise ValueError(f"cannot merge sketches relative to {self.reference!r} and {other.reference!r}")
         if not other.keys.size:

@@ -16,8 +16,8 @@ missing or refuses, the conversion takes the ``mapInArrow(...).rdd`` route, whic
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 import pyarrow as pa
 from pyspark.rdd import RDD

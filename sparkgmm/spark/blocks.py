@@ -14,8 +14,8 @@ import logging
 import operator
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import Iterator, Sequence
 
 from pyspark import StorageLevel
 from pyspark.rdd import RDD

@@ -18,8 +18,9 @@ import json
 import logging
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pyspark.sql import SparkSession

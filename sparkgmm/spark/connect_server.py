@@ -107,7 +107,7 @@ class LocalConnectServer:
         })
         return env
 
-    def launch(self) -> "LocalConnectServer":
+    def launch(self) -> LocalConnectServer:
         """Start the server and return at once (``wait`` for it later: the caller may do other work meanwhile)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -118,7 +118,7 @@ class LocalConnectServer:
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
-    def wait(self) -> "LocalConnectServer":
+    def wait(self) -> LocalConnectServer:
         """Poll the port until it accepts connections; an error (with the end of the server's log) if the server
         exits first or is not up within ``startup_seconds``."""
         while not accepts_connections(self.port):
@@ -133,7 +133,7 @@ class LocalConnectServer:
                     time.monotonic() - self._launched, self.log_file)
         return self
 
-    def start(self) -> "LocalConnectServer":
+    def start(self) -> LocalConnectServer:
         return self.launch().wait()
 
     def log_tail(self, lines: int = 30) -> str:
@@ -161,7 +161,7 @@ class LocalConnectServer:
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalConnectServer":
+    def __enter__(self) -> LocalConnectServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

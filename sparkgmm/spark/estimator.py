@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator
@@ -70,77 +71,77 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
         engine: str = "auto", sampleRows: int = 131072, sampleRestarts: int = 16,
         maxReseeds: int = 8,
-    ) -> "GaussianMixture":
+    ) -> GaussianMixture:
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
 
-    def setK(self, value: int) -> "GaussianMixture":
+    def setK(self, value: int) -> GaussianMixture:
         return self._set(k=value)
 
-    def setCovarianceType(self, value: str) -> "GaussianMixture":
+    def setCovarianceType(self, value: str) -> GaussianMixture:
         return self._set(covarianceType=value)
 
-    def setMaxIter(self, value: int) -> "GaussianMixture":
+    def setMaxIter(self, value: int) -> GaussianMixture:
         return self._set(maxIter=value)
 
-    def setTol(self, value: float) -> "GaussianMixture":
+    def setTol(self, value: float) -> GaussianMixture:
         return self._set(tol=value)
 
-    def setRegCovar(self, value: float) -> "GaussianMixture":
+    def setRegCovar(self, value: float) -> GaussianMixture:
         return self._set(regCovar=value)
 
-    def setSeed(self, value: int) -> "GaussianMixture":
+    def setSeed(self, value: int) -> GaussianMixture:
         return self._set(seed=value)
 
-    def setInitMode(self, value: str) -> "GaussianMixture":
+    def setInitMode(self, value: str) -> GaussianMixture:
         return self._set(initMode=value)
 
-    def setInitialModel(self, value: Any) -> "GaussianMixture":
+    def setInitialModel(self, value: Any) -> GaussianMixture:
         return self._set(initialModel=value)
 
-    def setInitSteps(self, value: int) -> "GaussianMixture":
+    def setInitSteps(self, value: int) -> GaussianMixture:
         return self._set(initSteps=value)
 
-    def setNInit(self, value: int) -> "GaussianMixture":
+    def setNInit(self, value: int) -> GaussianMixture:
         return self._set(nInit=value)
 
-    def setSampleRows(self, value: int) -> "GaussianMixture":
+    def setSampleRows(self, value: int) -> GaussianMixture:
         return self._set(sampleRows=value)
 
-    def setSampleRestarts(self, value: int) -> "GaussianMixture":
+    def setSampleRestarts(self, value: int) -> GaussianMixture:
         return self._set(sampleRestarts=value)
 
-    def setMaxReseeds(self, value: int) -> "GaussianMixture":
+    def setMaxReseeds(self, value: int) -> GaussianMixture:
         return self._set(maxReseeds=value)
 
-    def setAcceleration(self, value: str) -> "GaussianMixture":
+    def setAcceleration(self, value: str) -> GaussianMixture:
         return self._set(acceleration=value)
 
-    def setWeightCol(self, value: str) -> "GaussianMixture":
+    def setWeightCol(self, value: str) -> GaussianMixture:
         return self._set(weightCol=value)
 
-    def setAggregationDepth(self, value: int) -> "GaussianMixture":
+    def setAggregationDepth(self, value: int) -> GaussianMixture:
         return self._set(aggregationDepth=value)
 
-    def setStorageLevel(self, value: str) -> "GaussianMixture":
+    def setStorageLevel(self, value: str) -> GaussianMixture:
         return self._set(storageLevel=value)
 
-    def setDtype(self, value: str) -> "GaussianMixture":
+    def setDtype(self, value: str) -> GaussianMixture:
         return self._set(dtype=value)
 
-    def setBlockStorage(self, value: str) -> "GaussianMixture":
+    def setBlockStorage(self, value: str) -> GaussianMixture:
         return self._set(blockStorage=value)
 
-    def setHandleInvalid(self, value: str) -> "GaussianMixture":
+    def setHandleInvalid(self, value: str) -> GaussianMixture:
         return self._set(handleInvalid=value)
 
-    def setCheckpointDir(self, value: str) -> "GaussianMixture":
+    def setCheckpointDir(self, value: str) -> GaussianMixture:
         return self._set(checkpointDir=value)
 
-    def setKeepCheckpoint(self, value: bool) -> "GaussianMixture":
+    def setKeepCheckpoint(self, value: bool) -> GaussianMixture:
         return self._set(keepCheckpoint=value)
 
-    def setEngine(self, value: str) -> "GaussianMixture":
+    def setEngine(self, value: str) -> GaussianMixture:
         return self._set(engine=value)
 
     def write(self) -> DirectoryWriter:
@@ -182,7 +183,7 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     def _features_description(self) -> str:
         return ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
 
-    def _feature_blocks(self, dataset: DataFrame, estimators: Sequence["GaussianMixture"]) -> StoredBlocks:
+    def _feature_blocks(self, dataset: DataFrame, estimators: Sequence[GaussianMixture]) -> StoredBlocks:
         """Convert and cache ``dataset``'s features for ``estimators`` (this one among them). The conversion keeps a
         sample of the most ``sampleRows`` any of them asks for when one starts by a sample search, drawn with this
         estimator's seed; each takes a prefix of it of its own size (``sampling.RowSample.ordered``)."""
@@ -257,7 +258,7 @@ class _SharedBlockFits:
         self._models: list[GaussianMixtureModel] | None = None
         self._lock = threading.Lock()
 
-    def __iter__(self) -> "_SharedBlockFits":
+    def __iter__(self) -> _SharedBlockFits:
         return self
 
     def __next__(self) -> tuple[int, GaussianMixtureModel]:

@@ -19,8 +19,8 @@ import math
 import pickle
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 from pyspark import StorageLevel

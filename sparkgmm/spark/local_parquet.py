@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -127,7 +127,7 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         )
 
     @classmethod
-    def _from_saved(cls, saved: SavedModel, where: str) -> "GaussianMixtureModel":
+    def _from_saved(cls, saved: SavedModel, where: str) -> GaussianMixtureModel:
         summary = None if saved.summary is None else GaussianMixtureSummary.from_dict(saved.summary, where)
         model = cls(saved.mixture, summary, saved.log_density_quantiles)
         apply_params(model, saved.uid, saved.params, saved.default_params, where)

@@ -22,7 +22,8 @@ import os
 import sys
 import threading
 import uuid
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from ..progress import (
     THRESHOLD_SECONDS, Progress, Snapshot, TaskCount, count_tasks, finished, interactive, is_terminal,

@@ -10,7 +10,8 @@ over an existing path needs ``write().overwrite()``; how a failed save is cleane
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pyspark.ml.param import Params
 from pyspark.ml.util import MLReader, MLWriter

@@ -21,9 +21,9 @@ Rows whose features are null, of the wrong length or not finite get null outputs
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -148,7 +148,7 @@ class ScoringPlan:
 
 
 def scoring_plan(
-    df: DataFrame, features_col: str, input_cols: list[str] | None, mixture: Mixture, outputs: "Outputs",
+    df: DataFrame, features_col: str, input_cols: list[str] | None, mixture: Mixture, outputs: Outputs,
     keep: list[str] | None = None,
 ) -> ScoringPlan | None:
     """The ``mapInArrow`` scoring of ``df`` (see ``score_dataframe``), or None when a kept column's type cannot

@@ -13,9 +13,10 @@ import shutil
 import socket
 import tempfile
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class Description(NamedTuple):
     tasks: int = 0
     sample: RowSample | None = None
 
-    def merge(self, other: "Description") -> "Description":
+    def merge(self, other: Description) -> Description:
         sample = other.sample if self.sample is None else self.sample if other.sample is None else \
             self.sample.merge(other.sample)
         return Description(self.rows + other.rows, self.weight_sum + other.weight_sum, self.invalid + other.invalid,

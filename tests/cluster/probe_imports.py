@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 
 def where(_rows):
-    import sparkgmm as shipped  # noqa: F811 (on the executor: from --py-files, or not at all)
+    import sparkgmm as shipped  # on the executor: from --py-files, or not at all
 
     without_shipped = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     bare = subprocess.run([sys.executable, "-c", "import sparkgmm"], env=without_shipped, cwd="/",
