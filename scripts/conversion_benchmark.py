@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     floor = statistics.median(times["floor"]) if times["floor"] else None
     results = []
-    for name, engine, dtype, storage in configs:
+    for name, engine, _dtype, _storage in configs:
         median = statistics.median(times[name]) if times[name] and name not in failures else None
         ratio = None if median is None or floor is None else median / floor
         verdict = ("-" if engine is None else "FAILED (MISS)" if median is None

@@ -12,18 +12,20 @@ in chunks (16 double columns, 2M rows a file) and reused when complete.
 Every fit runs in a fresh child process with its own JVM (local[2]): ``GaussianMixture(k=8, inputCols=f0..f15,
 seed, tol=1e-7, maxIter=300)`` with the library's default start and acceleration (SQUAREM), and once more with
 ``initMode="k-means||"`` (the default until this change), and with --before-tree the default fit of the library as it
-was before this change (its conversion and its k-means|| start: "today's default" of issue 16); MLlib's ``GaussianMixture(k=8, seed)`` with its own defaults
-on a VectorAssembler'd copy of the same rows (sizes up to --mllib-max), its model scored by ``Mixture.score`` over
-the Parquet rows. best-known = the best final mean log-likelihood of the runs; target = best-known - 1e-4.
+was before this change (its conversion and its k-means|| start: "today's default" of issue 16); MLlib's
+``GaussianMixture(k=8, seed)`` with its own defaults on a VectorAssembler'd copy of the same rows (sizes up to
+--mllib-max), its model scored by ``Mixture.score`` over the Parquet rows. best-known = the best final mean
+log-likelihood of the runs; target = best-known - 1e-4.
 passes to target = the conversion + the start's passes + the E-steps up to the first history entry at or above
 the target (SQUAREM: every rejected extrapolation of the fit counted, an upper bound); seconds to target = the fit's
 wall time less the iterations after that entry and the final pass (conversion and start included).
 
 Targets (at the largest size): sparkgmm's default needs <= 1/3 of the full-data passes after the conversion and
-<= 1/2 of the seconds to the target of k-means|| and of the library before this change; the sample search takes <= 10% of the default fit's wall time; the default
-model is at least as good as MLlib's and within 1e-3 per row of the best-known. With --select: the library's
-``select_model`` with its defaults over k = 2..10 x (full, tied, diag, spherical) needs <= 12 full-data passes after
-the conversion and picks the true k=8 full. A failed fit of ours is a MISS.
+<= 1/2 of the seconds to the target of k-means|| and of the library before this change; the sample search takes
+<= 10% of the default fit's wall time; the default model is at least as good as MLlib's and within 1e-3 per row of
+the best-known. With --select: the library's ``select_model`` with its defaults over k = 2..10 x (full, tied, diag,
+spherical) needs <= 12 full-data passes after the conversion and picks the true k=8 full. A failed fit of ours is a
+MISS.
 """
 
 from __future__ import annotations

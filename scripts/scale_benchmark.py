@@ -379,7 +379,8 @@ def measure_estep(d: int, k: int, seed: int, dtype: str) -> dict:
                 if any(w.exitcode not in (None, 0) for w in workers):
                     for w in workers:
                         w.kill()
-                    raise SystemExit(f"{PROG}: error: the E-step measurement failed (see the traceback above)")
+                    raise SystemExit(
+                        f"{PROG}: error: the E-step measurement failed (see the traceback above)") from None
         for worker in workers:
             worker.join()
     finally:
@@ -388,7 +389,7 @@ def measure_estep(d: int, k: int, seed: int, dtype: str) -> dict:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    rounds = [max(times) for times in zip(*per_worker.values())]
+    rounds = [max(times) for times in zip(*per_worker.values(), strict=True)]
     return {"seconds_per_million": statistics.median(rounds), "min_seconds_per_million": min(rounds),
             "rounds": rounds, "dtype": dtype,
             "block_rows": block_rows,
@@ -546,7 +547,7 @@ def run_size(args: argparse.Namespace, rows: int, path: str) -> dict:
 def derive(results: list[dict], estep: dict) -> None:
     """Add the columns computed across sizes: rows/s, linearity, E-step alone, overhead, MLlib ratio."""
     done = [r for r in results if not r["failed"]]
-    for smaller, r in zip([None, *done], done):
+    for smaller, r in zip([None, *done], done, strict=False):
         r["rows_per_second"] = r["rows"] / r["s_per_iter"]
         r["linearity"] = (None if smaller is None else
                           (r["s_per_iter"] / r["rows"]) / (smaller["s_per_iter"] / smaller["rows"]))

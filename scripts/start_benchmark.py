@@ -159,10 +159,10 @@ def main() -> None:
         print(f"  done {name}", flush=True)
     headers = ["set", "engine", "hits", "median ll", "worst ll", "median s", "mark"]
     widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
     met = sum(ok for _, ok in checks)
     print(f"\ntarget: sparkgmm's default hits in >= 90% of seeds on every synthetic set: {met} of {len(checks)} MET")
 

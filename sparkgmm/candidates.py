@@ -157,7 +157,7 @@ def search_starts(runs: Sequence[RestartRun], sample: np.ndarray | None) -> None
         by_size.setdefault(fit_runs[0].spec.sample_rows, []).append(fit)
     for rows, fits in by_size.items():
         outcomes = search_sample(sample[:rows], [waiting[fit][0].spec.search_spec() for fit in fits])
-        for fit, outcome in zip(fits, outcomes):
+        for fit, outcome in zip(fits, outcomes, strict=True):
             for run in waiting[fit]:
                 run.search = outcome
 
@@ -184,7 +184,7 @@ def fit_side_by_side(specs: Sequence[FitSpec], run_pass: PassRunner, runs: Seque
     finished = run_side_by_side([run.run() for run in runs], run_pass, passed, passes)
     outcomes = []
     for i in range(len(specs)):
-        mine = [(f, run) for f, run in zip(finished, runs) if run.fit == i]
+        mine = [(f, run) for f, run in zip(finished, runs, strict=True) if run.fit == i]
         restarts = tuple(f.value for f, _ in mine)
         best = max(range(len(restarts)), key=lambda r: (restarts[r].result.log_likelihood, -r))
         done_at = max(run.finished_passes for _, run in mine)

@@ -70,7 +70,7 @@ def _first_difference(saved: Any, current: Any, name: str) -> tuple[str, Any, An
             if saved.get(part) != current[part]:
                 return _first_difference(saved.get(part), current[part], f"{name}.{part}" if name else part)
     if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-        for i, (a, b) in enumerate(zip(saved, current)):
+        for i, (a, b) in enumerate(zip(saved, current, strict=True)):
             if a != b:
                 return _first_difference(a, b, f"{name}[{i}]")
     return name or "key", saved, current
@@ -83,7 +83,7 @@ def restore(document: dict[str, Any], arrays: dict[str, np.ndarray], runs: Seque
     if not isinstance(saved, list) or len(saved) != len(runs):
         raise CheckpointError(f"{where} is damaged: it holds {_count(saved)} restarts, this fit has {len(runs)}")
     try:
-        for run, entry in zip(runs, saved):
+        for run, entry in zip(runs, saved, strict=True):
             _restore_run(run, entry, arrays)
         return int(document["passes"])
     except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -201,7 +201,9 @@ def _decode_result(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMRe
         cluster_sizes=tuple(int(c) for c in _get_array(entry["cluster_sizes"], arrays, np.int64)),
         weight_sum=float(_get_array(entry["weight_sum"], arrays)[0]),
         log_density_quantiles={} if "quantiles" not in entry else dict(zip(  # older checkpoints lack them
-            map(float, _get_array(entry["quantile_levels"], arrays)), map(float, _get_array(entry["quantiles"], arrays))
+            map(float, _get_array(entry["quantile_levels"], arrays)),
+            map(float, _get_array(entry["quantiles"], arrays)),
+            strict=True,
         )),
         **{name: int(entry[name]) for name in _RESULT_COUNTS},
     )

@@ -9,6 +9,7 @@ This module does not import pyspark.
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 import typing
 from collections.abc import Callable, Sequence
@@ -50,7 +51,7 @@ def _settings_of(options: Sequence[Option]) -> Callable[[type], type]:
     """A frozen dataclass of ``options`` (in the table's order), then the fields the class declares itself."""
 
     def make(cls: type) -> type:
-        own = dict(cls.__dict__.get("__annotations__", {}))
+        own = inspect.get_annotations(cls)  # the class's own, a new dict
         table = {}
         for option in options:
             table[option.key] = option.kind if option.default is not None else option.kind | None

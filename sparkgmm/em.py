@@ -176,7 +176,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
     """
     if state is None:
         state = EMState.start(initial, settings)
-    k, d = state.current.means.shape
+    k = state.current.means.shape[0]
     covariance_type = state.current.covariance_type
     last = time.perf_counter()
     while not state.final:
@@ -257,7 +257,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         n_reseeds=state.reseeds,
         n_extrapolations=0 if squarem is None else squarem.extrapolations,
         n_rejected=0 if squarem is None else squarem.rejections,
-        log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)))),
+        log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)),
+                                       strict=True)),
     )
 
 
@@ -304,7 +305,7 @@ def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner,
             requests = [pending[i] for i in live]
             answers = run_pass(requests, pass_name(requests))
             passes += 1
-            for i, answer in zip(live, answers):
+            for i, answer in zip(live, answers, strict=True):
                 advance(i, answer)
             if after_pass is not None:
                 after_pass(passes)

@@ -82,7 +82,9 @@ def kmeans_plusplus(X: np.ndarray, n_centres: int, rng: np.random.Generator,
     return np.asarray(chosen)
 
 
-def lloyd(X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray, max_iter: int = LLOYD_MAX_ITER) -> np.ndarray:
+def lloyd(
+    X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray, max_iter: int = LLOYD_MAX_ITER
+) -> np.ndarray:
     """Refine ``centres`` by Lloyd's k-means iterations until no row changes its nearest centre; a centre that
     loses all its rows stays where it is."""
     k = centres.shape[0]
@@ -114,7 +116,7 @@ def initial_mixture(
     if init_mode not in _SAMPLE_MODES:
         raise InputError(f"initMode for a sample must be one of {', '.join(_SAMPLE_MODES)}; got {init_mode!r}")
     rng = np.random.default_rng(seed)
-    n, d = sample.shape
+    n = sample.shape[0]
     if init_mode in ("k-means", "k-means++"):
         centres = sample[kmeans_plusplus(sample, n_components, rng, sample_weight)]
         if init_mode == "k-means":

@@ -106,7 +106,7 @@ def _json_default(value: Any) -> Any:
 def metadata_line(class_name: str, uid: str | None, params: dict, default_params: dict, spark_version: str | None,
                   sparkgmm: dict[str, Any]) -> str:
     """One JSON line as pyspark.ml's ``DefaultParamsWriter`` makes it, with the ``sparkgmm`` object added."""
-    document = {"class": class_name, "timestamp": int(round(time.time() * 1000)), "sparkVersion": spark_version,
+    document = {"class": class_name, "timestamp": round(time.time() * 1000), "sparkVersion": spark_version,
                 "uid": uid, "paramMap": params, "defaultParamMap": default_params, "sparkgmm": sparkgmm}
     return json.dumps(document, separators=(",", ":"), default=_json_default)
 
@@ -117,7 +117,8 @@ def model_metadata_line(saved: SavedModel, spark_version: str | None = None) -> 
     block = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "covariance_type": mixture.covariance_type,
         "n_components": mixture.n_components, "n_features": mixture.n_features, "summary": saved.summary,
-        "log_density_quantiles": None if quantiles is None else [[float(q), float(v)] for q, v in sorted(quantiles.items())],
+        "log_density_quantiles": (
+            None if quantiles is None else [[float(q), float(v)] for q, v in sorted(quantiles.items())]),
     }
     return metadata_line(saved.class_name, saved.uid, saved.params, saved.default_params, spark_version, block)
 
@@ -201,7 +202,8 @@ def _quantiles(value: Any, where: str) -> dict[float, float] | None:
     try:
         pairs = {float(level): float(v) for level, v in value}
     except (TypeError, ValueError):
-        raise ModelFormatError(f"log_density_quantiles in {where!r} must be [level, value] pairs; got {value!r}") from None
+        raise ModelFormatError(
+            f"log_density_quantiles in {where!r} must be [level, value] pairs; got {value!r}") from None
     if not all(0.0 <= level <= 1.0 for level in pairs):
         raise ModelFormatError(f"log_density_quantiles in {where!r} have levels outside [0, 1]: {sorted(pairs)}")
     return pairs

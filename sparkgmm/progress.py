@@ -106,7 +106,7 @@ def _rate(value: float) -> str:
 
 def format_seconds(seconds: float) -> str:
     """``7 s``, ``3 min 05 s``, ``2 h 10 min``."""
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s < 60:
         return f"{s} s"
     if s < 3600:

@@ -233,7 +233,8 @@ def _sizes_section(source: ReportSource) -> str:
     caption = ("Rows whose most probable component each is (diamonds: weight x rows, each component's share of the "
                "responsibilities)." if sizes is not None else "Component weights (no cluster sizes in this directory).")
     head = "<th>component</th><th>weight</th>" + ("<th>rows</th>" if sizes is not None else "")
-    body = "".join(f'<tr data-index="{j}">{_cell(j)}{_cell(float(w))}{_cell(sizes[j]) if sizes is not None else ""}</tr>'
+    body = "".join(f'<tr data-index="{j}">{_cell(j)}{_cell(float(w))}'
+                   f'{_cell(sizes[j]) if sizes is not None else ""}</tr>'
                    for j, w in enumerate(source.mixture.weights))
     table = f'<table class="components"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     return _section("cluster-sizes", "Cluster sizes", _figure(figure, "cluster sizes", caption), table)

@@ -109,7 +109,7 @@ class SampleBuilder:
             self._compact()
 
     def _compact(self) -> RowSample:
-        keys, hashes, rows = (np.concatenate(parts) for parts in zip(*self._pending))
+        keys, hashes, rows = (np.concatenate(parts) for parts in zip(*self._pending, strict=True))
         sample = _top(self.capacity, keys, hashes, rows)
         self._pending = [(sample.keys, sample.hashes, sample.rows)]
         self._pending_rows = sample.n_rows

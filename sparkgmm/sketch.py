@@ -134,7 +134,8 @@ class ValueSketch:
 
 
 def is_outlier_level(level: float) -> bool:
-    """Whether ``level`` can draw outliers (``outlierQuantile``, ``--outlier-quantile``); else see OUTLIER_LEVEL_RULE."""
+    """Whether ``level`` can draw outliers (``outlierQuantile``, ``--outlier-quantile``); else see
+    OUTLIER_LEVEL_RULE."""
     return math.isfinite(level) and 0.0 < level <= MAX_OUTLIER_LEVEL
 
 

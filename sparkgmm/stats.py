@@ -221,7 +221,8 @@ def m_step(
     if covariance_type in ("full", "tied"):
         cross = first[:, :, None] * delta[:, None, :]
         scatter = (
-            stats.second - cross - cross.transpose(0, 2, 1) + nk_true[:, None, None] * delta[:, :, None] * delta[:, None, :]
+            stats.second - cross - cross.transpose(0, 2, 1)
+            + nk_true[:, None, None] * delta[:, :, None] * delta[:, None, :]
         )
         if covariance_type == "full":
             covariances = scatter / nk[:, None, None]

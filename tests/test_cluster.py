@@ -179,8 +179,8 @@ def test_fit_predict_and_select_on_the_cluster_match_local_runs(spark, cluster, 
 
 def test_passes_follow_the_executors_registered_and_read_balanced_rows(wide_cluster, shipped_only_python, package,
                                                                        tmp_path):
-    result = submit(wide_cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
-                    cwd=tmp_path)
+    result = submit(wide_cluster, shipped_only_python, package,
+                    str(ROOT / "tests" / "cluster" / "probe_parallelism.py"), cwd=tmp_path)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["input_rows"][0] == 7000 and sum(report["input_rows"]) == 10_000  # one partition holds 70%
     assert report["rebalanced"] and report["killed"] and report["requested"]
@@ -203,7 +203,7 @@ def test_four_cores_from_the_start_fit_the_model_of_two(spark, wide_cluster, shi
     """Determinism across cores: on two 2-core workers every pass runs four tasks over the input's four files, locally
     two; the initialisation draws the same rows (their draws come from their values) and only the order of the
     tree-reduce's sums differs."""
-    path, X = points
+    path, _ = points
     fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
     submit(wide_cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
            "--output", str(tmp_path / "four-cores"), cwd=tmp_path)

@@ -158,7 +158,9 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         with self._feature_blocks(dataset, [self]) as blocks:
             return fit_on_blocks([self], blocks)[0]
 
-    def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]) -> Iterator[tuple[int, GaussianMixtureModel]]:
+    def fitMultiple(
+        self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]
+    ) -> Iterator[tuple[int, GaussianMixtureModel]]:
         """Fit one model per param map. When the maps agree on the input (features, weights, storage), as when
         they vary ``k``, the covariance type, the seed or the EM settings, the features are converted to cached
         blocks once and every fit runs side by side in shared passes (on the first ``next``). Yields
@@ -227,9 +229,11 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     def _check_blocks(self, blocks: StoredBlocks, k: int, initial_model: Mixture | None) -> None:
         what = self._features_description()
         if blocks.ragged_rows:
-            raise InputError(f"features {what}: rows have different lengths; every row needs the same number of features")
+            raise InputError(
+                f"features {what}: rows have different lengths; every row needs the same number of features")
         if blocks.invalid_rows and self.getHandleInvalid() == "error":
-            weight = f" or in weight column {self._weight_col()!r} (null, negative or not finite)" if self._weight_col() else ""
+            weight = (f" or in weight column {self._weight_col()!r} (null, negative or not finite)"
+                      if self._weight_col() else "")
             raise InputError(
                 f"{blocks.invalid_rows} rows have null, NaN or infinite values in features {what}{weight}; "
                 "drop or impute them, or skip them (handleInvalid='skip', --invalid-rows skip)"
@@ -317,7 +321,7 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -
     return [
         estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks, resumed),
                                                    logDensityQuantiles=outcome.best.log_density_quantiles))
-        for estimator, outcome in zip(estimators, outcomes)
+        for estimator, outcome in zip(estimators, outcomes, strict=True)
     ]
 
 

@@ -72,7 +72,8 @@ def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | No
     if named:
         features = Features(tuple(named), None)
     else:
-        numeric = tuple(name for name, dtype in fields.items() if isinstance(dtype, NUMERIC_TYPES) and name != weight_col)
+        numeric = tuple(name for name, dtype in fields.items()
+                        if isinstance(dtype, NUMERIC_TYPES) and name != weight_col)
         if not numeric:
             raise InputError(
                 f"the input has no numeric columns (columns: {', '.join(fields)}); name the features with --features"

@@ -213,7 +213,7 @@ def answer_partition(requests: Sequence, n_features: int, stored) -> list:
 
 
 def merge_answers(a: list, b: list) -> list:
-    return [x.merge(y) for x, y in zip(a, b)]
+    return [x.merge(y) for x, y in zip(a, b, strict=True)]
 
 
 # Rebalance the blocks when one task of a pass would read more than this times its fair share of the rows.
