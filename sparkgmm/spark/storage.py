@@ -264,6 +264,15 @@ class StoredBlocks(abc.ABC):
         if len(dims) > 1:  # each partition was consistent, but they disagree with each other
             self.ragged_rows = max(self.ragged_rows, 1)
 
+    @property
+    @abc.abstractmethod
+    def n_tasks(self) -> int:
+        """How many tasks a pass started now runs."""
+
+    @abc.abstractmethod
+    def run_pass(self, requests: Sequence, description: str) -> list:
+        """One pass for ``sparkgmm.em`` over the stored blocks: the answers to ``requests``, one per request."""
+
     @abc.abstractmethod
     def unpersist(self) -> None:
         """Release the stored blocks (each engine its own way)."""
