@@ -23,12 +23,13 @@ weight than ``k`` is an ``InputError``.
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 from .mixture import Mixture
-from .passes import HardAssignment, NearestCentre, OversampleRound, WeightedSample, pack_block
+from .passes import HardAssignment, NearestCentre, OversampleRound, Request, WeightedSample, pack_block
 from .stats import m_step
 
 # "sample": the search on the sample the conversion keeps (``sparkgmm.search``); the others are started here.
@@ -140,7 +141,7 @@ def sample_size(n_components: int) -> int:
 
 
 def initialise(n_components: int, covariance_type: str, reg_covar: float, init_mode: str, seed: tuple[int, ...],
-               init_steps: int = 2) -> Generator:
+               init_steps: int = 2) -> Generator[Request, Any, Mixture]:
     """A coroutine (see ``sparkgmm.em``) that asks for passes and returns the initial ``Mixture``."""
     if init_mode == "k-means||":
         return (yield from kmeans_parallel(n_components, covariance_type, reg_covar, seed, init_steps))
@@ -163,7 +164,7 @@ def _too_few_distinct(n_components: int, distinct: int) -> InputError:
 
 
 def kmeans_parallel(n_components: int, covariance_type: str, reg_covar: float, seed: tuple[int, ...],
-                    init_steps: int) -> Generator:
+                    init_steps: int) -> Generator[Request, Any, Mixture]:
     """k-means|| as a coroutine (see the module's docstring); returns the initial ``Mixture``."""
     k = n_components
     oversampling = 2.0 * k

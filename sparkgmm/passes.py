@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from scipy.special import logsumexp
@@ -76,7 +76,8 @@ def pack_block(rows: np.ndarray, w: np.ndarray | None, dtype: str = "float64") -
 class Request(Protocol):
     """One candidate's question to a pass. ``description`` names it in the pass's Spark job."""
 
-    description: str
+    @property
+    def description(self) -> str: ...
 
     def empty(self, n_features: int) -> Partial: ...
 
@@ -88,7 +89,10 @@ class Request(Protocol):
 _MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
+_Words = TypeVar("_Words", np.ndarray, np.uint64)  # an array of 64-bit words, or one
+
+
+def _mix64(z: _Words) -> _Words:
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
