@@ -95,6 +95,8 @@ def restore(document: dict[str, Any], arrays: dict[str, np.ndarray], runs: Seque
 def _encode_run(run: RestartRun, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     if run.phase == "init":
         return {"phase": "init"}
+    if run.initial is None:
+        raise RuntimeError(f"{run.label}is in phase {run.phase!r} without its initial mixture")
     entry: dict[str, Any] = {"phase": run.phase, "initial": _put_mixture(run.initial, arrays),
                              "init_passes": run.init_passes}
     if run.search is not None:  # what the sample search found: a resumed fit does not search again
@@ -103,8 +105,12 @@ def _encode_run(run: RestartRun, arrays: dict[str, np.ndarray]) -> dict[str, Any
                            "restarts": search.restarts, "sample_rows": search.sample_rows, "passes": search.passes,
                            "seconds": _put_array(np.asarray([search.seconds]), arrays)}
     if run.phase == "em":
+        if run.state is None:
+            raise RuntimeError(f"{run.label}runs EM without its state")
         entry["state"] = _encode_state(run.state, arrays)
     else:
+        if run.restart is None:
+            raise RuntimeError(f"{run.label}finished without its result")
         entry["result"] = _encode_result(run.restart.result, arrays)
         entry["finished_passes"] = run.finished_passes
     return entry

@@ -103,17 +103,17 @@ def reseed(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, cova
     weights, means, covariances = weights.copy(), means.copy(), covariances.copy()
     k = means.shape[0]
     keep = np.setdiff1d(np.arange(k), collapsed)
-    moved = []
+    moved_list: list[int] = []
     rows = iter(worst_rows)
     for j in collapsed:
         row = next((r for r in rows if not np.any(np.all(means == r, axis=1))), None)
         if row is None:
             break
         means[j] = row
-        moved.append(j)
-    if not moved or keep.size == 0:
+        moved_list.append(j)
+    if not moved_list or keep.size == 0:
         return weights, means, covariances, 0
-    moved = np.asarray(moved)
+    moved = np.asarray(moved_list)
     if covariance_type != "tied":
         share = weights[keep] / weights[keep].sum()
         covariances[moved] = np.tensordot(share, covariances[keep], axes=1)
@@ -190,11 +190,14 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         state.passes += 1
         state.number += 1
         log_likelihood = stats.mean_log_likelihood
-        extrapolated = state.fallback is not None
-        if extrapolated:
+        fallback = state.fallback
+        extrapolated = fallback is not None
+        if fallback is not None:
             if log_likelihood < state.best:
+                if state.squarem is None:
+                    raise RuntimeError("an extrapolated point in a run without SQUAREM")
                 state.squarem.rejected()
-                state.current, state.fallback = state.fallback, None
+                state.current, state.fallback = fallback, None
                 continue
             state.fallback = None
         weights, means, covariances = m_step(stats, state.current.means, covariance_type, settings.reg_covar)
@@ -241,6 +244,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
                        settings.max_iter, settings.tol)
     final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes",
                         sketch_reference=log_density_ceiling(state.current))
+    if final.log_densities is None:
+        raise RuntimeError("the final pass gave no log-density sketch, though it asked for one")
     history = [*state.history, final.mean_log_likelihood]
     squarem = state.squarem
     return EMResult(

@@ -132,7 +132,7 @@ def _number(value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return f"{value:,}"
     if isinstance(value, (float, np.floating)):
-        return f"{value:,.1f}" if abs(value) >= 1e4 else f"{value:.6g}"
+        return f"{value:,.1f}" if abs(float(value)) >= 1e4 else f"{value:.6g}"
     return str(value)
 
 
@@ -200,7 +200,8 @@ def _note(text: str) -> str:
 def _convergence_section(metrics: dict[str, Any] | None) -> str:
     from .report_plots import draw_convergence, new_figure
 
-    history = (metrics or {}).get("history") or []
+    metrics = metrics or {}
+    history = metrics.get("history") or []
     if not history:
         return _section("convergence", "Convergence", _note("no iteration history in this directory"))
     figure, (ax_ll, ax_gap) = new_figure(10, 3.6, ncols=2)

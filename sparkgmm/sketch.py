@@ -125,11 +125,11 @@ class ValueSketch:
 
     def quantiles(self, levels: Sequence[float]) -> np.ndarray:
         """The inverted-CDF quantile at each level in [0, 1] (see the module's docstring); NaN when empty."""
-        levels = np.asarray(levels, dtype=np.float64)
+        at = np.asarray(levels, dtype=np.float64)
         if not self.keys.size:
-            return np.full(levels.shape, np.nan)
+            return np.full(at.shape, np.nan)
         cumulative = np.cumsum(self.counts)
-        position = np.searchsorted(cumulative, levels * cumulative[-1], side="left")
+        position = np.searchsorted(cumulative, at * cumulative[-1], side="left")
         return bucket_values(self.keys[np.minimum(position, self.keys.size - 1)]) + self.reference
 
 
