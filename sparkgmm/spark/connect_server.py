@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from .session import WORKER_ENV, speed_settings
 
@@ -65,7 +66,7 @@ class LocalConnectServer:
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="sparkgmm-connect-"))
         self._process: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
         self._launched = 0.0
 
     @property

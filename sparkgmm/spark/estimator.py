@@ -40,6 +40,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     spherical. Params as ``pyspark.ml.clustering.GaussianMixture`` where they mean the same; ``tol`` applies to
     the change of the *mean* per-sample log-likelihood, as in scikit-learn."""
 
+    _input_kwargs: dict[str, Any]  # the keywords given, set by @keyword_only (as pyspark.ml's own classes declare it)
+
     # The keyword defaults are written out as pyspark.ml writes them, for the reader: @keyword_only passes on only
     # the keywords given, and the Params' defaults come from the option table (tests/test_options.py checks both
     # signatures against it).
@@ -183,7 +185,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         )
 
     def _features_description(self) -> str:
-        return ", ".join(self._input_cols()) if self._input_cols() else repr(self.getFeaturesCol())
+        input_cols = self._input_cols()
+        return ", ".join(input_cols) if input_cols else repr(self.getFeaturesCol())
 
     def _feature_blocks(self, dataset: DataFrame, estimators: Sequence[GaussianMixture]) -> StoredBlocks:
         """Convert and cache ``dataset``'s features for ``estimators`` (this one among them). The conversion keeps a

@@ -100,11 +100,12 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         self.check_input_cols()
         self.check_output_cols(dataset)
         level = self._validated()["outlierQuantile"]
-        outliers = {} if level is None else {
-            "outlier_col": self.getOutlierCol(), "outlier_threshold": self.outlier_threshold(level)}
+        outlier_col, outlier_threshold = (None, None) if level is None else (
+            self.getOutlierCol(), self.outlier_threshold(level))
         return score_dataframe(
             dataset, self.getFeaturesCol(), self._input_cols(), self.mixture, self.getPredictionCol(),
-            self.getProbabilityCol(), self.getLogDensityCol(), **outliers,
+            self.getProbabilityCol(), self.getLogDensityCol(), outlier_col=outlier_col,
+            outlier_threshold=outlier_threshold,
         )
 
     def write(self) -> DirectoryWriter:

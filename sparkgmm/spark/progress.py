@@ -178,8 +178,11 @@ class _JobPoller:
     def _input_records(self, stage_id: int) -> int:
         """Records the stage read from its input (files, tables), as Spark's UI shows them: updated when a task ends
         and with every executor heartbeat. Zero for input that Spark does not count (local collections)."""
+        store = self._store
+        if store is None:
+            return 0
         try:
-            return int(self._store.lastStageAttempt(stage_id).inputRecords())
+            return int(store.lastStageAttempt(stage_id).inputRecords())
         except Exception:  # an internal API: without it the line just has no rows
             self._store = None
             return 0
