@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 MIB = float(1 << 20)
 
@@ -60,7 +61,7 @@ def run_main(prog: str, argv: list[str] | None, parse_args: Callable[[list[str]]
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a bad argument raises UsageError (one line, exit 2) instead of printing the usage."""
 
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         raise UsageError(message)
 
 

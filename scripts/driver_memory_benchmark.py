@@ -291,7 +291,7 @@ def status_store_stages(spark) -> list[dict]:
 def status_store_counts(spark) -> dict:
     """How much Spark's status store holds: jobs, stages, tasks of those stages, SQL executions."""
     sc = spark.sparkContext
-    counts = {"jobs": len(_scala_seq(sc._jsc.sc().statusStore().jobsList(None)))}
+    counts: dict[str, int | None] = {"jobs": len(_scala_seq(sc._jsc.sc().statusStore().jobsList(None)))}
     try:
         counts["sql_executions"] = int(spark._jsparkSession.sharedState().statusStore().executionsCount())
     except Exception:  # not essential
