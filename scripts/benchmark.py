@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.ml.clustering import GaussianMixture as MLlibGaussianMixture
 from pyspark.ml.functions import array_to_vector
+from pyspark.sql import functions as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -84,7 +85,7 @@ def cached_frame(spark, X: np.ndarray, path: str):
     features = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int64)).cast(pa.int32()),
                                         pa.array(X.ravel()))
     pq.write_table(pa.table({"features": features}), path, row_group_size=65_536)
-    df = (spark.read.parquet(path).select(array_to_vector("features").alias("features"))
+    df = (spark.read.parquet(path).select(array_to_vector(F.col("features")).alias("features"))
           .repartition(spark.sparkContext.defaultParallelism).cache())
     df.count()
     return df

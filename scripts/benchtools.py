@@ -128,6 +128,14 @@ def status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def own_status_kib(field: str) -> int:
+    """``status_kib`` of this very process, which is alive: None there can only mean no /proc (not Linux), an error."""
+    kib = status_kib(os.getpid(), field)
+    if kib is None:
+        raise RuntimeError(f"/proc/{os.getpid()}/status has no {field}: the memory benchmarks need Linux")
+    return kib
+
+
 def process_table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command name) for every process."""
     table = {}

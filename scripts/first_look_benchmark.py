@@ -221,7 +221,7 @@ def main() -> None:
         print(f"{'engine':<10} | {'final ll':>10} | {'iters':>5} | {'passes':>6} | {'convert s':>9} | "
               f"{'search s':>8} | {'passes to target':>16} | {'s to target':>11} | {'fit s':>7} | {'process s':>9} | "
               f"median pass s")
-        reached = {}
+        reached: dict[str, tuple[int, float] | None] = {}  # engine -> (passes, seconds) to the target, None: never
         for engine, r in results.items():
             if "error" in r:
                 print(f"{engine:<10} | FAILED {r['error']}" + (" MISS" if engine != "MLlib" else ""))
@@ -241,9 +241,9 @@ def main() -> None:
         ours = reached.get("sample")
         if rows == max(sizes) and "logLikelihood" in results.get("sample", {}):
             for other in ("k-means||", "before"):
-                former = reached.get(other, "absent") if other in results else "absent"
-                if ours is None or former == "absent":
+                if ours is None or other not in reached:  # not run, or failed
                     continue
+                former = reached[other]
                 if former is None:
                     checks.append((f"{rows:,}: {other} never reaches the target", True, "met trivially"))
                     continue

@@ -381,7 +381,7 @@ def time_to_quality(name, X, y, df, k, seed, cfg) -> list:
     ml_tol = 1e-8 * X.shape[0]
     ml_long = run_mllib(df, X, y, k, seed, maxIter=cfg.mllib_cap, tol=ml_tol)
     lls = {"sparkgmm": plain.ll, "squarem": sq.ll, "MLlib": ml_long.ll}
-    leader = max(lls, key=lls.get)
+    leader = max(lls, key=lambda engine: lls[engine])
     target = lls[leader] - 1e-4
     found: dict[str, tuple | None] = {}  # engine -> (seconds, maxIter, ll) of the fit that reaches the target
 
@@ -422,7 +422,7 @@ def time_to_quality(name, X, y, df, k, seed, cfg) -> list:
 
 
 def big_sections(spark, args, cfg, tmp: str) -> None:
-    rows = []
+    rows: list[list] = []  # table rows, from time_to_quality
     for name in ("separated-8", "overlapping-8"):
         X, y = truth(name, args.seed).sample(cfg.big_n, seed=args.seed + 1)
         df = cached_frame(spark, X, f"{tmp}/{name}.parquet")
