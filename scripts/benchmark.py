@@ -25,6 +25,7 @@ Method, per size n x d x k (full covariance):
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import statistics
 import tempfile
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.ml.clustering import GaussianMixture as MLlibGaussianMixture
 from pyspark.ml.functions import array_to_vector
+from pyspark.sql import functions as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -83,7 +85,7 @@ def cached_frame(spark, X: np.ndarray, path: str):
     features = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int64)).cast(pa.int32()),
                                         pa.array(X.ravel()))
     pq.write_table(pa.table({"features": features}), path, row_group_size=65_536)
-    df = (spark.read.parquet(path).select(array_to_vector("features").alias("features"))
+    df = (spark.read.parquet(path).select(array_to_vector(F.col("features")).alias("features"))
           .repartition(spark.sparkContext.defaultParallelism).cache())
     df.count()
     return df
@@ -98,8 +100,8 @@ def time_fit(fit) -> float:
 def median_iteration(fit_with_max_iter, iters: int) -> float:
     """The median wall time of one iteration of an engine that times none itself: fits with maxIter = 1 .. iters + 1,
     the differences of consecutive ones."""
-    seconds = [time_fit(lambda: fit_with_max_iter(m)) for m in range(1, iters + 2)]
-    return statistics.median(b - a for a, b in zip(seconds, seconds[1:]))
+    seconds = [time_fit(lambda: fit_with_max_iter(m)) for m in range(1, iters + 2)]  # noqa: B023 -- called at once
+    return statistics.median(b - a for a, b in itertools.pairwise(seconds))
 
 
 def estep_flops(n: int, d: int, k: int) -> float:
@@ -155,7 +157,8 @@ def print_table(rows: list[dict], gemm: float, iters: int) -> None:
     print("-" * len(header))
     for r in rows:
         ours_gf = r["flops"] / r["ours"] / 1e9
-        print(f"{r['n']:>9} x {r['d']:>3} x {r['k']:>2} | {r['ours']:13.3f} | {r['mllib']:10.3f} | {r['sklearn']:12.3f} | "
+        print(f"{r['n']:>9} x {r['d']:>3} x {r['k']:>2} | {r['ours']:13.3f} | {r['mllib']:10.3f} | "
+              f"{r['sklearn']:12.3f} | "
               f"{r['mllib'] / r['ours']:9.2f}x | {r['sklearn'] / r['ours']:11.2f}x | {ours_gf:9.1f} | "
               f"{100 * ours_gf / gemm:5.0f}% | {r['convert']:9.2f} | {r['mllib_iters']:>11} | "
               f"{r['agreement']:10.1e}")

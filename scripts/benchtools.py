@@ -28,8 +28,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import NoReturn
 
 MIB = float(1 << 20)
 
@@ -60,7 +61,7 @@ def run_main(prog: str, argv: list[str] | None, parse_args: Callable[[list[str]]
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a bad argument raises UsageError (one line, exit 2) instead of printing the usage."""
 
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         raise UsageError(message)
 
 
@@ -125,6 +126,14 @@ def status_kib(pid: int, field: str) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def own_status_kib(field: str) -> int:
+    """``status_kib`` of this very process, which is alive: None there can only mean no /proc (not Linux), an error."""
+    kib = status_kib(os.getpid(), field)
+    if kib is None:
+        raise RuntimeError(f"/proc/{os.getpid()}/status has no {field}: the memory benchmarks need Linux")
+    return kib
 
 
 def process_table() -> dict[int, tuple[int, str]]:

@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -49,10 +50,10 @@ def main() -> None:
         save(self, *a, **kw)
         writes.append(time.perf_counter() - started)
 
-    CheckpointStore.save = timed_save
     spark = local_session("local[2]", "sparkgmm-checkpoint-benchmark", **{"spark.ui.enabled": "false"})
     spark.sparkContext.setLogLevel("ERROR")
-    with tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-benchmark-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="sparkgmm-checkpoint-benchmark-") as tmp,
+          mock.patch.object(CheckpointStore, "save", timed_save)):  # every checkpoint write of the fits below timed
         path = Path(tmp) / "points.parquet"
         pq.write_table(pa.table({f"x{j}": X[:, j] for j in range(d)}), path)
         df = spark.read.parquet(str(path))

@@ -105,8 +105,8 @@ import time
 
 # benchtools.py sits next to this script: run as `python scripts/driver_memory_benchmark.py`, scripts/ is on sys.path.
 from benchtools import (MIB, ArgumentParser, Poller, UsageError, check_at_least, check_driver_memory, check_json_path,
-                        check_k_rows, find_jvm, fmt, jvm_max_heap, logger, machine, parse_count, print_result,
-                        run_child_process, run_main, status_kib, table_lines, write_json)
+                        check_k_rows, find_jvm, fmt, jvm_max_heap, logger, machine, own_status_kib, parse_count,
+                        print_result, run_child_process, run_main, status_kib, table_lines, write_json)
 
 # numpy, pyspark and sparkgmm are imported inside the child's functions: the parent never needs them.
 
@@ -291,7 +291,7 @@ def status_store_stages(spark) -> list[dict]:
 def status_store_counts(spark) -> dict:
     """How much Spark's status store holds: jobs, stages, tasks of those stages, SQL executions."""
     sc = spark.sparkContext
-    counts = {"jobs": len(_scala_seq(sc._jsc.sc().statusStore().jobsList(None)))}
+    counts: dict[str, int | None] = {"jobs": len(_scala_seq(sc._jsc.sc().statusStore().jobsList(None)))}
     try:
         counts["sql_executions"] = int(spark._jsparkSession.sharedState().statusStore().executionsCount())
     except Exception:  # not essential
@@ -310,7 +310,7 @@ class JvmSampler(Poller):
         self._runtime = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
         self._jvm = jvm
         self.started = time.perf_counter()
-        self.peak: dict | None = None
+        self.peak: dict[str, float] | None = None  # the sample with the largest RSS, None until one is taken
         self.non_heap_mib = 0.0
         self.samples = 0
 
@@ -329,17 +329,13 @@ class JvmSampler(Poller):
             self.peak = {"seconds_into_fit": time.perf_counter() - self.started, "rss_mib": rss_mib,
                          "heap_committed_mib": committed / MIB, "heap_used_mib": (committed - free) / MIB}
 
-    def finish(self) -> dict | None:
-        super().finish()
-        return self.peak
-
 
 def fit_case(spark, args: argparse.Namespace) -> dict:
     from sparkgmm import GaussianMixture
 
     jvm = find_jvm(os.getpid(), children_only=True)  # the driver JVM: the child's own java process
     heap_before = heap_after_gc_bytes(spark)
-    python_rss_before = status_kib(os.getpid(), "VmRSS")
+    python_rss_before = own_status_kib("VmRSS")
     jvm_rss_before = status_kib(jvm, "VmRSS") if jvm else None
     stages_before = {(s["stage"], s["attempt"]) for s in status_store_stages(spark)}
 
@@ -353,9 +349,10 @@ def fit_case(spark, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     model = estimator.fit(df)
     wall = time.perf_counter() - started
-    sampled_peak = sampler.finish()
+    sampler.finish()
+    sampled_peak = sampler.peak
     # Peaks first, before anything else runs in this process or the session.
-    python_peak_kib = status_kib(os.getpid(), "VmHWM")
+    python_peak_kib = own_status_kib("VmHWM")
     jvm_peak_kib = status_kib(jvm, "VmHWM") if jvm else None
     heap_committed = heap_committed_bytes(spark)
     nmt = native_memory(jvm) if args.nmt and jvm else None

@@ -22,16 +22,16 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one core, as one Spark task has
 
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sparkgmm.mixture import Mixture  # noqa: E402
-from sparkgmm.passes import EStep, pack_block  # noqa: E402
-from sparkgmm.spark.engine.base import BLOCK_BYTES  # noqa: E402
+from sparkgmm.mixture import Mixture
+from sparkgmm.passes import EStep, pack_block
+from sparkgmm.spark.engine.base import BLOCK_BYTES
 
 
 def best_of(repeats: int, work) -> float:

@@ -12,18 +12,20 @@ in chunks (16 double columns, 2M rows a file) and reused when complete.
 Every fit runs in a fresh child process with its own JVM (local[2]): ``GaussianMixture(k=8, inputCols=f0..f15,
 seed, tol=1e-7, maxIter=300)`` with the library's default start and acceleration (SQUAREM), and once more with
 ``initMode="k-means||"`` (the default until this change), and with --before-tree the default fit of the library as it
-was before this change (its conversion and its k-means|| start: "today's default" of issue 16); MLlib's ``GaussianMixture(k=8, seed)`` with its own defaults
-on a VectorAssembler'd copy of the same rows (sizes up to --mllib-max), its model scored by ``Mixture.score`` over
-the Parquet rows. best-known = the best final mean log-likelihood of the runs; target = best-known - 1e-4.
+was before this change (its conversion and its k-means|| start: "today's default" of issue 16); MLlib's
+``GaussianMixture(k=8, seed)`` with its own defaults on a VectorAssembler'd copy of the same rows (sizes up to
+--mllib-max), its model scored by ``Mixture.score`` over the Parquet rows. best-known = the best final mean
+log-likelihood of the runs; target = best-known - 1e-4.
 passes to target = the conversion + the start's passes + the E-steps up to the first history entry at or above
 the target (SQUAREM: every rejected extrapolation of the fit counted, an upper bound); seconds to target = the fit's
 wall time less the iterations after that entry and the final pass (conversion and start included).
 
 Targets (at the largest size): sparkgmm's default needs <= 1/3 of the full-data passes after the conversion and
-<= 1/2 of the seconds to the target of k-means|| and of the library before this change; the sample search takes <= 10% of the default fit's wall time; the default
-model is at least as good as MLlib's and within 1e-3 per row of the best-known. With --select: the library's
-``select_model`` with its defaults over k = 2..10 x (full, tied, diag, spherical) needs <= 12 full-data passes after
-the conversion and picks the true k=8 full. A failed fit of ours is a MISS.
+<= 1/2 of the seconds to the target of k-means|| and of the library before this change; the sample search takes
+<= 10% of the default fit's wall time; the default model is at least as good as MLlib's and within 1e-3 per row of
+the best-known. With --select: the library's ``select_model`` with its defaults over k = 2..10 x (full, tied, diag,
+spherical) needs <= 12 full-data passes after the conversion and picks the true k=8 full. A failed fit of ours is a
+MISS.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ def main() -> None:
             if "error" not in mllib:
                 try:
                     mixture = Mixture(mllib["weights"], mllib["means"], mllib["covariances"])
-                except Exception:  # noqa: BLE001 -- MLlib's covariances need the ridge it does not add
+                except Exception:  # MLlib's covariances need the ridge it does not add
                     mixture = Mixture(mllib["weights"], mllib["means"],
                                       np.asarray(mllib["covariances"]) + 1e-6 * np.eye(D))
                 mllib["logLikelihood"] = score_parquet(path, mixture)
@@ -219,7 +221,7 @@ def main() -> None:
         print(f"{'engine':<10} | {'final ll':>10} | {'iters':>5} | {'passes':>6} | {'convert s':>9} | "
               f"{'search s':>8} | {'passes to target':>16} | {'s to target':>11} | {'fit s':>7} | {'process s':>9} | "
               f"median pass s")
-        reached = {}
+        reached: dict[str, tuple[int, float] | None] = {}  # engine -> (passes, seconds) to the target, None: never
         for engine, r in results.items():
             if "error" in r:
                 print(f"{engine:<10} | FAILED {r['error']}" + (" MISS" if engine != "MLlib" else ""))
@@ -239,9 +241,9 @@ def main() -> None:
         ours = reached.get("sample")
         if rows == max(sizes) and "logLikelihood" in results.get("sample", {}):
             for other in ("k-means||", "before"):
-                former = reached.get(other, "absent") if other in results else "absent"
-                if ours is None or former == "absent":
+                if ours is None or other not in reached:  # not run, or failed
                     continue
+                former = reached[other]
                 if former is None:
                     checks.append((f"{rows:,}: {other} never reaches the target", True, "met trivially"))
                     continue

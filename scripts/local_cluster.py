@@ -78,7 +78,7 @@ def _wait_for(condition, what: str, timeout: float, pids: list[int], logs: list[
         state = condition()
         if state is not None:
             return state
-        for pid, log in zip(pids, logs):
+        for pid, log in zip(pids, logs, strict=True):
             if not _alive(pid):
                 raise RuntimeError(f"{what}: process {pid} exited; see {log}:\n{_tail(log)}")
         time.sleep(0.25)
@@ -111,7 +111,8 @@ def start(state_dir: Path, workers: int, worker_cores: int, worker_memory: str, 
     if state_path.exists():
         state = json.loads(state_path.read_text())
         if any(_alive(pid) for pid in state["pids"]):
-            raise RuntimeError(f"a cluster is already running at {state['master_url']} (state in {state_dir}); stop it first")
+            raise RuntimeError(
+                f"a cluster is already running at {state['master_url']} (state in {state_dir}); stop it first")
         state_path.unlink()
     state_dir.mkdir(parents=True, exist_ok=True)
     env = _cluster_env(state_dir)
@@ -124,7 +125,7 @@ def start(state_dir: Path, workers: int, worker_cores: int, worker_memory: str, 
     )]
     try:
         _wait_for(
-            lambda: (s := _master_state(web_ui)) and s.get("status") == "ALIVE" and s or None,
+            lambda: ((s := _master_state(web_ui)) and s.get("status") == "ALIVE" and s) or None,
             "master", timeout, pids, logs,
         )
         for i in range(workers):
@@ -138,7 +139,7 @@ def start(state_dir: Path, workers: int, worker_cores: int, worker_memory: str, 
                 logs[-1], env,
             ))
         _wait_for(
-            lambda: (s := _master_state(web_ui)) and s.get("aliveworkers", 0) >= workers and s or None,
+            lambda: ((s := _master_state(web_ui)) and s.get("aliveworkers", 0) >= workers and s) or None,
             f"{workers} workers", timeout, pids, logs,
         )
     except BaseException:

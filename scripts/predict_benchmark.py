@@ -190,7 +190,7 @@ def run_parent(args: argparse.Namespace) -> list[dict]:
                            capture_output=True, text=True)
     if setup.returncode != 0:
         log(f"set-up failed: {setup.stderr.strip().splitlines()[-1:]}")
-        return 1
+        return [{"what": "setup", "failed": True}]  # run_main: exit code 1
     times: dict[str, list[float]] = {way: [] for way in args.only}
     errors: dict[str, str] = {}
     for round_ in range(1, args.runs + 1):
@@ -207,17 +207,18 @@ def run_parent(args: argparse.Namespace) -> list[dict]:
     floor, mllib = median.get("floor"), median.get("mllib")
     results = []
     for way in args.only:
-        ratio = None if median[way] is None or floor is None else median[way] / floor
+        way_median = median[way]
+        ratio = None if way_median is None or floor is None else way_median / floor
         if way in ("floor", "floor-vector", "mllib"):
-            verdict = "FAILED" if median[way] is None else "-"
-        elif median[way] is None:
+            verdict = "FAILED" if way_median is None else "-"
+        elif way_median is None:
             verdict = "FAILED (MISS)"
         else:
             within = ratio is not None and ratio <= TARGET_RATIO
-            beats = mllib is not None and median[way] < mllib
+            beats = mllib is not None and way_median < mllib
             verdict = "MET" if within and beats else ("MISS" + ("" if within else f" (> {TARGET_RATIO}x floor)")
                                                       + ("" if beats else " (not below MLlib)"))
-        results.append({"what": way, "seconds": times[way], "median": median[way], "ratio": ratio,
+        results.append({"what": way, "seconds": times[way], "median": way_median, "ratio": ratio,
                         "verdict": verdict, "error": errors.get(way), "failed": verdict.startswith(("FAILED", "MISS"))})
     print(f"predict on {size_label(args.rows)} x {args.features} float64 Parquet ({args.files} files), k={args.k}, "
           f"local[2], whole processes, medians of {args.runs} runs; target: <= {TARGET_RATIO}x the floor and "
@@ -230,8 +231,8 @@ def run_parent(args: argparse.Namespace) -> list[dict]:
     for r in results:
         runs = " ".join(f"{s:.1f}" for s in r["seconds"])
         med = "-" if r["median"] is None else f"{r['median']:.1f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(f"{names[r['what']]:>48} | {med:>8} | {runs:>18} | {ratio:>7} | {r['verdict']}")
+        ratio_text = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        print(f"{names[r['what']]:>48} | {med:>8} | {runs:>18} | {ratio_text:>7} | {r['verdict']}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": machine(), "rows": args.rows, "features": args.features, "k": args.k,

@@ -71,7 +71,8 @@ from sparkgmm.spark.session import local_session
 
 SECTIONS = ("quality", "acceleration", "selection", "restarts", "time")
 SYNTHETIC = ("separated", "overlapping", "elongated", "unequal")
-REAL = {"iris": (datasets.load_iris, 3), "wine": (datasets.load_wine, 3), "breast_cancer": (datasets.load_breast_cancer, 2)}
+REAL = {"iris": (datasets.load_iris, 3), "wine": (datasets.load_wine, 3),
+        "breast_cancer": (datasets.load_breast_cancer, 2)}
 ENGINES = ("sparkgmm", "squarem", "sklearn", "MLlib", "MLlib budget")
 OURS = ("sparkgmm", "squarem")
 PEERS = ("sklearn", "MLlib", "MLlib budget")
@@ -130,7 +131,8 @@ def truth(name: str, seed: int) -> Mixture:
         return Mixture(np.array([0.6, 0.25, 0.1, 0.05]), spaced_means(rng, 4, 3, 4.0),
                        np.stack([np.eye(3) * s for s in (2.0, 1.0, 0.5, 0.3)]))
     if name == "separated-8":
-        return Mixture(rng.dirichlet(np.full(8, 5.0)), spaced_means(rng, 8, 8, 10.0), random_covariances(rng, 8, 8, 1.0))
+        return Mixture(rng.dirichlet(np.full(8, 5.0)), spaced_means(rng, 8, 8, 10.0),
+                       random_covariances(rng, 8, 8, 1.0))
     if name == "overlapping-8":  # ~300 plain EM iterations to tol 1e-8
         return Mixture(rng.dirichlet(np.full(8, 5.0)), rng.normal(0.0, 0.7, (8, 8)), random_covariances(rng, 8, 8, 1.0))
     raise ValueError(name)
@@ -200,10 +202,10 @@ def guarded(engine: str, run) -> Fit:
 def table(headers: list[str], rows: list[list]) -> None:
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells if i < len(r)]) for i, h in enumerate(headers)]
-    line = " | ".join(h.rjust(w) for h, w in zip(headers, widths))
+    line = " | ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
     print(line + "\n" + "-" * len(line))
     for r in cells:
-        print(" | ".join(c.rjust(w) for c, w in zip(r, widths)))
+        print(" | ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)))
 
 
 def fmt(value) -> str:
@@ -379,7 +381,7 @@ def time_to_quality(name, X, y, df, k, seed, cfg) -> list:
     ml_tol = 1e-8 * X.shape[0]
     ml_long = run_mllib(df, X, y, k, seed, maxIter=cfg.mllib_cap, tol=ml_tol)
     lls = {"sparkgmm": plain.ll, "squarem": sq.ll, "MLlib": ml_long.ll}
-    leader = max(lls, key=lls.get)
+    leader = max(lls, key=lambda engine: lls[engine])
     target = lls[leader] - 1e-4
     found: dict[str, tuple | None] = {}  # engine -> (seconds, maxIter, ll) of the fit that reaches the target
 
@@ -420,7 +422,7 @@ def time_to_quality(name, X, y, df, k, seed, cfg) -> list:
 
 
 def big_sections(spark, args, cfg, tmp: str) -> None:
-    rows = []
+    rows: list[list] = []  # table rows, from time_to_quality
     for name in ("separated-8", "overlapping-8"):
         X, y = truth(name, args.seed).sample(cfg.big_n, seed=args.seed + 1)
         df = cached_frame(spark, X, f"{tmp}/{name}.parquet")
@@ -444,7 +446,8 @@ def big_sections(spark, args, cfg, tmp: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help="comma-separated subset of " + ",".join(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

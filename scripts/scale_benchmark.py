@@ -64,11 +64,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 # benchtools.py sits next to this script: run as `python scripts/scale_benchmark.py`, scripts/ is on sys.path.
 from benchtools import (MIB, ArgumentParser, Poller, UsageError, check_at_least, check_driver_memory, check_json_path,
                         check_k_rows, descendants, find_jvm, fmt, jvm_max_heap, logger, machine, parse_count,
-                        print_result, run_child_process, run_main, size_label, status_kib, table_lines, write_json)
+                        own_status_kib, print_result, run_child_process, run_main, size_label, status_kib,
+                        table_lines, write_json)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Heavy modules (numpy, pyarrow, pyspark, sparkgmm) are imported inside functions: the E-step processes must set
 # their BLAS thread count before numpy loads, and the parent never needs pyspark.
@@ -155,11 +160,11 @@ def extra_params(args: argparse.Namespace) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Truth:
-    weights: "object"
-    means: "object"
-    chol: "object"  # Cholesky factors of the covariances, (k, d, d)
+    weights: np.ndarray  # (k,)
+    means: np.ndarray  # (k, d)
+    chol: np.ndarray  # Cholesky factors of the covariances, (k, d, d)
 
-    def covariances(self):
+    def covariances(self) -> np.ndarray:
         return self.chol @ self.chol.transpose(0, 2, 1)
 
 
@@ -198,7 +203,7 @@ class Layout:
     row_group_rows: int
 
     @classmethod
-    def of(cls, rows: int, features: int) -> "Layout":
+    def of(cls, rows: int, features: int) -> Layout:
         return cls(rows, features, max(1, math.ceil(rows / ROWS_PER_FILE)),
                    max(1, min(MAX_ROW_GROUP_ROWS, math.ceil(rows / MIN_ROW_GROUPS))))
 
@@ -301,7 +306,14 @@ def check_disk(data_dir: Path, to_write: list[Layout], largest: Layout, cache_by
                              f"{free / 1e9:.1f} GB free")
 
 
-def prepare_datasets(args: argparse.Namespace) -> dict[int, dict]:
+class Dataset(TypedDict):
+    """A Parquet set on disk: where, the seconds its write took (None when reused) and its ``Layout``'s fields."""
+    path: str
+    write_seconds: float | None
+    layout: dict[str, int]
+
+
+def prepare_datasets(args: argparse.Namespace) -> dict[int, Dataset]:
     """Every requested set on disk, written where missing; returns per size its path and write seconds."""
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +326,7 @@ def prepare_datasets(args: argparse.Namespace) -> dict[int, dict]:
     to_write = [layout for layout, _, complete in plans.values() if not complete]
     check_disk(data_dir, to_write, Layout.of(max(args.size_list), args.features), 4 if args.dtype == "float32" else 8)
     truth = generating_mixture(args.features, args.k, args.seed)
-    datasets = {}
+    datasets: dict[int, Dataset] = {}
     for rows, (layout, path, complete) in plans.items():
         if complete:
             log(f"reusing {path} ({size_label(rows)} rows)")
@@ -370,7 +382,7 @@ def measure_estep(d: int, k: int, seed: int, dtype: str) -> dict:
                    for i in range(2)]
         for worker in workers:
             worker.start()
-        per_worker = {}
+        per_worker: dict[int, list[float]] = {}  # process index -> seconds of its timed rounds
         while len(per_worker) < len(workers):
             try:
                 index, times, block_rows = results.get(timeout=2)
@@ -379,7 +391,8 @@ def measure_estep(d: int, k: int, seed: int, dtype: str) -> dict:
                 if any(w.exitcode not in (None, 0) for w in workers):
                     for w in workers:
                         w.kill()
-                    raise SystemExit(f"{PROG}: error: the E-step measurement failed (see the traceback above)")
+                    raise SystemExit(
+                        f"{PROG}: error: the E-step measurement failed (see the traceback above)") from None
         for worker in workers:
             worker.join()
     finally:
@@ -388,7 +401,7 @@ def measure_estep(d: int, k: int, seed: int, dtype: str) -> dict:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    rounds = [max(times) for times in zip(*per_worker.values())]
+    rounds = [max(times) for times in zip(*per_worker.values(), strict=True)]
     return {"seconds_per_million": statistics.median(rounds), "min_seconds_per_million": min(rounds),
             "rounds": rounds, "dtype": dtype,
             "block_rows": block_rows,
@@ -451,7 +464,7 @@ def fit_sparkgmm(spark, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     model = estimator.fit(df)
     wall = time.perf_counter() - started
-    python_peak_kib = status_kib(os.getpid(), "VmHWM")
+    python_peak_kib = own_status_kib("VmHWM")
     jvm_peak_kib = status_kib(jvm, "VmHWM") if jvm else None
     sampler.finish()
     summary = model.summary
@@ -546,7 +559,7 @@ def run_size(args: argparse.Namespace, rows: int, path: str) -> dict:
 def derive(results: list[dict], estep: dict) -> None:
     """Add the columns computed across sizes: rows/s, linearity, E-step alone, overhead, MLlib ratio."""
     done = [r for r in results if not r["failed"]]
-    for smaller, r in zip([None, *done], done):
+    for smaller, r in zip([None, *done], done, strict=False):
         r["rows_per_second"] = r["rows"] / r["s_per_iter"]
         r["linearity"] = (None if smaller is None else
                           (r["s_per_iter"] / r["rows"]) / (smaller["s_per_iter"] / smaller["rows"]))

@@ -28,18 +28,20 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sparkgmm import Mixture  # noqa: E402
-from sparkgmm.candidates import FitSpec, fit_side_by_side  # noqa: E402
-from sparkgmm.em import EMSettings, local_passes  # noqa: E402
-from sparkgmm.passes import chunks, pack_block  # noqa: E402
-from sparkgmm.sampling import DEFAULT_SAMPLE_ROWS, SAMPLE_STREAM, draw_sample  # noqa: E402
-from sparkgmm.search import DEFAULT_SAMPLE_RESTARTS  # noqa: E402
+from sparkgmm import Mixture
+from sparkgmm.candidates import FitSpec, fit_side_by_side
+from sparkgmm.em import EMSettings, local_passes
+from sparkgmm.passes import chunks, pack_block
+from sparkgmm.sampling import DEFAULT_SAMPLE_ROWS, SAMPLE_STREAM, draw_sample
+from sparkgmm.search import DEFAULT_SAMPLE_RESTARTS
 
 TOL, MAX_ITER, HIT = 1e-6, 2000, 1e-3
 SYNTHETIC = ("separated", "overlapping", "elongated", "unequal", "hard", "scale16")
@@ -113,16 +115,18 @@ def main() -> None:
     parser.add_argument("--restarts", default="", help="other sampleRestarts values to compare, e.g. 4,8")
     parser.add_argument("--quick", action="store_true", help="3k-row sets (10k for scale16), for a smoke run")
     args = parser.parse_args()
-    engines = {f"sparkgmm sample (default, R={DEFAULT_SAMPLE_RESTARTS})":
-               lambda X, k, r, s: sparkgmm_fit(X, k, r, s, "sample")}
+    # name -> fit(X, k, regCovar, seed)
+    engines: dict[str, Callable[[np.ndarray, int, float, int], Mixture]] = {
+        f"sparkgmm sample (default, R={DEFAULT_SAMPLE_RESTARTS})":
+            lambda X, k, r, s: sparkgmm_fit(X, k, r, s, "sample")}
     for value in filter(None, args.restarts.split(",")):
-        engines[f"sparkgmm sample R={int(value)}"] = (
-            lambda X, k, r, s, R=int(value): sparkgmm_fit(X, k, r, s, "sample", R))
+        engines[f"sparkgmm sample R={int(value)}"] = partial(sparkgmm_fit, init_mode="sample", restarts=int(value))
     engines["sparkgmm k-means||"] = lambda X, k, r, s: sparkgmm_fit(X, k, r, s, "k-means||")
     engines["scikit-learn default"] = sklearn_fit
     print(f"seeds 0..{args.seeds - 1}; tol {TOL:g}, maxIter {MAX_ITER}, nInit 1, full covariance; hit = within "
           f"{HIT:g} per row of the best-known optimum (the best score of this run)", flush=True)
-    rows, checks = [], []
+    rows: list[list[object]] = []
+    checks: list[tuple[str, bool]] = []  # (set, whether the default met the target there)
     for name in args.sets.split(","):
         X, k, reg_covar = load(name, args.quick)
         scores: dict[str, list[float]] = {}
@@ -133,7 +137,7 @@ def main() -> None:
                 started = time.perf_counter()
                 try:
                     score = fit(X, k, reg_covar, seed).score(X)
-                except Exception as e:  # noqa: BLE001 -- reported in the table, a MISS when it is ours
+                except Exception as e:  # reported in the table, a MISS when it is ours
                     errors[engine] = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
                     break
                 scores.setdefault(engine, []).append(score)
@@ -159,12 +163,13 @@ def main() -> None:
         print(f"  done {name}", flush=True)
     headers = ["set", "engine", "hits", "median ll", "worst ll", "median s", "mark"]
     widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-    met = sum(ok for _, ok in checks)
-    print(f"\ntarget: sparkgmm's default hits in >= 90% of seeds on every synthetic set: {met} of {len(checks)} MET")
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
+    met_count = sum(ok for _, ok in checks)
+    print(f"\ntarget: sparkgmm's default hits in >= 90% of seeds on every synthetic set: {met_count} of {len(checks)} "
+          "MET")
 
 
 if __name__ == "__main__":

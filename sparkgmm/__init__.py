@@ -15,8 +15,9 @@ __version__ = "0.1.0"
 _SPARK_NAMES = ("GaussianMixture", "GaussianMixtureModel", "GaussianMixtureSummary")
 _SELECTION_NAMES = ("ModelSelection", "select_model")
 
-__all__ = ["COVARIANCE_TYPES", "CovarianceError", "InputError", "Mixture", "ModelFormatError", *_SPARK_NAMES,
-           *_SELECTION_NAMES]
+# ruff cannot see that the starred tuples hold strings (PLE0604)
+__all__ = ["COVARIANCE_TYPES", "CovarianceError", "InputError", "Mixture", "ModelFormatError",  # noqa: PLE0604
+           *_SPARK_NAMES, *_SELECTION_NAMES]
 
 
 def __getattr__(name: str):

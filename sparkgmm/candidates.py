@@ -9,8 +9,9 @@ log-likelihood wins (the first on a tie).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from .em import EMResult, EMSettings, EMState, PassRunner, em_candidate, run_sid
 from .errors import InputError
 from .init import SAMPLE_INIT_MODE, initialise
 from .mixture import Mixture
+from .passes import Request
 from .sampling import DEFAULT_SAMPLE_ROWS
 from .search import DEFAULT_SAMPLE_RESTARTS, SearchOutcome, SearchSpec, search_sample
 
@@ -107,9 +109,11 @@ class RestartRun:
         self.phase, self.restart, self.finished_passes = "done", restart, finished_passes
         self.initial, self.init_passes = restart.initial, restart.init_passes  # saved again by later checkpoints
 
-    def run(self) -> Generator:
+    def run(self) -> Generator[Request, Any, Restart]:
         spec = self.spec
         if self.phase == "done":
+            if self.restart is None:
+                raise RuntimeError(f"{self.label}finished without its result")
             return self.restart
             yield  # a generator all the same
         if self.phase == "init":
@@ -130,9 +134,13 @@ class RestartRun:
                 except StopIteration as stop:
                     initial = stop.value
             self.resume_em(initial, self.init_passes, EMState.start(initial, spec.settings))
-        result = yield from em_candidate(self.initial, spec.settings, self.label, self.state)
-        self.phase, self.restart = "done", Restart(result, self.initial, self.init_passes)
-        return self.restart
+        initial = self.initial
+        if initial is None:
+            raise RuntimeError(f"{self.label}EM started without its initial mixture")
+        result = yield from em_candidate(initial, spec.settings, self.label, self.state)
+        restart = Restart(result, initial, self.init_passes)
+        self.phase, self.restart = "done", restart
+        return restart
 
 
 def restart_runs(specs: Sequence[FitSpec]) -> list[RestartRun]:
@@ -157,7 +165,7 @@ def search_starts(runs: Sequence[RestartRun], sample: np.ndarray | None) -> None
         by_size.setdefault(fit_runs[0].spec.sample_rows, []).append(fit)
     for rows, fits in by_size.items():
         outcomes = search_sample(sample[:rows], [waiting[fit][0].spec.search_spec() for fit in fits])
-        for fit, outcome in zip(fits, outcomes):
+        for fit, outcome in zip(fits, outcomes, strict=True):
             for run in waiting[fit]:
                 run.search = outcome
 
@@ -184,9 +192,13 @@ def fit_side_by_side(specs: Sequence[FitSpec], run_pass: PassRunner, runs: Seque
     finished = run_side_by_side([run.run() for run in runs], run_pass, passed, passes)
     outcomes = []
     for i in range(len(specs)):
-        mine = [(f, run) for f, run in zip(finished, runs) if run.fit == i]
+        mine = [(f, run) for f, run in zip(finished, runs, strict=True) if run.fit == i]
         restarts = tuple(f.value for f, _ in mine)
         best = max(range(len(restarts)), key=lambda r: (restarts[r].result.log_likelihood, -r))
-        done_at = max(run.finished_passes for _, run in mine)
+        done_at = 0
+        for _, run in mine:
+            if run.finished_passes is None:
+                raise RuntimeError(f"{run.label}finished without its pass count")
+            done_at = max(done_at, run.finished_passes)
         outcomes.append(FitOutcome(restarts, best, done_at, max(f.at for f, _ in mine) - started, mine[0][1].search))
     return outcomes

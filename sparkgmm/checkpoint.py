@@ -11,7 +11,8 @@ checkpoint goes on exactly as it would have; a restart still initialising is sav
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, get_type_hints
+from collections.abc import Sequence
+from typing import Any, get_type_hints
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _first_difference(saved: Any, current: Any, name: str) -> tuple[str, Any, An
             if saved.get(part) != current[part]:
                 return _first_difference(saved.get(part), current[part], f"{name}.{part}" if name else part)
     if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-        for i, (a, b) in enumerate(zip(saved, current)):
+        for i, (a, b) in enumerate(zip(saved, current, strict=True)):
             if a != b:
                 return _first_difference(a, b, f"{name}[{i}]")
     return name or "key", saved, current
@@ -82,7 +83,7 @@ def restore(document: dict[str, Any], arrays: dict[str, np.ndarray], runs: Seque
     if not isinstance(saved, list) or len(saved) != len(runs):
         raise CheckpointError(f"{where} is damaged: it holds {_count(saved)} restarts, this fit has {len(runs)}")
     try:
-        for run, entry in zip(runs, saved):
+        for run, entry in zip(runs, saved, strict=True):
             _restore_run(run, entry, arrays)
         return int(document["passes"])
     except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -94,6 +95,8 @@ def restore(document: dict[str, Any], arrays: dict[str, np.ndarray], runs: Seque
 def _encode_run(run: RestartRun, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     if run.phase == "init":
         return {"phase": "init"}
+    if run.initial is None:
+        raise RuntimeError(f"{run.label}is in phase {run.phase!r} without its initial mixture")
     entry: dict[str, Any] = {"phase": run.phase, "initial": _put_mixture(run.initial, arrays),
                              "init_passes": run.init_passes}
     if run.search is not None:  # what the sample search found: a resumed fit does not search again
@@ -102,8 +105,12 @@ def _encode_run(run: RestartRun, arrays: dict[str, np.ndarray]) -> dict[str, Any
                            "restarts": search.restarts, "sample_rows": search.sample_rows, "passes": search.passes,
                            "seconds": _put_array(np.asarray([search.seconds]), arrays)}
     if run.phase == "em":
+        if run.state is None:
+            raise RuntimeError(f"{run.label}runs EM without its state")
         entry["state"] = _encode_state(run.state, arrays)
     else:
+        if run.restart is None:
+            raise RuntimeError(f"{run.label}finished without its result")
         entry["result"] = _encode_result(run.restart.result, arrays)
         entry["finished_passes"] = run.finished_passes
     return entry
@@ -200,7 +207,9 @@ def _decode_result(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMRe
         cluster_sizes=tuple(int(c) for c in _get_array(entry["cluster_sizes"], arrays, np.int64)),
         weight_sum=float(_get_array(entry["weight_sum"], arrays)[0]),
         log_density_quantiles={} if "quantiles" not in entry else dict(zip(  # older checkpoints lack them
-            map(float, _get_array(entry["quantile_levels"], arrays)), map(float, _get_array(entry["quantiles"], arrays))
+            map(float, _get_array(entry["quantile_levels"], arrays)),
+            map(float, _get_array(entry["quantiles"], arrays)),
+            strict=True,
         )),
         **{name: int(entry[name]) for name in _RESULT_COUNTS},
     )

@@ -17,7 +17,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError, load_job_config, value_kind
 from .errors import InputError
@@ -55,9 +56,13 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                      allow_abbrev=False)
     required = parser.add_argument_group("required (as flags or in the config file)")
     optional = parser.add_argument_group("settings")
-    for option in (o for o in OPTIONS if command in o.jobs and o.flag):
+    for option in OPTIONS:
+        flag = option.flag
+        if command not in option.jobs or not flag:
+            continue
         kind = value_kind(option)
         help_text = option.help
+        group: argparse._ActionsContainer
         if option.key is None or option.section:  # the config file itself, and --master: before the settings
             group = parser
         else:
@@ -67,10 +72,10 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             help_text += f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
         dest = option.key or option.name.removeprefix("--")
         if kind is bool:
-            group.add_argument(option.flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text)
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text)
         else:
             metavar = option.metavar or {int: "N", float: "X"}.get(kind, "VALUE")
-            group.add_argument(option.flag, dest=dest, metavar=metavar, help=help_text)
+            group.add_argument(flag, dest=dest, metavar=metavar, help=help_text)
     return parser
 
 

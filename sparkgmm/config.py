@@ -9,11 +9,13 @@ This module does not import pyspark.
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import InputError
 from .options import OPTIONS, REQUIRED, SPARK_SECTION, Option, job_options
@@ -35,7 +37,8 @@ class ConfigError(InputError):
 
 # --- the dataclasses, from the table -------------------------------------------------------------------------------
 
-def _field(option: Option) -> Field:
+def _field(option: Option) -> Any:
+    """The option's ``dataclasses.Field`` (typeshed types ``field()`` as the value it defaults to, hence ``Any``)."""
     metadata = {"option": option}
     default = option.default
     if default is REQUIRED:
@@ -49,9 +52,11 @@ def _settings_of(options: Sequence[Option]) -> Callable[[type], type]:
     """A frozen dataclass of ``options`` (in the table's order), then the fields the class declares itself."""
 
     def make(cls: type) -> type:
-        own = dict(cls.__dict__.get("__annotations__", {}))
+        own = inspect.get_annotations(cls)  # the class's own, a new dict
         table = {}
         for option in options:
+            if option.key is None:
+                raise TypeError(f"option {option.name!r} has no key, so it cannot be a field of {cls.__name__}")
             table[option.key] = option.kind if option.default is not None else option.kind | None
             setattr(cls, option.key, _field(option))
         cls.__annotations__ = {**table, **own}
@@ -61,7 +66,9 @@ def _settings_of(options: Sequence[Option]) -> Callable[[type], type]:
 
 
 class _Settings:
-    if TYPE_CHECKING:  # the fields come from the table
+    if TYPE_CHECKING:  # the fields come from the table, and ``_settings_of`` makes the class a dataclass
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
         def __getattr__(self, name: str) -> Any: ...
 
 

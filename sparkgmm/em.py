@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,17 +103,17 @@ def reseed(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, cova
     weights, means, covariances = weights.copy(), means.copy(), covariances.copy()
     k = means.shape[0]
     keep = np.setdiff1d(np.arange(k), collapsed)
-    moved = []
+    moved_list: list[int] = []
     rows = iter(worst_rows)
     for j in collapsed:
         row = next((r for r in rows if not np.any(np.all(means == r, axis=1))), None)
         if row is None:
             break
         means[j] = row
-        moved.append(j)
-    if not moved or keep.size == 0:
+        moved_list.append(j)
+    if not moved_list or keep.size == 0:
         return weights, means, covariances, 0
-    moved = np.asarray(moved)
+    moved = np.asarray(moved_list)
     if covariance_type != "tied":
         share = weights[keep] / weights[keep].sum()
         covariances[moved] = np.tensordot(share, covariances[keep], axes=1)
@@ -145,7 +146,7 @@ class EMState:
     squarem: Squarem | None = None
 
     @classmethod
-    def start(cls, initial: Mixture, settings: EMSettings) -> "EMState":
+    def start(cls, initial: Mixture, settings: EMSettings) -> EMState:
         return cls(initial, squarem=Squarem() if settings.acceleration == "squarem" else None)
 
 
@@ -175,7 +176,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
     """
     if state is None:
         state = EMState.start(initial, settings)
-    k, d = state.current.means.shape
+    k = state.current.means.shape[0]
     covariance_type = state.current.covariance_type
     last = time.perf_counter()
     while not state.final:
@@ -189,11 +190,14 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         state.passes += 1
         state.number += 1
         log_likelihood = stats.mean_log_likelihood
-        extrapolated = state.fallback is not None
-        if extrapolated:
+        fallback = state.fallback
+        extrapolated = fallback is not None
+        if fallback is not None:
             if log_likelihood < state.best:
+                if state.squarem is None:
+                    raise RuntimeError("an extrapolated point in a run without SQUAREM")
                 state.squarem.rejected()
-                state.current, state.fallback = state.fallback, None
+                state.current, state.fallback = fallback, None
                 continue
             state.fallback = None
         weights, means, covariances = m_step(stats, state.current.means, covariance_type, settings.reg_covar)
@@ -240,6 +244,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
                        settings.max_iter, settings.tol)
     final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes",
                         sketch_reference=log_density_ceiling(state.current))
+    if final.log_densities is None:
+        raise RuntimeError("the final pass gave no log-density sketch, though it asked for one")
     history = [*state.history, final.mean_log_likelihood]
     squarem = state.squarem
     return EMResult(
@@ -256,7 +262,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         n_reseeds=state.reseeds,
         n_extrapolations=0 if squarem is None else squarem.extrapolations,
         n_rejected=0 if squarem is None else squarem.rejections,
-        log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)))),
+        log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)),
+                                       strict=True)),
     )
 
 
@@ -303,7 +310,7 @@ def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner,
             requests = [pending[i] for i in live]
             answers = run_pass(requests, pass_name(requests))
             passes += 1
-            for i, answer in zip(live, answers):
+            for i, answer in zip(live, answers, strict=True):
                 advance(i, answer)
             if after_pass is not None:
                 after_pass(passes)

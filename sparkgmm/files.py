@@ -18,8 +18,9 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Self
+from typing import Any, Self
 from urllib.parse import urlparse
 
 from .errors import InputError, OutputExistsError

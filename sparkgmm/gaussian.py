@@ -135,7 +135,8 @@ def log_det_precision(prec_chol: np.ndarray, covariance_type: str, n_features: i
 
 
 def squared_mahalanobis_t(
-    XT: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
+    XT: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str,
+    centred_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Squared Mahalanobis distance of every row to every mean, from *columnar* rows ``XT`` (d, n); shape (k, n).
 
@@ -170,7 +171,8 @@ def squared_mahalanobis_t(
 
 
 def log_gaussian_prob_t(
-    XT: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str, centred_out: np.ndarray | None = None
+    XT: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str,
+    centred_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``log N(x_i | mu_j, cov_j)`` from columnar rows ``XT`` (d, n), component-major: shape (k, n)."""
     d = XT.shape[0]

@@ -22,13 +22,14 @@ weight than ``k`` is an ``InputError``.
 
 from __future__ import annotations
 
-from typing import Generator
+from collections.abc import Generator
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 from .mixture import Mixture
-from .passes import HardAssignment, NearestCentre, OversampleRound, WeightedSample, pack_block
+from .passes import HardAssignment, NearestCentre, OversampleRound, Request, WeightedSample, pack_block
 from .stats import m_step
 
 # "sample": the search on the sample the conversion keeps (``sparkgmm.search``); the others are started here.
@@ -82,7 +83,9 @@ def kmeans_plusplus(X: np.ndarray, n_centres: int, rng: np.random.Generator,
     return np.asarray(chosen)
 
 
-def lloyd(X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray, max_iter: int = LLOYD_MAX_ITER) -> np.ndarray:
+def lloyd(
+    X: np.ndarray, sample_weight: np.ndarray | None, centres: np.ndarray, max_iter: int = LLOYD_MAX_ITER
+) -> np.ndarray:
     """Refine ``centres`` by Lloyd's k-means iterations until no row changes its nearest centre; a centre that
     loses all its rows stays where it is."""
     k = centres.shape[0]
@@ -114,7 +117,7 @@ def initial_mixture(
     if init_mode not in _SAMPLE_MODES:
         raise InputError(f"initMode for a sample must be one of {', '.join(_SAMPLE_MODES)}; got {init_mode!r}")
     rng = np.random.default_rng(seed)
-    n, d = sample.shape
+    n = sample.shape[0]
     if init_mode in ("k-means", "k-means++"):
         centres = sample[kmeans_plusplus(sample, n_components, rng, sample_weight)]
         if init_mode == "k-means":
@@ -138,7 +141,7 @@ def sample_size(n_components: int) -> int:
 
 
 def initialise(n_components: int, covariance_type: str, reg_covar: float, init_mode: str, seed: tuple[int, ...],
-               init_steps: int = 2) -> Generator:
+               init_steps: int = 2) -> Generator[Request, Any, Mixture]:
     """A coroutine (see ``sparkgmm.em``) that asks for passes and returns the initial ``Mixture``."""
     if init_mode == "k-means||":
         return (yield from kmeans_parallel(n_components, covariance_type, reg_covar, seed, init_steps))
@@ -161,7 +164,7 @@ def _too_few_distinct(n_components: int, distinct: int) -> InputError:
 
 
 def kmeans_parallel(n_components: int, covariance_type: str, reg_covar: float, seed: tuple[int, ...],
-                    init_steps: int) -> Generator:
+                    init_steps: int) -> Generator[Request, Any, Mixture]:
     """k-means|| as a coroutine (see the module's docstring); returns the initial ``Mixture``."""
     k = n_components
     oversampling = 2.0 * k

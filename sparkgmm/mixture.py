@@ -94,7 +94,7 @@ class Mixture:
         save_mixture(self, path, overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Mixture":
+    def load(cls, path: str | os.PathLike) -> Mixture:
         """Read a model directory on this machine (either format version); checks shapes and dtypes, and fails with
         ``ModelFormatError`` naming the problem when it is damaged or not a model."""
         from .persistence import load_mixture  # persistence builds Mixtures: it imports this module
@@ -130,7 +130,8 @@ class Mixture:
             log_weights = np.log(self.weights)
         for start in range(0, X.shape[0], chunk):
             rows = X[start : start + chunk]
-            out[start : start + chunk] = log_gaussian_prob(rows, self.means, self.precisions_cholesky, self.covariance_type)
+            out[start : start + chunk] = log_gaussian_prob(
+                rows, self.means, self.precisions_cholesky, self.covariance_type)
         out += log_weights
         return out
 
@@ -221,8 +222,9 @@ class Mixture:
         """This mixture as a fitted ``sklearn.mixture.GaussianMixture``: ``predict``, ``predict_proba``,
         ``score_samples``, ``bic`` and ``sample`` work at once. ``params`` go to its constructor (``reg_covar``,
         ``max_iter``, ``warm_start``, ...); with ``warm_start=True`` its ``fit`` continues EM from here (scikit-learn
-        ran no iterations of its own: ``converged_`` is False and ``n_iter_`` 0). Needs the optional extra ``sparkgmm[sklearn]``; the arrays keep their shapes (they are scikit-learn's), and its
-        precisions are products of this mixture's Cholesky factors (no inverse is formed)."""
+        ran no iterations of its own: ``converged_`` is False and ``n_iter_`` 0). Needs the optional extra
+        ``sparkgmm[sklearn]``; the arrays keep their shapes (they are scikit-learn's), and its precisions are products
+        of this mixture's Cholesky factors (no inverse is formed)."""
         try:
             from sklearn.mixture import GaussianMixture
         except ImportError:
@@ -238,7 +240,8 @@ class Mixture:
             precisions = prec_chol @ prec_chol.T
         else:
             precisions = prec_chol**2
-        gm.weights_, gm.means_, gm.covariances_ = np.array(self.weights), np.array(self.means), np.array(self.covariances)
+        gm.weights_, gm.means_, gm.covariances_ = (
+            np.array(self.weights), np.array(self.means), np.array(self.covariances))
         gm.precisions_cholesky_, gm.precisions_ = np.array(prec_chol), precisions
         gm.n_features_in_ = self.n_features
         # scikit-learn ran no EM here: no iterations, no bound, not "converged" by its own measure. converged_ must
@@ -247,7 +250,7 @@ class Mixture:
         return gm
 
     @classmethod
-    def from_sklearn(cls, gm) -> "Mixture":
+    def from_sklearn(cls, gm) -> Mixture:
         """The mixture a fitted ``sklearn.mixture.GaussianMixture`` holds (its weights, means, covariances and type);
         scikit-learn itself is not imported."""
         if not all(hasattr(gm, name) for name in ("covariance_type", "n_components")):

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .em import ACCELERATIONS, DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS
 from .errors import InputError

@@ -15,8 +15,9 @@ Pure NumPy: never imports pyspark.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 from scipy.special import logsumexp
@@ -75,7 +76,8 @@ def pack_block(rows: np.ndarray, w: np.ndarray | None, dtype: str = "float64") -
 class Request(Protocol):
     """One candidate's question to a pass. ``description`` names it in the pass's Spark job."""
 
-    description: str
+    @property
+    def description(self) -> str: ...
 
     def empty(self, n_features: int) -> Partial: ...
 
@@ -87,7 +89,10 @@ class Request(Protocol):
 _MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
+_Words = TypeVar("_Words", np.ndarray, np.uint64)  # an array of 64-bit words, or one
+
+
+def _mix64(z: _Words) -> _Words:
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
@@ -215,7 +220,7 @@ class Oversampled:
     cost: float
     top: TopRows
 
-    def merge(self, other: "Oversampled") -> "Oversampled":
+    def merge(self, other: Oversampled) -> Oversampled:
         return Oversampled(self.cost + other.cost, self.top.merge(other.top))
 
     def drawn(self, oversampling: float) -> np.ndarray:
@@ -252,7 +257,7 @@ class CentreWeights:
     weights: np.ndarray
     cost: float
 
-    def merge(self, other: "CentreWeights") -> "CentreWeights":
+    def merge(self, other: CentreWeights) -> CentreWeights:
         return CentreWeights(self.weights + other.weights, self.cost + other.cost)
 
 

@@ -85,7 +85,7 @@ def _json_default(value: Any) -> Any:
 def metadata_line(class_name: str, uid: str | None, params: dict, default_params: dict, spark_version: str | None,
                   sparkgmm: dict[str, Any]) -> str:
     """One JSON line as pyspark.ml's ``DefaultParamsWriter`` makes it, with the ``sparkgmm`` object added."""
-    document = {"class": class_name, "timestamp": int(round(time.time() * 1000)), "sparkVersion": spark_version,
+    document = {"class": class_name, "timestamp": round(time.time() * 1000), "sparkVersion": spark_version,
                 "uid": uid, "paramMap": params, "defaultParamMap": default_params, "sparkgmm": sparkgmm}
     return json.dumps(document, separators=(",", ":"), default=_json_default)
 
@@ -96,7 +96,8 @@ def model_metadata_line(saved: SavedModel, spark_version: str | None = None) -> 
     block = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "covariance_type": mixture.covariance_type,
         "n_components": mixture.n_components, "n_features": mixture.n_features, "summary": saved.summary,
-        "log_density_quantiles": None if quantiles is None else [[float(q), float(v)] for q, v in sorted(quantiles.items())],
+        "log_density_quantiles": (
+            None if quantiles is None else [[float(q), float(v)] for q, v in sorted(quantiles.items())]),
     }
     return metadata_line(saved.class_name, saved.uid, saved.params, saved.default_params, spark_version, block)
 
@@ -143,9 +144,8 @@ def parse_metadata(lines: list[str], where: str, expected_format: str = FORMAT) 
 def _shapes(block: dict[str, Any], where: str) -> dict[str, tuple[int, ...]]:
     covariance_type = block.get("covariance_type")
     k, d = block.get("n_components"), block.get("n_features")
-    if covariance_type not in COVARIANCE_TYPES or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (k, d)
-    ):
+    if (covariance_type not in COVARIANCE_TYPES or not isinstance(k, int) or not isinstance(d, int)
+            or isinstance(k, bool) or isinstance(d, bool) or min(k, d) < 1):
         raise ModelFormatError(f"model metadata in {where!r} is damaged: covariance_type={covariance_type!r}, "
                                f"n_components={k!r}, n_features={d!r}")
     return {"weights": (k,), "means": (k, d), "covariances": covariances_shape(covariance_type, k, d)}
@@ -180,7 +180,8 @@ def _quantiles(value: Any, where: str) -> dict[float, float] | None:
     try:
         pairs = {float(level): float(v) for level, v in value}
     except (TypeError, ValueError):
-        raise ModelFormatError(f"log_density_quantiles in {where!r} must be [level, value] pairs; got {value!r}") from None
+        raise ModelFormatError(
+            f"log_density_quantiles in {where!r} must be [level, value] pairs; got {value!r}") from None
     if not all(0.0 <= level <= 1.0 for level in pairs):
         raise ModelFormatError(f"log_density_quantiles in {where!r} have levels outside [0, 1]: {sorted(pairs)}")
     return pairs
@@ -208,11 +209,13 @@ def decode(lines: list[str], table, where: str) -> SavedModel:
     )
 
 
-def _json_object(data: bytes | None, what: str, where: str, required: bool = True) -> dict | None:
+def _optional_json_object(data: bytes | None, what: str, where: str) -> dict | None:
+    return None if data is None else _json_object(data, what, where)
+
+
+def _json_object(data: bytes | None, what: str, where: str) -> dict:
     if data is None:
-        if required:
-            raise ModelFormatError(f"{what} {where!r} is missing: not a sparkgmm model directory")
-        return None
+        raise ModelFormatError(f"{what} {where!r} is missing: not a sparkgmm model directory")
     try:
         document = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -249,8 +252,8 @@ def decode_legacy(files: dict[str, bytes], root: str) -> SavedModel:
         raise
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ModelFormatError(f"model parameters in {root!r} are unreadable ({e})") from None
-    params = _json_object(files.get(LEGACY_SPARK_PARAMS), "model params", f"{root}/{LEGACY_SPARK_PARAMS}", False)
-    summary = _json_object(files.get(LEGACY_SUMMARY), "model summary", f"{root}/{LEGACY_SUMMARY}", False)
+    params = _optional_json_object(files.get(LEGACY_SPARK_PARAMS), "model params", f"{root}/{LEGACY_SPARK_PARAMS}")
+    summary = _optional_json_object(files.get(LEGACY_SUMMARY), "model summary", f"{root}/{LEGACY_SUMMARY}")
     return SavedModel(_build(arrays, metadata["covariance_type"], root), summary, None, params or {}, {},
                       MIXTURE_CLASS if params is None else "sparkgmm.spark.model.GaussianMixtureModel", None, 1)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, Iterable, Mapping, NamedTuple, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, TextIO
 
 from .errors import InputError
 
@@ -105,7 +106,7 @@ def _rate(value: float) -> str:
 
 def format_seconds(seconds: float) -> str:
     """``7 s``, ``3 min 05 s``, ``2 h 10 min``."""
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s < 60:
         return f"{s} s"
     if s < 3600:

@@ -17,9 +17,10 @@ import html
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,7 @@ def _number(value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return f"{value:,}"
     if isinstance(value, (float, np.floating)):
-        return f"{value:,.1f}" if abs(value) >= 1e4 else f"{value:.6g}"
+        return f"{value:,.1f}" if abs(float(value)) >= 1e4 else f"{value:.6g}"
     return str(value)
 
 
@@ -199,7 +200,8 @@ def _note(text: str) -> str:
 def _convergence_section(metrics: dict[str, Any] | None) -> str:
     from .report_plots import draw_convergence, new_figure
 
-    history = (metrics or {}).get("history") or []
+    metrics = metrics or {}
+    history = metrics.get("history") or []
     if not history:
         return _section("convergence", "Convergence", _note("no iteration history in this directory"))
     figure, (ax_ll, ax_gap) = new_figure(10, 3.6, ncols=2)
@@ -232,7 +234,8 @@ def _sizes_section(source: ReportSource) -> str:
     caption = ("Rows whose most probable component each is (diamonds: weight x rows, each component's share of the "
                "responsibilities)." if sizes is not None else "Component weights (no cluster sizes in this directory).")
     head = "<th>component</th><th>weight</th>" + ("<th>rows</th>" if sizes is not None else "")
-    body = "".join(f'<tr data-index="{j}">{_cell(j)}{_cell(float(w))}{_cell(sizes[j]) if sizes is not None else ""}</tr>'
+    body = "".join(f'<tr data-index="{j}">{_cell(j)}{_cell(float(w))}'
+                   f'{_cell(sizes[j]) if sizes is not None else ""}</tr>'
                    for j, w in enumerate(source.mixture.weights))
     table = f'<table class="components"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     return _section("cluster-sizes", "Cluster sizes", _figure(figure, "cluster sizes", caption), table)
@@ -281,7 +284,7 @@ def build_report(source: ReportSource, sample: Sample) -> str:
     parts.append(_sizes_section(source))
     parts.append(_sample_sections(source, sample))
     title = html.escape(f"sparkgmm report: {source.directory}")
-    made = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_STYLE}</style></head>\n<body><h1>{title}</h1>"
             f'<p class="made">Made {made} by sparkgmm {html.escape(__version__)}.</p>\n'

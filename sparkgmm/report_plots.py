@@ -8,7 +8,8 @@ projection is computed from the model alone (``projection_plane``), so it is the
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,12 +120,12 @@ def draw_convergence(ax_ll, ax_gap, initial: float | None, history: Sequence[dic
     if ax_gap is None:
         return
     final = values[-1]
-    gaps = [(t, final - v) for t, v in zip(iterations[:-1], values[:-1]) if final - v > 0]
+    gaps = [(t, final - v) for t, v in zip(iterations[:-1], values[:-1], strict=True) if final - v > 0]
     changes = [(h["iteration"], abs(h["change"])) for h in history if h.get("change")]
     if gaps:
-        ax_gap.semilogy(*zip(*gaps), marker="o", markersize=3, label="final - current")
+        ax_gap.semilogy(*zip(*gaps, strict=True), marker="o", markersize=3, label="final - current")
     if changes:
-        ax_gap.semilogy(*zip(*changes), marker=".", linestyle="--", label="|change| in the iteration")
+        ax_gap.semilogy(*zip(*changes, strict=True), marker=".", linestyle="--", label="|change| in the iteration")
     if gaps or changes:
         ax_gap.legend(fontsize="small")
     ax_gap.set(xlabel="iteration", title="distance to the final log-likelihood")
@@ -209,7 +210,7 @@ def draw_projection(ax, mixture: Mixture, X: np.ndarray, labels: np.ndarray, fea
     ax.scatter(points[:, 0], points[:, 1], c=[colors[j] for j in labels], s=4, alpha=0.4, linewidths=0,
                rasterized=True)
     centres = (mixture.means - mean) @ axes
-    for j, (centre, covariance) in enumerate(zip(centres, projected_covariances(mixture, axes))):
+    for j, (centre, covariance) in enumerate(zip(centres, projected_covariances(mixture, axes), strict=True)):
         _ellipse(ax, centre, covariance, colors[j])
         ax.annotate(str(j), centre, ha="center", va="center", fontsize="small", fontweight="bold",
                     bbox=dict(boxstyle="circle,pad=0.2", facecolor="white", edgecolor=colors[j], alpha=0.8))

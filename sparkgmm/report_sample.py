@@ -4,8 +4,9 @@ with pyarrow (only the feature columns of a few randomly chosen row groups), or 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,8 @@ def parquet_sample(path: str, mixture: Mixture, named: Sequence[str] | None, fit
         try:
             table = pieces[index].to_table(columns=columns)
         except (pa.ArrowException, OSError) as e:
-            raise InputError(f"--input {path}: {pieces[index].path} cannot be read ({str(e).splitlines()[0]})") from None
+            raise InputError(
+                f"--input {path}: {pieces[index].path} cannot be read ({str(e).splitlines()[0]})") from None
         group_keys = rng.random(table.num_rows)
         chosen = np.argpartition(group_keys, rows)[:rows] if table.num_rows > rows else np.arange(table.num_rows)
         X = np.concatenate([X, _matrix(table.take(chosen), columns, vector, mixture.n_features)])

@@ -48,14 +48,14 @@ class RowSample:
     rows: np.ndarray
 
     @classmethod
-    def empty(cls, capacity: int, n_features: int) -> "RowSample":
+    def empty(cls, capacity: int, n_features: int) -> RowSample:
         return cls(capacity, np.empty(0), np.empty(0, np.uint64), np.empty((0, max(n_features, 0))))
 
     @property
     def n_rows(self) -> int:
         return self.keys.shape[0]
 
-    def merge(self, other: "RowSample") -> "RowSample":
+    def merge(self, other: RowSample) -> RowSample:
         if not other.n_rows:
             return self
         if not self.n_rows:
@@ -109,7 +109,7 @@ class SampleBuilder:
             self._compact()
 
     def _compact(self) -> RowSample:
-        keys, hashes, rows = (np.concatenate(parts) for parts in zip(*self._pending))
+        keys, hashes, rows = (np.concatenate(parts) for parts in zip(*self._pending, strict=True))
         sample = _top(self.capacity, keys, hashes, rows)
         self._pending = [(sample.keys, sample.hashes, sample.rows)]
         self._pending_rows = sample.n_rows

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -106,12 +106,12 @@ def search_sample(sample: np.ndarray, specs: Sequence[SearchSpec]) -> list[Searc
         position += spec.restarts
         polish.append([result.mixture for result in _best_distinct(mine, max(POLISH_KEPT, spec.n_init))])
     polished, polish_passes = _em_side_by_side(
-        sample, [(spec, start) for spec, starts in zip(specs, polish) for start in starts], POLISH_TOL,
+        sample, [(spec, start) for spec, starts in zip(specs, polish, strict=True) for start in starts], POLISH_TOL,
         POLISH_MAX_ITER)
     seconds = time.perf_counter() - started
     outcomes = []
     position = 0
-    for spec, starts in zip(specs, polish):
+    for spec, starts in zip(specs, polish, strict=True):
         mine = _survivors(polished[position:position + len(starts)], spec, "polish")
         position += len(starts)
         best = _best_distinct(mine, spec.n_init)

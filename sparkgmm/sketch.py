@@ -31,8 +31,8 @@ below the ceiling it lies, whatever the units.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,11 +85,11 @@ class ValueSketch:
     counts: np.ndarray
 
     @classmethod
-    def empty(cls, reference: float = 0.0) -> "ValueSketch":
+    def empty(cls, reference: float = 0.0) -> ValueSketch:
         return cls(float(reference), np.zeros(0, np.int64), np.zeros(0))
 
     @classmethod
-    def of(cls, values: np.ndarray, weights: np.ndarray | None = None, reference: float = 0.0) -> "ValueSketch":
+    def of(cls, values: np.ndarray, weights: np.ndarray | None = None, reference: float = 0.0) -> ValueSketch:
         """The sketch of ``values`` (n,) with ``weights`` (n,) (None: 1 each; rows of weight 0 are left out)."""
         v = np.asarray(values, dtype=np.float64) - reference
         keep = ~np.isnan(v)
@@ -102,7 +102,7 @@ class ValueSketch:
         present = np.flatnonzero(counts)
         return cls(float(reference), present - BUCKETS_PER_SIGN, counts[present].astype(np.float64))
 
-    def merge(self, other: "ValueSketch") -> "ValueSketch":
+    def merge(self, other: ValueSketch) -> ValueSketch:
         if other.reference != self.reference:
             raise ValueError(f"cannot merge sketches relative to {self.reference!r} and {other.reference!r}")
         if not other.keys.size:
@@ -125,16 +125,17 @@ class ValueSketch:
 
     def quantiles(self, levels: Sequence[float]) -> np.ndarray:
         """The inverted-CDF quantile at each level in [0, 1] (see the module's docstring); NaN when empty."""
-        levels = np.asarray(levels, dtype=np.float64)
+        at = np.asarray(levels, dtype=np.float64)
         if not self.keys.size:
-            return np.full(levels.shape, np.nan)
+            return np.full(at.shape, np.nan)
         cumulative = np.cumsum(self.counts)
-        position = np.searchsorted(cumulative, levels * cumulative[-1], side="left")
+        position = np.searchsorted(cumulative, at * cumulative[-1], side="left")
         return bucket_values(self.keys[np.minimum(position, self.keys.size - 1)]) + self.reference
 
 
 def is_outlier_level(level: float) -> bool:
-    """Whether ``level`` can draw outliers (``outlierQuantile``, ``--outlier-quantile``); else see OUTLIER_LEVEL_RULE."""
+    """Whether ``level`` can draw outliers (``outlierQuantile``, ``--outlier-quantile``); else see
+    OUTLIER_LEVEL_RULE."""
     return math.isfinite(level) and 0.0 < level <= MAX_OUTLIER_LEVEL
 
 

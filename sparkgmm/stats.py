@@ -58,14 +58,14 @@ class SufficientStats:
 
     @classmethod
     def zeros(cls, n_components: int, n_features: int, covariance_type: str, worst: int = 0,
-              sketch_reference: float | None = None) -> "SufficientStats":
+              sketch_reference: float | None = None) -> SufficientStats:
         k, d = n_components, n_features
         second_shape = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
         return cls(0, 0.0, 0.0, np.zeros(k), np.zeros((k, d)), np.zeros(second_shape), np.zeros(k, dtype=np.int64),
                    TopRows.empty(worst, d) if worst else None,
                    None if sketch_reference is None else ValueSketch.empty(sketch_reference))
 
-    def merge(self, other: "SufficientStats") -> "SufficientStats":
+    def merge(self, other: SufficientStats) -> SufficientStats:
         return SufficientStats(
             self.n_samples + other.n_samples,
             self.weight_sum + other.weight_sum,
@@ -221,7 +221,8 @@ def m_step(
     if covariance_type in ("full", "tied"):
         cross = first[:, :, None] * delta[:, None, :]
         scatter = (
-            stats.second - cross - cross.transpose(0, 2, 1) + nk_true[:, None, None] * delta[:, :, None] * delta[:, None, :]
+            stats.second - cross - cross.transpose(0, 2, 1)
+            + nk_true[:, None, None] * delta[:, :, None] * delta[:, None, :]
         )
         if covariance_type == "full":
             covariances = scatter / nk[:, None, None]

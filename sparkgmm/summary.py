@@ -8,8 +8,9 @@ names themselves). Pure Python: the Spark model (``sparkgmm.spark.model``) holds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from .mixture import information_criteria
 from .persistence import ModelFormatError
@@ -90,7 +91,7 @@ class GaussianMixtureSummary:
         return {**asdict(self), "bic": self.bic, "aic": self.aic}
 
     @classmethod
-    def from_dict(cls, saved: Mapping[str, Any], where: str) -> "GaussianMixtureSummary":
+    def from_dict(cls, saved: Mapping[str, Any], where: str) -> GaussianMixtureSummary:
         """A summary block read back from JSON (lists are tuples again; ``bic``, ``aic`` and names this version does
         not know are left out); ``ModelFormatError`` naming ``where`` if it lacks a field."""
         try:
@@ -110,7 +111,7 @@ class GaussianMixtureSummary:
                 _json_value(getattr(self, entry.attribute)) for entry in REPORTED}
 
     @classmethod
-    def from_metrics(cls, metrics: Mapping[str, Any]) -> "GaussianMixtureSummary":
+    def from_metrics(cls, metrics: Mapping[str, Any]) -> GaussianMixtureSummary:
         """The summary that ``to_metrics`` wrote ``metrics`` from (keys it does not know are ignored)."""
         values = {entry.attribute: _python_value(metrics[entry.key]) for entry in REPORTED
                   if entry.attribute in _FIELDS and entry.key not in _PER_ITERATION}

@@ -24,11 +24,11 @@ class TopRows:
     rows: np.ndarray
 
     @classmethod
-    def empty(cls, capacity: int, n_features: int) -> "TopRows":
+    def empty(cls, capacity: int, n_features: int) -> TopRows:
         return cls(capacity, np.empty(0), np.empty((0, n_features)))
 
     @classmethod
-    def of(cls, capacity: int, keys: np.ndarray, rows_t: np.ndarray, origin: np.ndarray | None = None) -> "TopRows":
+    def of(cls, capacity: int, keys: np.ndarray, rows_t: np.ndarray, origin: np.ndarray | None = None) -> TopRows:
         """The top ``capacity`` of ``keys`` over the columns of ``rows_t`` (d, n); keys of -inf never count. Kept rows
         are float64, with ``origin`` (d,) added back when the columns are stored relative to it."""
         candidates = np.flatnonzero(keys > -np.inf)
@@ -40,11 +40,11 @@ class TopRows:
         return cls._sorted(capacity, keys[candidates], rows)
 
     @classmethod
-    def _sorted(cls, capacity: int, keys: np.ndarray, rows: np.ndarray) -> "TopRows":
+    def _sorted(cls, capacity: int, keys: np.ndarray, rows: np.ndarray) -> TopRows:
         order = np.lexsort((*rows.T[::-1], -keys))[:capacity] if keys.size else np.arange(0)
         return cls(capacity, keys[order], np.ascontiguousarray(rows[order]))
 
-    def merge(self, other: "TopRows") -> "TopRows":
+    def merge(self, other: TopRows) -> TopRows:
         return TopRows._sorted(
             self.capacity, np.concatenate([self.keys, other.keys]), np.concatenate([self.rows, other.rows])
         )

@@ -28,11 +28,11 @@ def test_one_pass_serves_every_live_candidate_and_a_finished_one_costs_nothing()
     run, sizes = counting(local_passes(X))
     from sparkgmm.em import em_candidate
 
-    short, long = (em_candidate(start, EMSettings(n, 0.0, 1e-6)) for start, n in zip(starts, (3, 8)))
+    short, long = (em_candidate(start, EMSettings(n, 0.0, 1e-6)) for start, n in zip(starts, (3, 8), strict=True))
     finished = run_side_by_side([short, long], run)
     assert sizes == [2] * 4 + [1] * 5  # 3 iterations + final together, then the longer one alone
     assert [f.passes for f in finished] == [4, 9]
-    for start, n, f in zip(starts, (3, 8), finished):  # side by side changes nothing in the result
+    for start, n, f in zip(starts, (3, 8), finished, strict=True):  # side by side changes nothing in the result
         alone = run_em(start, local_passes(X), max_iter=n, tol=0.0, reg_covar=1e-6)
         np.testing.assert_array_equal(f.value.mixture.means, alone.mixture.means)
 

@@ -76,7 +76,7 @@ def test_a_fit_resumed_after_any_pass_ends_exactly_where_the_uninterrupted_fit_e
         made = []
 
         def counted(requests, description):
-            made.append(description)
+            made.append(description)  # noqa: B023 -- used in this iteration only
             return run_pass(requests, description)
 
         resumed = fit_side_by_side(SPECS, counted, resumed_runs, passes=passes)
@@ -96,7 +96,7 @@ def test_a_checkpoint_of_another_fit_or_a_damaged_one_is_refused():
     fit_side_by_side(SPECS[1:2], local_passes(X), runs, after_pass=lambda p: saved.append(encode(KEY, runs, p)))
     document, arrays = as_files(*saved[-3])
     other_input = {**KEY, "input": {"rows": 2999, "fingerprint": 123}}
-    with pytest.raises(CheckpointError, match="its input.rows is 3000, this fit's is 2999"):
+    with pytest.raises(CheckpointError, match=r"its input\.rows is 3000, this fit's is 2999"):
         check(document, other_input, "checkpoint /x")
     with pytest.raises(CheckpointError, match=r"checkpoint /x was written by another fit: its fits\[1\].k is 3, this "
                                               "fit's is 4; resume with the same input and settings"):

@@ -52,7 +52,8 @@ partitions = 3
 
 def test_defaults_without_a_file():
     config = load_job_config("fit", REQUIRED["fit"])
-    assert (config.k, config.covariance_type, config.max_iter, config.tol, config.reg_covar) == (2, "full", 100, 1e-3, 1e-6)
+    assert (config.k, config.covariance_type, config.max_iter, config.tol, config.reg_covar) == (
+        2, "full", 100, 1e-3, 1e-6)
     assert config.seed is None and config.features == () and config.overwrite is False
 
 
@@ -132,9 +133,9 @@ def test_a_hostile_config_is_data_never_code(tmp_path):
     """Values are parsed as TOML and checked as data: nothing in a config file or flag is evaluated or run."""
     marker = tmp_path / "code-ran"
     code = f"__import__('pathlib').Path('{marker}').touch()"
-    with pytest.raises(ConfigError, match="k: .* is not an integer"):
+    with pytest.raises(ConfigError, match=r"k: .* is not an integer"):
         load_job_config("fit", {}, write(tmp_path, f'input = "in"\noutput = "out"\nk = "{code}"\n'))
-    with pytest.raises(ConfigError, match="--max-iter: .* is not an integer"):
+    with pytest.raises(ConfigError, match=r"--max-iter: .* is not an integer"):
         load_job_config("fit", {**REQUIRED["fit"], "max_iter": code})
     # where a string is wanted it stays the string it was given
     config = load_job_config("fit", {}, write(tmp_path, f'input = "{code}"\noutput = "$(touch {marker})"\n'

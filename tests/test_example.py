@@ -23,7 +23,8 @@ def test_example_runs_every_job_through_spark_submit(tmp_path):
         assert (tmp_path / "out" / output / "_SUCCESS").exists()
     page = (tmp_path / "out" / "example-report.html").read_text()
     assert "k=4 diag" in page and page.count("data:image/png;base64,") >= 4  # every figure, embedded
-    fitted, truth = Mixture.load(tmp_path / "out" / "example-model"), Mixture.load(tmp_path / "data" / "example.parquet.truth")
+    fitted = Mixture.load(tmp_path / "out" / "example-model")
+    truth = Mixture.load(tmp_path / "data" / "example.parquet.truth")
     for mean in truth.means:
         assert np.min(np.linalg.norm(fitted.means - mean, axis=1)) < 0.05
     metrics = json.loads((tmp_path / "out" / "example-model" / "metrics.json").read_text())

@@ -329,7 +329,7 @@ def test_select_job_writes_candidates_and_the_best_model(spark, points, tmp_path
         from_csv = list(csv.DictReader(f))
     assert list(from_csv[0]) == ["k", "covariance_type", "log_likelihood", "bic", "aic", "n_parameters", "n_iter",
                                  "converged", "passes", "seconds"]
-    for row, csv_row in zip(rows, from_csv):
+    for row, csv_row in zip(rows, from_csv, strict=True):
         assert float(csv_row["bic"]) == row["bic"] and int(csv_row["k"]) == row["k"]
     best = min(range(len(rows)), key=lambda i: rows[i]["bic"])
     assert document["best"] == {"k": rows[best]["k"], "covariance_type": rows[best]["covariance_type"], "index": best}

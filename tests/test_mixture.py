@@ -50,9 +50,9 @@ def test_sample_is_reproducible_and_has_the_right_moments(covariance_type):
         rows = X1[labels1 == j]
         # Standard errors at 20k rows are ~1%: a wrong factor (e.g. L instead of L.T) is far outside 5%.
         np.testing.assert_allclose(rows.mean(0), mixture.means[j], atol=0.05)
-        cov = {"full": lambda: mixture.covariances[j], "tied": lambda: mixture.covariances,
-               "diag": lambda: np.diag(mixture.covariances[j]),
-               "spherical": lambda: np.eye(3) * mixture.covariances[j]}[covariance_type]()
+        cov = {"full": lambda j=j: mixture.covariances[j], "tied": lambda: mixture.covariances,
+               "diag": lambda j=j: np.diag(mixture.covariances[j]),
+               "spherical": lambda j=j: np.eye(3) * mixture.covariances[j]}[covariance_type]()
         np.testing.assert_allclose(np.cov(rows.T), cov, atol=0.05 * np.abs(cov).max())
     np.testing.assert_allclose(np.bincount(labels1) / 40_000, mixture.weights, atol=0.01)
 

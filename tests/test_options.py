@@ -110,7 +110,7 @@ def test_every_checked_option_of_both_sides_has_a_bad_value_here():
 def test_an_empty_weight_col_is_no_weights_in_the_api_and_an_error_in_a_job():
     """pyspark.ml's convention: an empty weightCol means unweighted rows; a job refuses an empty --weight-col."""
     assert GaussianMixture(weightCol="")._validated()["weightCol"] is None
-    with pytest.raises(ConfigError, match="^--weight-col: '' must not be empty$"):
+    with pytest.raises(ConfigError, match=r"^--weight-col: '' must not be empty$"):
         load_job_config("fit", {**REQUIRED["fit"], "weight_col": ""})
 
 

@@ -28,7 +28,7 @@ def dense_covariances(mixture) -> np.ndarray:
 def test_ceiling_is_the_mixture_density_at_its_peaks_bound_and_bounds_every_row(covariance_type):
     mixture = make_mixture(covariance_type, n_components=3, n_features=4, seed=6)
     peaks = [multivariate_normal(mean, cov).logpdf(mean)
-             for mean, cov in zip(mixture.means, dense_covariances(mixture))]
+             for mean, cov in zip(mixture.means, dense_covariances(mixture), strict=True)]
     ceiling = log_density_ceiling(mixture)
     np.testing.assert_allclose(ceiling, logsumexp(np.log(mixture.weights) + peaks), rtol=1e-12)
     X, _ = mixture.sample(2000, seed=1)

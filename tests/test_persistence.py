@@ -74,7 +74,7 @@ def test_file_uris_are_local_and_other_schemes_need_spark(tmp_path):
     for uri in ("hdfs://namenode/models/gmm", "s3a://bucket/gmm", "foo://x"):
         with pytest.raises(InputError, match="GaussianMixtureModel"):
             mixture.save(uri)
-        with pytest.raises(InputError, match="GaussianMixtureModel.load"):
+        with pytest.raises(InputError, match=r"GaussianMixtureModel\.load"):
             Mixture.load(uri)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing named hdfs:, s3a: or foo:
     assert not pathlib.Path("hdfs:").exists()
@@ -101,7 +101,7 @@ def set_data(path, **columns):
 
 
 def set_block(path, **changes):
-    part = [p for p in (path / "metadata").iterdir() if p.name.startswith("part-")][0]
+    part = next(p for p in (path / "metadata").iterdir() if p.name.startswith("part-"))
     document = json.loads(part.read_text())
     document["sparkgmm"].update(changes)
     part.write_text(json.dumps(document))
@@ -109,7 +109,7 @@ def set_block(path, **changes):
 
 def damage(path, how):
     arrays = {name: getattr(Mixture.load(path), name) for name in ("weights", "means", "covariances")}
-    part = [p for p in (path / "metadata").iterdir() if p.name.startswith("part-")][0]
+    part = next(p for p in (path / "metadata").iterdir() if p.name.startswith("part-"))
     if how == "no metadata":
         for p in (path / "metadata").iterdir():
             p.unlink()
@@ -128,7 +128,7 @@ def damage(path, how):
         for p in (path / "data").iterdir():
             p.unlink()
     elif how == "truncated data":
-        data = [p for p in (path / "data").iterdir() if p.name.startswith("part-")][0]
+        data = next(p for p in (path / "data").iterdir() if p.name.startswith("part-"))
         data.write_bytes(data.read_bytes()[:40])
     elif how == "wrong shape":
         set_data(path, means=arrays["means"][:, :2])
@@ -150,7 +150,8 @@ def damage(path, how):
      ("foreign format", "not a sparkgmm directory \\(it holds a org.apache.spark.ml.clustering.KMeansModel\\)"),
      ("future version", "format version 99"), ("damaged shape metadata", "n_components=0"),
      ("no data", "must be one row; found 0"), ("truncated data", "unreadable"), ("wrong shape", "expected \\(3, 4\\)"),
-     ("wrong dtype", "list<element: float>; expected list<double>"), ("null value", "has nulls"), ("not positive definite", "damaged"),
+     ("wrong dtype", "list<element: float>; expected list<double>"), ("null value", "has nulls"),
+     ("not positive definite", "damaged"),
      ("summary not an object", "summary"), ("quantile level outside [0, 1]", "outside \\[0, 1\\]")],
 )
 def test_damaged_model_fails_clearly(tmp_path, how, message):

@@ -58,7 +58,6 @@ def test_pipeline_and_its_model_round_trip(spark, data, model, tmp_path):
 
 
 def test_cross_validator_and_its_model_round_trip(spark, data, model, tmp_path):
-    df, _ = data
     gmm = GaussianMixture(covarianceType="diag", maxIter=5, seed=1)
     grid = ParamGridBuilder().addGrid(gmm.k, [2, 3]).build()
     cv = CrossValidator(estimator=gmm, estimatorParamMaps=grid, evaluator=ClusteringEvaluator(), numFolds=2, seed=1)
@@ -132,12 +131,12 @@ def test_overwrite_is_asked_for_and_a_failed_save_keeps_the_old_model(spark, mod
 def test_unknown_schemes_and_missing_models_are_input_errors(spark, model, tmp_path):
     for call in (lambda: model.save("foo://somewhere/m"), lambda: GaussianMixtureModel.load("foo://somewhere/m"),
                  lambda: GaussianMixture().save("foo://somewhere/e")):
-        with pytest.raises(InputError, match="foo://somewhere/.: no Hadoop file system for scheme 'foo'"):
+        with pytest.raises(InputError, match=r"foo://somewhere/\.: no Hadoop file system for scheme 'foo'"):
             call()
     with pytest.raises(InputError, match=f"model path '{tmp_path}/nope' does not exist"):
         GaussianMixtureModel.load(str(tmp_path / "nope"))
     model.save(str(tmp_path / "m"))
-    with pytest.raises(InputError, match="holds a model .*, not a GaussianMixture estimator"):
+    with pytest.raises(InputError, match=r"holds a model .*, not a GaussianMixture estimator"):
         GaussianMixture.load(str(tmp_path / "m"))
 
 

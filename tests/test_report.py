@@ -257,8 +257,8 @@ def test_a_select_report_shows_every_candidate_and_the_chosen_one(tmp_path):
     assert page.summary["criterion"] == "lowest BIC of 8 candidates" and page.warnings == []
     shown = page.tables["candidates"][1:]  # after the header row
     assert len(shown) == len(document["candidates"])
-    for row, candidate in zip(shown, document["candidates"]):
-        k, covariance_type, ll, bic, aic, n_parameters, n_iter, converged = row["cells"]
+    for row, candidate in zip(shown, document["candidates"], strict=True):
+        k, covariance_type, _ll, bic, aic, _n_parameters, n_iter, converged = row["cells"]
         assert (number(k), covariance_type, number(n_iter)) == (candidate["k"], candidate["covariance_type"],
                                                                 candidate["n_iter"])
         assert number(bic) == pytest.approx(candidate["bic"]) and number(aic) == pytest.approx(candidate["aic"])

@@ -52,7 +52,7 @@ def test_weighted_rows_are_drawn_in_proportion_to_their_weights_and_zero_weights
     w = rng.choice([0.0, 1.0, 3.0], size=n)
     sample = draw_sample(blocks_of(X, w), 2000, SEED, 2)
     kept = {tuple(row) for row in sample.ordered()}
-    drawn_w = np.array([wi for row, wi in zip(map(tuple, X), w) if row in kept])
+    drawn_w = np.array([wi for row, wi in zip(map(tuple, X), w, strict=True) if row in kept])
     assert drawn_w.shape[0] == 2000 and not np.any(drawn_w == 0.0)
     # Each row of weight 3 is drawn about 3 times as often as one of weight 1 (the sample is 5% of the weight).
     heavy, light = np.count_nonzero(drawn_w == 3.0), np.count_nonzero(drawn_w == 1.0)

@@ -63,7 +63,7 @@ def test_n_init_starts_from_the_best_distinct_optima_of_the_search():
     fitted = fit_side_by_side([FitSpec(6, "full", SETTINGS, "sample", 4, n_init=3, sample_restarts=12)],
                               local_passes(X), sample=sample_of(X))[0]
     starts = [r.initial for r in fitted.restarts]
-    for start, expected in zip(starts, outcome.starts):
+    for start, expected in zip(starts, outcome.starts, strict=True):
         np.testing.assert_array_equal(start.means, expected.means)
 
 

@@ -104,7 +104,7 @@ def test_merge_with_float_weights_is_order_free_up_to_rounding():
     rng = np.random.default_rng(3)
     values = draw("heavy", 4000, rng)
     weights = rng.exponential(1.0, values.size)
-    parts = [ValueSketch.of(v, w) for v, w in zip(np.split(values, 4), np.split(weights, 4))]
+    parts = [ValueSketch.of(v, w) for v, w in zip(np.split(values, 4), np.split(weights, 4), strict=True)]
     a = parts[0].merge(parts[1]).merge(parts[2].merge(parts[3]))
     b = parts[3].merge(parts[0]).merge(parts[2]).merge(parts[1])
     whole = ValueSketch.of(values, weights)

@@ -59,7 +59,7 @@ def test_from_sklearn_takes_a_fitted_model_back(covariance_type):
 def test_from_sklearn_refuses_an_unfitted_model_and_other_objects():
     with pytest.raises(InputError, match="not fitted"):
         Mixture.from_sklearn(SkGaussianMixture(2))
-    with pytest.raises(InputError, match="expected a sklearn.mixture.GaussianMixture"):
+    with pytest.raises(InputError, match=r"expected a sklearn\.mixture\.GaussianMixture"):
         Mixture.from_sklearn(object())
     with pytest.raises(InputError, match="n_components from the mixture"):
         make_mixture("diag").to_sklearn(n_components=4)

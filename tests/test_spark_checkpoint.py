@@ -219,7 +219,7 @@ def test_a_pickle_in_a_checkpoint_or_a_model_is_never_loaded(spark, data, tmp_pa
     with np.load(model_dir / "params.npz") as npz:
         arrays = {key: npz[key] for key in npz.files}
     hostile_npz(model_dir / "params.npz", marker, "means", **arrays)
-    with pytest.raises(ValueError, match="unreadable .*Object arrays cannot be loaded when allow_pickle=False"):
+    with pytest.raises(ValueError, match=r"unreadable .*Object arrays cannot be loaded when allow_pickle=False"):
         Mixture.load(model_dir)
     assert not marker.exists()
     # the payload really is a pickle that runs code: loaded with pickle allowed, it creates the marker
@@ -300,8 +300,8 @@ def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_ru
     # Another JVM and process before the kill, but the same partitioning: the sums are added in the same order.
     difference = max(float(np.max(np.abs(getattr(resumed, name) - getattr(whole, name))))
                      for name in ("weights", "means", "covariances"))
-    print(f"resumed after {done} of {max_iter} iterations; largest parameter difference from the uninterrupted fit: "
-          f"{difference:.3g}")
-    assert difference <= 1e-12
+    assert difference <= 1e-12, (
+        f"resumed after {done} of {max_iter} iterations; largest parameter difference from the uninterrupted fit: "
+        f"{difference:.3g}")
     assert [h["log_likelihood"] for h in resumed_metrics["history"]] == pytest.approx(
         [h["log_likelihood"] for h in whole_metrics["history"]], rel=1e-13)

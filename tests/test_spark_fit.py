@@ -218,7 +218,8 @@ def test_invalid_rows_are_skipped_and_counted_when_asked(spark):
     features[1][0], features[50][2] = np.nan, np.inf
     weights = w.copy()
     weights[2], weights[51], weights[599] = -1.0, np.nan, np.inf
-    df = spark.createDataFrame([(f, float(v)) for f, v in zip(features, weights)], "features array<double>, w double")
+    df = spark.createDataFrame([(f, float(v)) for f, v in zip(features, weights, strict=True)],
+                               "features array<double>, w double")
     estimator = GaussianMixture(k=3, weightCol="w", seed=4, tol=1e-8)
     with pytest.raises(ValueError, match="7 rows have null, NaN or infinite values in features 'features' or in weight "
                                          r"column 'w' .*skip them \(handleInvalid='skip', --invalid-rows skip\)"):
@@ -286,7 +287,7 @@ def test_initial_model_must_fit_the_problem(spark):
         GaussianMixture(k=2, initialModel=start).fit(df)
     with pytest.raises(ValueError, match="initialModel has 2 full components but k=3"):
         GaussianMixture(k=3, initialModel=start).fit(df)
-    with pytest.raises(TypeError, match="sparkgmm.Mixture"):
+    with pytest.raises(TypeError, match=r"sparkgmm\.Mixture"):
         GaussianMixture(k=2, initialModel="model.json")
 
 
@@ -364,7 +365,7 @@ def test_fit_multiple_converts_once_and_equals_separate_fits(spark):
     descriptions = job_descriptions_since(spark, before)
     assert descriptions.count("sparkgmm: convert features to blocks") == 1
     assert persisted_rdd_count(spark) == 0
-    for param_map, model in zip(maps, models):
+    for param_map, model in zip(maps, models, strict=True):
         alone = gmm.copy(param_map).fit(df)
         assert (model.mixture.n_components, model.mixture.covariance_type) == (
             alone.mixture.n_components, alone.mixture.covariance_type)

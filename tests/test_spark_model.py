@@ -57,7 +57,7 @@ def test_output_column_names_follow_params(fitted):
 
 
 def test_save_and_load(fitted, tmp_path):
-    model, df, X = fitted
+    model, df, _ = fitted
     model.save(str(tmp_path / "m"))
     loaded = GaussianMixtureModel.load(str(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.covariances, model.covariances)
@@ -83,7 +83,7 @@ def test_transform_refuses_to_replace_a_column(fitted):
     with pytest.raises(InputError, match="output column 'prediction' already exists in the DataFrame"):
         model.transform(scored)
     renamed = model.copy().setPredictionCol("cluster").setProbabilityCol("p")
-    with pytest.raises(InputError, match="output column 'logDensity' already exists .* set logDensityCol"):
+    with pytest.raises(InputError, match=r"output column 'logDensity' already exists .* set logDensityCol"):
         renamed.transform(scored)
     assert renamed.copy().setLogDensityCol("ld").transform(scored).columns[-3:] == ["cluster", "p", "ld"]
 
@@ -126,7 +126,7 @@ def test_outlier_flags_are_the_rows_below_the_training_quantile(fitted, spark):
     odd = spark.createDataFrame([(0, None), (1, [50.0, 50.0, 50.0])], "id int, features array<double>")
     assert [r.odd for r in sorted(flagging.transform(odd).collect())] == [None, True]
     # a model that was not fitted holds no quantiles to flag by
-    with pytest.raises(InputError, match="holds no training log-density quantiles .* refit it"):
+    with pytest.raises(InputError, match=r"holds no training log-density quantiles .* refit it"):
         GaussianMixtureModel(model.mixture).setOutlierQuantile(0.05).transform(df)
     with pytest.raises(InputError, match=r"outlierQuantile=0.9 must be a quantile level in \(0, 0.5\]"):
         model.copy().setOutlierQuantile(0.9).transform(df)

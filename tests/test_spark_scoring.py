@@ -39,7 +39,7 @@ def sorted_rows(df):
 
 def assert_same_rows(left, right):
     assert len(left) == len(right)
-    for x, y in zip(left, right):
+    for x, y in zip(left, right, strict=True):
         assert x.keys() == y.keys()
         for key in x:
             if key in ("probability", "p") and x[key] is not None:
@@ -80,8 +80,8 @@ def test_the_jobs_task_written_files_are_what_sparks_writer_writes(spark, mixtur
     rows, scored = write_scored(spark, plan, directory, "prediction")
     assert (rows, scored) == (400, 400 - 24)
     score_dataframe(df, "features", ["a", "b", "c"], mixture, "prediction", "probability", "log_density",
-                    probability_as_vector=False, outlier_col=outputs.outlier, outlier_threshold=outputs.outlier_threshold,
-                    keep=keep).write.parquet(str(tmp_path / "spark"))
+                    probability_as_vector=False, outlier_col=outputs.outlier,
+                    outlier_threshold=outputs.outlier_threshold, keep=keep).write.parquet(str(tmp_path / "spark"))
     by_tasks, by_spark = spark.read.parquet(str(tmp_path / "tasks")), spark.read.parquet(str(tmp_path / "spark"))
     assert by_tasks.schema == by_spark.schema
     assert_same_rows(sorted_rows(by_tasks), sorted_rows(by_spark))

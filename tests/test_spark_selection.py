@@ -91,7 +91,7 @@ def test_warm_start_from_a_fitted_model(spark):
 
 
 def test_select_model_picks_the_true_k_by_bic_in_shared_passes(spark):
-    X, _, truth = blobs(k=3, n=3000, d=3, seed=11, spread=5.0)
+    X, _, _ = blobs(k=3, n=3000, d=3, seed=11, spread=5.0)
     df = frame(spark, X, 3)
     before = last_job_id(spark)
     selection = select_model(df, k=[1, 2, 3, 4, 5], covarianceTypes=["full", "diag"], seed=3, maxIter=200,
@@ -101,8 +101,9 @@ def test_select_model_picks_the_true_k_by_bic_in_shared_passes(spark):
     assert [(r["k"], r["covariance_type"]) for r in rows] == [(k, t) for t in ("full", "diag") for k in range(1, 6)]
     assert selection.criterion == "bic" and rows[selection.best]["k"] == 3
     assert selection.best == int(np.argmin([r["bic"] for r in rows]))
-    assert selection.bestModel.mixture.n_components == 3 and selection.bestModel.summary.bic == rows[selection.best]["bic"]
-    for row, model in zip(rows, selection.models):  # each criterion is the model's own, on the data
+    assert selection.bestModel.mixture.n_components == 3
+    assert selection.bestModel.summary.bic == rows[selection.best]["bic"]
+    for row, model in zip(rows, selection.models, strict=True):  # each criterion is the model's own, on the data
         np.testing.assert_allclose(row["bic"], model.mixture.bic(X), rtol=1e-9)
     # Ten candidates with two restarts each, one conversion, and far fewer passes than fitting them one by one.
     assert jobs.count("sparkgmm: convert features to blocks") == 1
@@ -123,7 +124,7 @@ def test_select_model_from_sample_optima_equals_its_full_data_answer(spark):
         3, "full")
     # Every candidate was searched on the sample, then polished on the full data: its criterion is the full data's,
     # and it is no worse than the best of four k-means|| restarts run on the full data.
-    for ours, theirs, model in zip(searched.candidates, full_data.candidates, searched.models):
+    for ours, theirs, model in zip(searched.candidates, full_data.candidates, searched.models, strict=True):
         assert model.summary.sampleRows == 3000 and model.summary.restarts[0]["initPasses"] == 0
         np.testing.assert_allclose(ours["bic"], model.mixture.bic(X), rtol=1e-9)
         assert ours["log_likelihood"] >= theirs["log_likelihood"] - 1e-5

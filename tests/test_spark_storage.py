@@ -88,7 +88,7 @@ def test_a_pass_that_finds_its_files_gone_rewrites_them_and_answers_the_same(spa
 
 @pytest.mark.parametrize("storage", ["local-files", "spark-cache"])
 def test_a_skewed_input_is_dealt_out_so_that_every_task_reads_its_share(spark, storage):
-    X, start = overlapping_data_and_start("diag", n=1000)
+    X, _ = overlapping_data_and_start("diag", n=1000)
     # Three input partitions of 900, 50 and 50 rows: two tasks would read ~950 and 50 rows.
     parts = [X[:900].tolist(), X[900:950].tolist(), X[950:].tolist()]
     rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])

@@ -58,7 +58,7 @@ def test_merge_over_random_splits_equals_one_pass(covariance_type, weighted):
         cuts = np.sort(rng.choice(np.arange(1, X.shape[0]), size=rng.integers(1, 8), replace=False))
         pieces = [
             run_accumulate(X[a:b], None if w is None else w[a:b], mixture)
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, X.shape[0]])
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, X.shape[0]], strict=True)
         ]
         # Merge in a random tree order: associativity means the shape of the reduction does not matter.
         while len(pieces) > 1:
@@ -96,7 +96,7 @@ def test_m_step_matches_weighted_empirical_estimates(covariance_type):
 
 def test_mean_log_likelihood_needs_rows():
     with pytest.raises(ValueError, match="no rows"):
-        SufficientStats.zeros(2, 2, "full").mean_log_likelihood
+        _ = SufficientStats.zeros(2, 2, "full").mean_log_likelihood
 
 
 def test_wide_data_takes_the_symmetric_update_path_and_agrees():

@@ -33,9 +33,9 @@ def test_every_field_of_the_summary_has_one_name_in_metrics():
 
 def test_metrics_and_the_model_directory_block_read_back_as_the_same_summary():
     summary = summary_of_every_field()
-    unset = [f.name for f in dataclasses.fields(summary) if f.default is not dataclasses.MISSING
-             and getattr(summary, f.name) == f.default or f.default_factory is not dataclasses.MISSING
-             and getattr(summary, f.name) == f.default_factory()]
+    unset = [f.name for f in dataclasses.fields(summary) if (f.default is not dataclasses.MISSING
+             and getattr(summary, f.name) == f.default) or (f.default_factory is not dataclasses.MISSING
+             and getattr(summary, f.name) == f.default_factory())]
     assert unset == []  # the example sets every field, so that losing any one on the way shows below
     assert GaussianMixtureSummary.from_metrics(through_json(summary.to_metrics())) == summary
     assert GaussianMixtureSummary.from_dict(through_json(summary.to_dict()), "model") == summary

@@ -18,8 +18,9 @@ import json
 import logging
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -27,7 +28,7 @@ from pyspark.sql import SparkSession
 from ..candidates import FitSpec, RestartRun
 from ..checkpoint import CheckpointError, check, encode, restore
 from ..errors import InputError
-from ..files import LOCAL_FILES, StagedWrite, local_path_of
+from ..files import LOCAL_FILES, LocalFiles, StagedWrite, local_path_of
 from ..mixture import Mixture
 from .outputs import HadoopFiles
 from .session import is_connect
@@ -76,6 +77,8 @@ class CheckpointStore:
 
     def __init__(self, spark: SparkSession, uri: str):
         self.uri = uri
+        self._files: LocalFiles | HadoopFiles
+        self._root: Any  # a Path for LOCAL_FILES, a URI string for HadoopFiles: each takes its own
         if is_connect(spark):
             self._files, self._root = LOCAL_FILES, connect_local_dir(uri)
             return
@@ -144,7 +147,8 @@ class CheckpointStore:
             local.mkdir()
             (local / STATE_FILE).write_text(json.dumps(document, allow_nan=False) + "\n")
             with open(local / ARRAYS_FILE, "wb") as f:
-                np.savez(f, **arrays)
+                # mypy matches **arrays against savez's allow_pickle: bool as well; the keys are array names.
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             self._publish(local, f"{PREFIX}{passes:08d}")
         for older, name in self._saved():
             if older < passes:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from .session import WORKER_ENV, speed_settings
 
@@ -65,7 +66,7 @@ class LocalConnectServer:
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="sparkgmm-connect-"))
         self._process: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
         self._launched = 0.0
 
     @property
@@ -107,7 +108,7 @@ class LocalConnectServer:
         })
         return env
 
-    def launch(self) -> "LocalConnectServer":
+    def launch(self) -> LocalConnectServer:
         """Start the server and return at once (``wait`` for it later: the caller may do other work meanwhile)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -118,7 +119,7 @@ class LocalConnectServer:
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
-    def wait(self) -> "LocalConnectServer":
+    def wait(self) -> LocalConnectServer:
         """Poll the port until it accepts connections; an error (with the end of the server's log) if the server
         exits first or is not up within ``startup_seconds``."""
         while not accepts_connections(self.port):
@@ -133,7 +134,7 @@ class LocalConnectServer:
                     time.monotonic() - self._launched, self.log_file)
         return self
 
-    def start(self) -> "LocalConnectServer":
+    def start(self) -> LocalConnectServer:
         return self.launch().wait()
 
     def log_tail(self, lines: int = 30) -> str:
@@ -161,7 +162,7 @@ class LocalConnectServer:
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalConnectServer":
+    def __enter__(self) -> LocalConnectServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator
@@ -38,6 +39,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     spherical. Params as ``pyspark.ml.clustering.GaussianMixture`` where they mean the same; ``tol`` applies to
     the change of the *mean* per-sample log-likelihood, as in scikit-learn."""
 
+    _input_kwargs: dict[str, Any]  # the keywords given, set by @keyword_only (as pyspark.ml's own classes declare it)
+
     # The keyword defaults are written out as pyspark.ml writes them, for the reader: @keyword_only passes on only
     # the keywords given, and the Params' defaults come from the option table (tests/test_options.py checks both
     # signatures against it).
@@ -69,77 +72,77 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         keepCheckpoint: bool = False, outlierQuantile: float | None = None, outlierCol: str = "isOutlier",
         engine: str = "auto", sampleRows: int = 131072, sampleRestarts: int = 16,
         maxReseeds: int = 8,
-    ) -> "GaussianMixture":
+    ) -> GaussianMixture:
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
 
-    def setK(self, value: int) -> "GaussianMixture":
+    def setK(self, value: int) -> GaussianMixture:
         return self._set(k=value)
 
-    def setCovarianceType(self, value: str) -> "GaussianMixture":
+    def setCovarianceType(self, value: str) -> GaussianMixture:
         return self._set(covarianceType=value)
 
-    def setMaxIter(self, value: int) -> "GaussianMixture":
+    def setMaxIter(self, value: int) -> GaussianMixture:
         return self._set(maxIter=value)
 
-    def setTol(self, value: float) -> "GaussianMixture":
+    def setTol(self, value: float) -> GaussianMixture:
         return self._set(tol=value)
 
-    def setRegCovar(self, value: float) -> "GaussianMixture":
+    def setRegCovar(self, value: float) -> GaussianMixture:
         return self._set(regCovar=value)
 
-    def setSeed(self, value: int) -> "GaussianMixture":
+    def setSeed(self, value: int) -> GaussianMixture:
         return self._set(seed=value)
 
-    def setInitMode(self, value: str) -> "GaussianMixture":
+    def setInitMode(self, value: str) -> GaussianMixture:
         return self._set(initMode=value)
 
-    def setInitialModel(self, value: Any) -> "GaussianMixture":
+    def setInitialModel(self, value: Any) -> GaussianMixture:
         return self._set(initialModel=value)
 
-    def setInitSteps(self, value: int) -> "GaussianMixture":
+    def setInitSteps(self, value: int) -> GaussianMixture:
         return self._set(initSteps=value)
 
-    def setNInit(self, value: int) -> "GaussianMixture":
+    def setNInit(self, value: int) -> GaussianMixture:
         return self._set(nInit=value)
 
-    def setSampleRows(self, value: int) -> "GaussianMixture":
+    def setSampleRows(self, value: int) -> GaussianMixture:
         return self._set(sampleRows=value)
 
-    def setSampleRestarts(self, value: int) -> "GaussianMixture":
+    def setSampleRestarts(self, value: int) -> GaussianMixture:
         return self._set(sampleRestarts=value)
 
-    def setMaxReseeds(self, value: int) -> "GaussianMixture":
+    def setMaxReseeds(self, value: int) -> GaussianMixture:
         return self._set(maxReseeds=value)
 
-    def setAcceleration(self, value: str) -> "GaussianMixture":
+    def setAcceleration(self, value: str) -> GaussianMixture:
         return self._set(acceleration=value)
 
-    def setWeightCol(self, value: str) -> "GaussianMixture":
+    def setWeightCol(self, value: str) -> GaussianMixture:
         return self._set(weightCol=value)
 
-    def setAggregationDepth(self, value: int) -> "GaussianMixture":
+    def setAggregationDepth(self, value: int) -> GaussianMixture:
         return self._set(aggregationDepth=value)
 
-    def setStorageLevel(self, value: str) -> "GaussianMixture":
+    def setStorageLevel(self, value: str) -> GaussianMixture:
         return self._set(storageLevel=value)
 
-    def setDtype(self, value: str) -> "GaussianMixture":
+    def setDtype(self, value: str) -> GaussianMixture:
         return self._set(dtype=value)
 
-    def setBlockStorage(self, value: str) -> "GaussianMixture":
+    def setBlockStorage(self, value: str) -> GaussianMixture:
         return self._set(blockStorage=value)
 
-    def setHandleInvalid(self, value: str) -> "GaussianMixture":
+    def setHandleInvalid(self, value: str) -> GaussianMixture:
         return self._set(handleInvalid=value)
 
-    def setCheckpointDir(self, value: str) -> "GaussianMixture":
+    def setCheckpointDir(self, value: str) -> GaussianMixture:
         return self._set(checkpointDir=value)
 
-    def setKeepCheckpoint(self, value: bool) -> "GaussianMixture":
+    def setKeepCheckpoint(self, value: bool) -> GaussianMixture:
         return self._set(keepCheckpoint=value)
 
-    def setEngine(self, value: str) -> "GaussianMixture":
+    def setEngine(self, value: str) -> GaussianMixture:
         return self._set(engine=value)
 
     def write(self) -> DirectoryWriter:
@@ -155,7 +158,9 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         with open_feature_blocks(dataset, [self]) as blocks:
             return fit_on_blocks([self], blocks)[0]
 
-    def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]) -> Iterator[tuple[int, GaussianMixtureModel]]:
+    def fitMultiple(
+        self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]
+    ) -> Iterator[tuple[int, GaussianMixtureModel]]:
         """Fit one model per param map. When the maps agree on the input (features, weights, storage), as when
         they vary ``k``, the covariance type, the seed or the EM settings, the features are converted to cached
         blocks once and every fit runs side by side in shared passes (on the first ``next``). Yields
@@ -178,7 +183,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         )
 
     def _features_description(self) -> str:
-        return ", ".join(self.input_columns()) if self.input_columns() else repr(self.getFeaturesCol())
+        input_cols = self.input_columns()
+        return ", ".join(input_cols) if input_cols else repr(self.getFeaturesCol())
 
     def _searches_sample(self) -> bool:
         return self.getInitMode() == SAMPLE_INIT_MODE and self.getInitialModel() is None
@@ -206,9 +212,12 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
     def _check_blocks(self, blocks: StoredBlocks, k: int, initial_model: Mixture | None) -> None:
         what = self._features_description()
         if blocks.ragged_rows:
-            raise InputError(f"features {what}: rows have different lengths; every row needs the same number of features")
+            raise InputError(
+                f"features {what}: rows have different lengths; every row needs the same number of features"
+            )
         if blocks.invalid_rows and self.getHandleInvalid() == "error":
-            weight = f" or in weight column {self._weight_col()!r} (null, negative or not finite)" if self._weight_col() else ""
+            weight_col = self._weight_col()
+            weight = f" or in weight column {weight_col!r} (null, negative or not finite)" if weight_col else ""
             raise InputError(
                 f"{blocks.invalid_rows} rows have null, NaN or infinite values in features {what}{weight}; "
                 "drop or impute them, or skip them (handleInvalid='skip', --invalid-rows skip)"
@@ -237,7 +246,7 @@ class _SharedBlockFits:
         self._models: list[GaussianMixtureModel] | None = None
         self._lock = threading.Lock()
 
-    def __iter__(self) -> "_SharedBlockFits":
+    def __iter__(self) -> _SharedBlockFits:
         return self
 
     def __next__(self) -> tuple[int, GaussianMixtureModel]:
@@ -313,7 +322,7 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -
     return [
         estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks, resumed),
                                                    logDensityQuantiles=outcome.best.log_density_quantiles))
-        for estimator, outcome in zip(estimators, outcomes)
+        for estimator, outcome in zip(estimators, outcomes, strict=True)
     ]
 
 

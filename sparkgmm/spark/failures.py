@@ -87,17 +87,18 @@ def raise_input_error(exc: BaseException, source: str | None = None) -> None:
 def _spark_text(exc: BaseException) -> str:
     """The text of every Spark or Py4J exception in ``exc``'s chain (a Py4JJavaError's includes its Java causes)."""
     texts = []
-    seen = set()
-    while exc is not None and id(exc) not in seen and len(seen) < 8:
-        seen.add(id(exc))
-        module = type(exc).__module__.split(".")[0]
-        if module in ("py4j", "pyspark") or type(exc).__name__ in ("Py4JJavaError", "AnalysisException",
-                                                                   "SparkException"):
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen and len(seen) < 8:
+        seen.add(id(link))
+        module = type(link).__module__.split(".")[0]
+        if module in ("py4j", "pyspark") or type(link).__name__ in ("Py4JJavaError", "AnalysisException",
+                                                                    "SparkException"):
             try:
-                texts.append(str(exc))  # a Py4JJavaError asks the JVM for its stack trace
+                texts.append(str(link))  # a Py4JJavaError asks the JVM for its stack trace
             except Exception:  # the JVM may be gone (a SIGTERM reaches it too)
-                texts.append(" ".join(str(a) for a in getattr(exc, "args", ()) if isinstance(a, str)))
-        exc = exc.__cause__ or exc.__context__
+                texts.append(" ".join(str(a) for a in getattr(link, "args", ()) if isinstance(a, str)))
+        link = link.__cause__ or link.__context__
     return "\n".join(texts)
 
 

@@ -52,7 +52,8 @@ def weight_column(df: DataFrame, weight_col: str) -> Column:
     if weight_col not in fields:
         raise InputError(f"weight column {weight_col!r} is not in the DataFrame (columns: {', '.join(fields)})")
     if not isinstance(fields[weight_col], NUMERIC_TYPES):
-        raise InputError(f"weight column {weight_col!r} has type {fields[weight_col].simpleString()}; it must be numeric")
+        kind = fields[weight_col].simpleString()
+        raise InputError(f"weight column {weight_col!r} has type {kind}; it must be numeric")
     return F.col(weight_col).cast("double")
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,16 +71,16 @@ def resolve_features(df: DataFrame, named: tuple[str, ...], weight_col: str | No
     if len(named) == 1 and isinstance(fields.get(named[0]), (VectorUDT, T.ArrayType)):
         return Features(None, named[0])
     if named:
-        features = Features(tuple(named), None)
+        columns = tuple(named)
     else:
-        numeric = tuple(name for name, dtype in fields.items() if isinstance(dtype, NUMERIC_TYPES) and name != weight_col)
-        if not numeric:
+        columns = tuple(name for name, dtype in fields.items()
+                        if isinstance(dtype, NUMERIC_TYPES) and name != weight_col)
+        if not columns:
             raise InputError(
                 f"the input has no numeric columns (columns: {', '.join(fields)}); name the features with --features"
             )
-        features = Features(numeric, None)
-    features_column(df, "features", list(features.input_cols))  # names a missing or non-numeric column
-    return features
+    features_column(df, "features", list(columns))  # names a missing or non-numeric column
+    return Features(columns, None)
 
 
 def read_input(spark: SparkSession, path: str, partitions: int | None) -> DataFrame:
@@ -237,7 +238,7 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
         plan = scoring_plan(df, model.getFeaturesCol(), input_cols, model.mixture, scores, keep)
         directory = None if plan is None else local_directory(spark, output.staging, plan.schema)
         try:
-            if directory is not None:  # the scoring tasks write the files, and count the rows they score
+            if plan is not None and directory is not None:  # the scoring tasks write the files, and count the rows
                 rows, scored_rows = write_scored(spark, plan, directory, scores.prediction)
             else:
                 score_dataframe(df, model.getFeaturesCol(), input_cols, model.mixture, *PREDICTION_COLUMNS,
@@ -252,8 +253,12 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
             # output. Its part files by name, as Spark ignores (with a warning) a directory named like the hidden
             # staging one.
             parts = output.staged_files("part-")
-            rows, scored_rows = (spark.read.parquet(*parts).agg(F.count("*"), F.count("prediction")).first()
-                                 if parts else (0, 0))
+            rows, scored_rows = 0, 0
+            if parts:
+                counts = spark.read.parquet(*parts).agg(F.count("*"), F.count("prediction")).first()
+                if counts is None:
+                    raise RuntimeError("an aggregation without grouping returned no row")
+                rows, scored_rows = counts
         if rows and not scored_rows:
             raise InputError(f"no row could be scored: the model wants {model.mixture.n_features} finite features "
                              f"per row from {', '.join(input_cols or [model.getFeaturesCol()])}")
@@ -264,7 +269,9 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
                 ", ".join(outputs))
 
 
-RUNNERS = {"fit": run_fit, "predict": run_predict, "select": run_select}
+# Each takes the session and its own job's config.
+RUNNERS: dict[str, Callable[[SparkSession, Any], dict[str, Any] | None]] = {
+    "fit": run_fit, "predict": run_predict, "select": run_select}
 
 
 def run_job(command: str, config: FitConfig | PredictConfig | SelectConfig) -> None:

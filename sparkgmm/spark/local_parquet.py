@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,11 +55,11 @@ def _same_in_parquet(data_type: T.DataType) -> bool:
 def local_directory(spark: SparkSession, uri: str, schema: T.StructType) -> Path | None:
     """Where to write ``schema``'s rows for ``uri`` with pyarrow, or None when Spark's writer must do it."""
     sc = spark_context(spark)
-    if sc is None or not sc.master.startswith("local"):
+    if sc is None or not (sc.master or "").startswith("local"):
         return None
     if not all(_same_in_parquet(field.dataType) for field in schema.fields):
         return None
-    if spark.conf.get("spark.sql.parquet.compression.codec", "snappy").lower() not in _CODECS:
+    if (spark.conf.get("spark.sql.parquet.compression.codec") or "snappy").lower() not in _CODECS:
         return None
     return local_path_of(uri)
 
@@ -126,7 +126,7 @@ def write_scored(spark: SparkSession, plan: ScoringPlan, directory: Path, predic
     from pyspark.sql.pandas.types import to_arrow_schema
 
     directory.mkdir(parents=True, exist_ok=True)
-    codec = spark.conf.get("spark.sql.parquet.compression.codec", "snappy").lower()
+    codec = (spark.conf.get("spark.sql.parquet.compression.codec") or "snappy").lower()
     name = str(uuid.uuid4())
     task = partial(_write_task, plan.task, str(directory), name, codec, plan.schema.names.index(prediction_col),
                    plan.schema.json())

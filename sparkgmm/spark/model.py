@@ -99,11 +99,11 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
         self.check_input_cols()
         self.check_output_cols(dataset)
         level = self._validated()["outlierQuantile"]
-        outliers = {} if level is None else {
-            "outlier_col": self.getOutlierCol(), "outlier_threshold": self.outlier_threshold(level)}
         return score_dataframe(
             dataset, self.getFeaturesCol(), self.input_columns(), self.mixture, self.getPredictionCol(),
-            self.getProbabilityCol(), self.getLogDensityCol(), **outliers,
+            self.getProbabilityCol(), self.getLogDensityCol(),
+            outlier_col=None if level is None else self.getOutlierCol(),
+            outlier_threshold=None if level is None else self.outlier_threshold(level),
         )
 
     def write(self) -> DirectoryWriter:

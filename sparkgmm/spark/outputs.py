@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pyspark.sql import SparkSession
 
@@ -54,6 +54,8 @@ class HadoopFiles:
 
     def __init__(self, spark: SparkSession, uri: str):
         jvm = spark.sparkContext._jvm
+        if jvm is None:
+            raise RuntimeError("the session's SparkContext has no JVM (it was stopped)")
         self._Path = jvm.org.apache.hadoop.fs.Path
         path = self._Path(uri)
         hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()

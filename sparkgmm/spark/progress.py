@@ -22,7 +22,8 @@ import os
 import sys
 import threading
 import uuid
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from ..progress import (
     THRESHOLD_SECONDS, Progress, Snapshot, TaskCount, count_tasks, finished, interactive, is_terminal,
@@ -177,8 +178,11 @@ class _JobPoller:
     def _input_records(self, stage_id: int) -> int:
         """Records the stage read from its input (files, tables), as Spark's UI shows them: updated when a task ends
         and with every executor heartbeat. Zero for input that Spark does not count (local collections)."""
+        store = self._store
+        if store is None:
+            return 0
         try:
-            return int(self._store.lastStageAttempt(stage_id).inputRecords())
+            return int(store.lastStageAttempt(stage_id).inputRecords())
         except Exception:  # an internal API: without it the line just has no rows
             self._store = None
             return 0

@@ -2,16 +2,18 @@
 ``GaussianMixture`` and ``GaussianMixtureModel``, and the jobs' reading of a model.
 
 The directories have ``sparkgmm.persistence``'s layout (encoded and decoded by its functions) and are written and
-read here only through the session's DataFrame writers and readers, so any Hadoop URI works (``hdfs://``, ``s3a://``, ``file://``, a path on the default
-file system), on a classic session or under Spark Connect; their metadata is pyspark.ml's DefaultParams metadata, so
-``Pipeline``, ``PipelineModel``, ``CrossValidator`` and ``CrossValidatorModel`` save and load them as stages. Saving
+read here only through the session's DataFrame writers and readers, so any Hadoop URI works (``hdfs://``,
+``s3a://``, ``file://``, a path on the default file system), on a classic session or under Spark Connect; their
+metadata is pyspark.ml's DefaultParams metadata, so ``Pipeline``, ``PipelineModel``, ``CrossValidator`` and
+``CrossValidatorModel`` save and load them as stages. Saving
 over an existing path needs ``write().overwrite()``; how a failed save is cleaned up is ``outputs.save_directory``'s.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pyspark.ml.param import Params
 from pyspark.ml.util import MLReader, MLWriter

@@ -21,9 +21,9 @@ Rows whose features are null, of the wrong length or not finite get null outputs
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -108,7 +108,7 @@ def _columnar(columns: list[pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
     xt = np.empty((len(columns), n))
     for j, column in enumerate(columns):
         xt[j] = column.to_numpy(zero_copy_only=False)  # a null becomes NaN
-    return xt, np.isfinite(xt).all(axis=0)
+    return xt, np.asarray(np.isfinite(xt).all(axis=0))
 
 
 def _score_task(mixture: Mixture, kept: int, features: tuple[int, ...], is_list: bool, names: tuple[str, ...],
@@ -148,7 +148,7 @@ class ScoringPlan:
 
 
 def scoring_plan(
-    df: DataFrame, features_col: str, input_cols: list[str] | None, mixture: Mixture, outputs: "Outputs",
+    df: DataFrame, features_col: str, input_cols: list[str] | None, mixture: Mixture, outputs: Outputs,
     keep: list[str] | None = None,
 ) -> ScoringPlan | None:
     """The ``mapInArrow`` scoring of ``df`` (see ``score_dataframe``), or None when a kept column's type cannot
@@ -159,6 +159,7 @@ def scoring_plan(
     if len(fields) < len(df.columns) or not all(_arrow_friendly(fields[name].dataType) for name in keep):
         return None
     selected = [F.col(f"`{name}`") for name in keep]
+    wanted: T.DataType
     if input_cols:
         sources, wanted, is_list = list(input_cols), T.DoubleType(), False
     else:
@@ -210,7 +211,9 @@ def _same_type(given: T.DataType, wanted: T.DataType) -> bool:
 def _score_with_udf(df: DataFrame, features, mixture: Mixture, outputs: Outputs, keep: list[str]) -> DataFrame:
     """The Arrow UDF route: only the features go to Python; a struct of the scores comes back."""
 
-    @arrow_udf(_SCORES_TYPE)
+    # pyspark's stub declares only the forms with an explicit functionType, not this one, which takes it from the
+    # function's type hints (pa.Array -> pa.Array: a scalar Arrow UDF), as its documentation recommends.
+    @arrow_udf(_SCORES_TYPE)  # type: ignore[call-overload]
     def score(batch: pa.Array) -> pa.Array:
         X, valid, _, _ = list_array_to_matrix(batch, mixture.n_features)
         array_outputs = Outputs("prediction", "probability", "log_density", False, None, None)
@@ -224,8 +227,11 @@ def _score_with_udf(df: DataFrame, features, mixture: Mixture, outputs: Outputs,
         # array_to_vector fails on null arrays, so unusable rows skip it.
         probability = F.when(probability.isNotNull(), array_to_vector(probability))
     log_density = F.col(f"{_SCORES}.log_density")
-    outlier = ([(log_density < F.lit(float(outputs.outlier_threshold))).alias(outputs.outlier)]
-               if outputs.outlier else [])
+    outlier = []
+    if outputs.outlier:
+        if outputs.outlier_threshold is None:
+            raise ValueError(f"the outlier column {outputs.outlier!r} needs a threshold")
+        outlier.append((log_density < F.lit(float(outputs.outlier_threshold))).alias(outputs.outlier))
     return scored.select(
         *kept,
         F.col(f"{_SCORES}.prediction").alias(outputs.prediction),

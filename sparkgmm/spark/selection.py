@@ -3,8 +3,9 @@ lowest information criterion."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from pyspark.sql import DataFrame
 

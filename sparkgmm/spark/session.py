@@ -127,7 +127,11 @@ def default_parallelism(spark: SparkSession) -> int:
     sc = spark_context(spark)
     if sc is not None:
         return max(1, sc.defaultParallelism)
+    from pyspark.sql.connect.dataframe import DataFrame as ConnectDataFrame  # a Connect session has imported it
+
     probe = spark.range(0, 1)
+    if not isinstance(probe, ConnectDataFrame):
+        raise TypeError(f"a session with no SparkContext should be a Spark Connect session, not {type(spark)}")
     match = _SPLITS.search(probe._explain_string(mode="simple"))
     if match is not None:
         return max(1, int(match.group(1)))

@@ -63,7 +63,8 @@ imports = {"driver": sparkgmm.__file__, "driver_python": sys.executable,
            "executors": sc.parallelize(range(8), 8).mapPartitions(where_imported).collect()}
 df = spark.createDataFrame(sc.parallelize(range(len(ROWS)), len(ROWS)).flatMap(rows_of), "features array<double>")
 mixture = Mixture(np.full(3, 1 / 3), np.array([[0.0] * 3, [1.0] * 3, [2.0] * 3]), np.ones((3, 3)), "diag")
-report = {"imports": imports, "input_rows": sc.parallelize(range(len(ROWS)), len(ROWS)).map(lambda i: ROWS[i]).collect()}
+input_rows = sc.parallelize(range(len(ROWS)), len(ROWS)).map(lambda i: ROWS[i]).collect()
+report = {"imports": imports, "input_rows": input_rows}
 
 
 def snapshot(name, blocks):

@@ -30,14 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
-from injection import (  # noqa: E402
+from injection import (
     PassHook, Untouched, alive, claim, cmdline, drain_listener_bus, kill_and_wait, model_report, parent_of,
     read_marker, wait_until,
 )
-from probe_local_faults import FEATURES, write_points  # noqa: E402
-from pyspark.sql import SparkSession  # noqa: E402
+from probe_local_faults import FEATURES, write_points
+from pyspark.sql import SparkSession
 
-from sparkgmm import GaussianMixture  # noqa: E402
+from sparkgmm import GaussianMixture
 
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"

@@ -25,7 +25,8 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from pyspark import cloudpickle
 
@@ -37,7 +38,7 @@ JOB_GROUP = "spark.jobGroup.id"
 class Untouched:
     """The extra request's answer: merges to itself."""
 
-    def merge(self, other: "Untouched") -> "Untouched":
+    def merge(self, other: Untouched) -> Untouched:
         return self
 
 
@@ -154,7 +155,7 @@ class PassHook:
     request: Any = None
     passes: list[PassRecord] = field(default_factory=list)
 
-    def __enter__(self) -> "PassHook":
+    def __enter__(self) -> PassHook:
         from sparkgmm.spark.engine.rdd import RddBlocks
 
         self._blocks_class = RddBlocks

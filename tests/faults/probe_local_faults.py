@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from injection import PassHook, Untouched, alive, claim, model_report, read_marker  # noqa: E402
+from injection import PassHook, Untouched, alive, claim, model_report, read_marker
 
-from sparkgmm import GaussianMixture  # noqa: E402
-from sparkgmm.spark.session import local_session  # noqa: E402
+from sparkgmm import GaussianMixture
+from sparkgmm.spark.session import local_session
 
 FEATURES = ["x0", "x1", "x2"]
 FAULTS = ("python-worker-killed", "task-raised")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from pyspark.rdd import RDD
+from pyspark import RDD
 from pyspark.serializers import NoOpSerializer
 from pyspark.sql import DataFrame
 
@@ -46,12 +46,12 @@ def through_arrow_batches(selected: DataFrame, has_weight: bool, block_bytes: in
     from pyspark.sql.pandas.types import to_arrow_schema
 
     spark = selected.sparkSession
-    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", str(_DEFAULT_BATCH_ROWS)))
+    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") or _DEFAULT_BATCH_ROWS)
     # The explicit arguments fix what the Python side reads: 32-bit list offsets (largeVarTypes off).
     messages = selected._jdf.toArrowBatchRdd(batch_rows if batch_rows > 0 else _DEFAULT_BATCH_ROWS,
                                              spark.conf.get("spark.sql.session.timeZone"), False, False)
     schema = to_arrow_schema(selected.schema, prefers_large_types=False)
-    batches = RDD(messages.toJavaRDD(), spark.sparkContext, NoOpSerializer())
+    batches: RDD[bytes] = RDD(messages.toJavaRDD(), spark.sparkContext, NoOpSerializer())
     return batches.mapPartitions(partial(pack_arrow_messages, schema, has_weight, block_bytes, dtype),
                                  preservesPartitioning=True)
 

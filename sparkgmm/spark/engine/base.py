@@ -16,7 +16,8 @@ import math
 import time
 import uuid
 from functools import partial
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
@@ -107,7 +108,7 @@ class StoredBlocks(abc.ABC):
         self.has_weight = bool(weight_col)
         self.target_block_bytes = block_bytes or BLOCK_BYTES
         self.rebalanced = False
-        self.stored = None  # the persisted RDD or DataFrame
+        self.stored: Any = None  # the persisted RDD (RddBlocks) or DataFrame (DataFrameBlocks)
         self._storage_level = storage_level
         self._store_id = uuid.uuid4().hex
         self._described(self._convert(selected_features(df, features, weight_col)), time.perf_counter() - started)
@@ -210,7 +211,7 @@ class StoredBlocks(abc.ABC):
             try:
                 yield
             finally:
-                sc.setJobDescription(None)
+                sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it; the stub says str
             return
         tags = [JOB_TAG, description.replace(",", ";")]  # a tag may not hold a comma
         for tag in tags:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import pickle
 from functools import partial
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 from functools import partial
 
-from pyspark.rdd import RDD
+from pyspark import RDD
 from pyspark.sql import DataFrame
 
 from .arrow_rdd import packed_blocks

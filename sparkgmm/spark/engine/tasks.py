@@ -15,7 +15,8 @@ import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,7 @@ class Stored(NamedTuple):
     """One stored element: a ``Block`` (the Spark cache holds the data) or a ``LocalFile`` (an executor's local disk
     does), with the rows dropped while packing it."""
 
-    payload: object
+    payload: Block | LocalFile
     invalid: int
     ragged: int
 
@@ -97,7 +98,7 @@ def pack_blocks(batches: Iterator[pa.RecordBatch], has_weight: bool, block_bytes
                 stop = start + rows_per_block
                 yield pack(rows[start:stop], None if weights is None else weights[start:stop])
             pending_x = [rows[full:]]
-            pending_w = [weights[full:]] if has_weight else []
+            pending_w = [] if weights is None else [weights[full:]]
             pending_rows -= full
     if pending_rows or invalid or ragged:
         rows = np.concatenate(pending_x) if pending_x else np.zeros((0, max(d, 0)))
@@ -187,6 +188,8 @@ def write_local_file(store: str, index: int, stored: Iterator[Stored]) -> Iterat
                 invalid += element.invalid
                 ragged += element.ragged
                 block = element.payload
+                if not isinstance(block, Block):
+                    raise TypeError(f"write_local_file stores blocks, not {type(block).__name__}")
                 if not block.n_rows:
                     continue
                 d, dtype = block.xt.shape[0], block.xt.dtype.name
@@ -206,7 +209,7 @@ def write_local_file(store: str, index: int, stored: Iterator[Stored]) -> Iterat
 
 def _write_aligned(out, array: np.ndarray) -> int:
     offset = out.tell()
-    out.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+    out.write(np.ascontiguousarray(array).data.cast("B"))
     out.write(b"\0" * (-out.tell() % _ALIGN))
     return offset
 
@@ -247,7 +250,7 @@ class Description(NamedTuple):
     tasks: int = 0
     sample: RowSample | None = None
 
-    def merge(self, other: "Description") -> "Description":
+    def merge(self, other: Description) -> Description:
         sample = other.sample if self.sample is None else self.sample if other.sample is None else \
             self.sample.merge(other.sample)
         return Description(self.rows + other.rows, self.weight_sum + other.weight_sum, self.invalid + other.invalid,
@@ -290,7 +293,7 @@ def answer_partition(requests: Sequence, n_features: int, stored) -> list:
 
 
 def merge_answers(a: list, b: list) -> list:
-    return [x.merge(y) for x, y in zip(a, b)]
+    return [x.merge(y) for x, y in zip(a, b, strict=True)]
 
 
 # --- the RDD engine's task bodies ----------------------------------------------------------------------------------
