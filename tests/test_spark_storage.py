@@ -67,19 +67,32 @@ def test_float32_fit_stays_close_to_the_float64_fit_even_far_from_zero(spark, co
     np.testing.assert_allclose(narrow.weights, wide.weights, atol=1e-5)
 
 
+def passes_before_and_after_losing_the_files(spark, blocks, request) -> tuple:
+    """A pass, then the same pass after every block file was removed, which writes them again under new names: both
+    answers."""
+    (before,) = blocks.run_pass(request, "E-step")
+    written = block_files(spark)
+    assert written
+    for path in written:
+        os.remove(path)
+    (after,) = blocks.run_pass(request, "E-step after the files were lost")
+    rewritten = block_files(spark)
+    assert rewritten and not set(rewritten) & set(written)
+    return before, after
+
+
+def skewed_frame(spark, X):
+    """Three input partitions of 900, 50 and 50 rows: two tasks would read ~950 and 50 rows."""
+    parts = [X[:900].tolist(), X[900:950].tolist(), X[950:].tolist()]
+    rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])
+    return spark.createDataFrame(rows, "features array<double>")
+
+
 def test_a_pass_that_finds_its_files_gone_rewrites_them_and_answers_the_same(spark):
     X, start = overlapping_data_and_start("full", n=600)
     with RddBlocks(frame(spark, X, 3), F.col("features"), None, StorageLevel.MEMORY_AND_DISK,
                    block_bytes=4096) as blocks:
-        request = [EStep(start, count_hard=True)]
-        (before,) = blocks.run_pass(request, "E-step")
-        written = block_files(spark)
-        assert written
-        for path in written:
-            os.remove(path)
-        (after,) = blocks.run_pass(request, "E-step after the files were lost")
-        rewritten = block_files(spark)
-        assert rewritten and not set(rewritten) & set(written)
+        before, after = passes_before_and_after_losing_the_files(spark, blocks, [EStep(start, count_hard=True)])
         np.testing.assert_allclose(after.second, before.second, rtol=1e-12)
         np.testing.assert_allclose(after.log_likelihood, before.log_likelihood, rtol=1e-12)
         np.testing.assert_array_equal(after.hard_counts, before.hard_counts)
@@ -89,10 +102,7 @@ def test_a_pass_that_finds_its_files_gone_rewrites_them_and_answers_the_same(spa
 @pytest.mark.parametrize("storage", ["local-files", "spark-cache"])
 def test_a_skewed_input_is_dealt_out_so_that_every_task_reads_its_share(spark, storage):
     X, _ = overlapping_data_and_start("diag", n=1000)
-    # Three input partitions of 900, 50 and 50 rows: two tasks would read ~950 and 50 rows.
-    parts = [X[:900].tolist(), X[900:950].tolist(), X[950:].tolist()]
-    rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])
-    skewed = spark.createDataFrame(rows, "features array<double>")
+    skewed = skewed_frame(spark, X)
     assert skewed.rdd.glom().map(len).collect() == [900, 50, 50]
     with RddBlocks(skewed, F.col("features"), None, StorageLevel.MEMORY_ONLY, block_bytes=512,
                    block_storage=storage) as blocks:
@@ -120,13 +130,6 @@ def test_the_dataframe_engine_gives_the_rdd_engines_model(spark):
     assert block_files(spark) == [] and persisted_rdd_count(spark) == 0
 
 
-def skewed_frame(spark, X):
-    """Three input partitions of 900, 50 and 50 rows: two tasks would read ~950 and 50 rows."""
-    parts = [X[:900].tolist(), X[900:950].tolist(), X[950:].tolist()]
-    rows = spark.sparkContext.parallelize([0, 1, 2], 3).flatMap(lambda i: [(row,) for row in parts[i]])
-    return spark.createDataFrame(rows, "features array<double>")
-
-
 def test_the_dataframe_engine_balances_rewrites_lost_files_and_cleans_up(spark):
     X, start = overlapping_data_and_start("diag", n=1000)
     request = [EStep(start, count_hard=True)]
@@ -136,13 +139,7 @@ def test_the_dataframe_engine_balances_rewrites_lost_files_and_cleans_up(spark):
         assert blocks.rebalanced and blocks.n_tasks == 2
         rows = blocks.task_rows()
         assert len(rows) == 2 and sum(rows) == 1000 and max(rows) == blocks.largest_task_rows <= 1.25 * 500
-        (before,) = blocks.run_pass(request, "E-step")
-        written = block_files(spark)
-        assert written
-        for path in written:
-            os.remove(path)
-        (after,) = blocks.run_pass(request, "E-step after the files were lost")
-        assert block_files(spark) and not set(block_files(spark)) & set(written)
+        before, after = passes_before_and_after_losing_the_files(spark, blocks, request)
     assert block_files(spark) == [] and persisted_rdd_count(spark) == 0
     for stats in (before, after):
         np.testing.assert_allclose(stats.second, expected.second, rtol=1e-10)

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from ..progress import (
@@ -92,6 +92,20 @@ def _final(snap: Snapshot, tracker: Tracker) -> Snapshot:
     return snap._replace(rows_done=tracker.rows, rows_total=tracker.rows)
 
 
+@contextlib.contextmanager
+def _finishing(progress: Progress, tracker: Tracker, release: Callable[[bool], Snapshot]) -> Iterator[None]:
+    """Run the block; then ``release(failed)`` (stop following the jobs, and return the last snapshot) and finish
+    the progress line, as failed when the block raised."""
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        progress.finish(_final(release(failed), tracker), failed=failed)
+
+
 # --- classic session: poll the status tracker from a thread of our own --------------------------------------------
 
 
@@ -106,22 +120,18 @@ def _follow_classic(spark, progress: Progress, tracker: Tracker, total_rows: int
         logger.debug("progress: cannot follow the jobs: %s", error)
         yield
         return
-    failed = False
-    poller.start()
-    try:
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
+    def release(failed: bool) -> Snapshot:
         poller.stop()
         try:
             sc.removeJobTag(tag)
-            snap = poller.snapshot(ended=not failed)
+            return poller.snapshot(ended=not failed)
         except Exception as error:  # a stopped context: the work's own error says what happened
             logger.debug("progress: no final status: %s", error)
-            snap = progress.snapshot
-        progress.finish(_final(snap, tracker), failed=failed)
+            return progress.snapshot
+
+    poller.start()
+    with _finishing(progress, tracker, release):
+        yield
 
 
 class _JobPoller:
@@ -212,18 +222,15 @@ def _follow_connect(spark, progress: Progress, tracker: Tracker, total_rows: int
         logger.debug("progress: no progress handlers on this session: %s", error)
         yield
         return
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
+    def release(failed: bool) -> Snapshot:
         try:
             spark.removeProgressHandler(handler)
         except Exception as error:
             logger.debug("progress: could not remove the handler: %s", error)
-        progress.finish(_final(handler.snapshot(), tracker), failed=failed)
+        return handler.snapshot()
+
+    with _finishing(progress, tracker, release):
+        yield
 
 
 class _ConnectHandler:
