@@ -10,7 +10,7 @@ SparkContext and two executor JVMs to start). In order:
 
 The session is started as a job starts its own under spark-submit (``job_session``), so the jobs run with the
 settings they would have given a session of their own. Prints one JSON line: "parallelism", "jobs" (script, exit
-code, seconds) and "worker_lost".
+code, seconds), "worker_lost" and "seconds" (per step).
 """
 
 from __future__ import annotations
@@ -51,12 +51,17 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path.cwd()
 
+    started = time.perf_counter()
     spark = job_session(None, "sparkgmm-cluster-tests", {})
-    report: dict = {"parallelism": probe_parallelism.probe(spark)}
+    seconds = {"session": time.perf_counter() - started}
+    report: dict = {"parallelism": probe_parallelism.probe(spark), "seconds": seconds}
+    seconds["parallelism"] = time.perf_counter() - started - sum(seconds.values())
     report["jobs"] = [run_script(script, job_args) for script, *job_args in json.loads(args.jobs)]
+    seconds["jobs"] = time.perf_counter() - started - sum(seconds.values())
     (workdir / "worker-lost").mkdir()
     report["worker_lost"] = probe_worker_lost.probe(spark, str(Path(args.state_dir).resolve()), args.block_storage,
                                                     args.trigger, workdir / "worker-lost")
+    seconds["worker_lost"] = time.perf_counter() - started - sum(seconds.values())
     print(json.dumps(report))
     spark.stop()
 
