@@ -2,7 +2,13 @@
 on 127.0.0.1), submitted with spark-submit and the zip from scripts/package.py, against local runs of the same jobs.
 
 The driver and executors run a Python that has sparkgmm's dependencies but not sparkgmm itself, so the jobs only
-work if the shipped zip reaches every process; a probe job shows where each one imported it from.
+work if the shipped zip reaches every process; a probe shows where each one imported it from.
+
+Every spark-submit costs a driver JVM, a SparkContext and an executor JVM on each worker to start (~10 s of this
+machine's CPU), so the module submits ONE application (tests/cluster/probe_application.py): the imports and
+parallelism probe, then the three job scripts run in its driver as spark-submit runs them, then the worker-lost probe,
+which kills a worker, last. Each test reads its part of the report; the local runs to compare with go on in this
+process while the application runs. tests/test_example.py spark-submits each job script on its own (locally).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(pyspark.__file__).parent / "bin" / "spark-submit"
 FEATURES = "x0,x1,x2"
 LOCAL_DIRS = "spark-local-dirs"  # in the cluster's state directory
+# The fit on the cluster loses worker 1 in the pass of TRIGGER: after the initialisation, so both fits start from the
+# same draws on the same partitions. "spark-cache" block storage passes too, but costs another cluster and submit
+# (~90 s here); local files are the storage whose blocks sparkgmm itself has to write again after the loss.
+TRIGGER, BLOCK_STORAGE = "EM iteration 3", "local-files"
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +99,60 @@ def points(tmp_path_factory) -> tuple[str, np.ndarray]:
     return write_points(tmp_path_factory.mktemp("cluster-data") / "points.parquet", X, files=4), X
 
 
-def start(cluster, python: str, package: str, script: str, *args: str, cwd: Path):
-    """spark-submit ``script`` to the cluster and return at once; the returned ``finish()`` waits for it, checks it
-    exited 0 and returns its CompletedProcess. Local runs to compare with go on meanwhile."""
-    master, _ = cluster
+def fit_args(path: str) -> list[str]:
+    return ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
+
+
+def select_args(path: str) -> list[str]:
+    return ["--input", path, "--features", FEATURES, "--k-range", "2:4", "--covariance-types", "full,diag",
+            "--seed", "13"]
+
+
+class Submitted:
+    """A spark-submit running in the background; ``report()`` waits for it (once), checks it exited 0 and returns
+    the JSON line it printed last."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path):
+        self.command = command
+        self.stdout, self.stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=self.stdout, stderr=self.stderr)
+        self.result: subprocess.CompletedProcess | None = None
+
+    def finish(self) -> subprocess.CompletedProcess:
+        if self.result is None:
+            try:
+                self.process.wait(timeout=900)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+            finally:
+                outputs = []
+                for file in (self.stdout, self.stderr):
+                    file.seek(0)
+                    outputs.append(file.read().decode(errors="replace"))
+                    file.close()
+                self.result = subprocess.CompletedProcess(self.command, self.process.returncode, *outputs)
+        assert self.result.returncode == 0, self.result.stderr[-4000:]
+        return self.result
+
+    def report(self) -> dict:
+        return json.loads(self.finish().stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start(cluster, python: str, package: str, script: str, *args: str, cwd: Path) -> Submitted:
+    """spark-submit ``script`` to the cluster and return at once."""
+    master, state = cluster
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYSPARK_SUBMIT_ARGS")}
-    env.update(PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python, SPARK_LOCAL_IP="127.0.0.1")
+    # the driver's too: where the worker-lost probe looks for block files left
+    env.update(PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python, SPARK_LOCAL_IP="127.0.0.1",
+               SPARK_LOCAL_DIRS=str(state / LOCAL_DIRS))
     command = [
         str(SPARK_SUBMIT), "--master", master, "--py-files", package,
         "--conf", "spark.log.level=WARN", "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=1g",
@@ -103,62 +160,57 @@ def start(cluster, python: str, package: str, script: str, *args: str, cwd: Path
         "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
         script, *args,
     ]
-    stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
-
-    def finish() -> subprocess.CompletedProcess:
-        try:
-            process.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            outputs = []
-            for file in (stdout, stderr):
-                file.seek(0)
-                outputs.append(file.read().decode(errors="replace"))
-                file.close()
-        result = subprocess.CompletedProcess(command, process.returncode, *outputs)
-        assert result.returncode == 0, result.stderr[-4000:]
-        return result
-
-    return finish
-
-
-def submit(cluster, python: str, package: str, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return start(cluster, python, package, script, *args, cwd=cwd)()
+    return Submitted(command, env, cwd)
 
 
 @pytest.fixture(scope="module")
-def probe(cluster, shipped_only_python, package, tmp_path_factory) -> dict:
-    """tests/cluster/probe_parallelism.py's report: one application answers where sparkgmm was imported from (under
-    "imports") and how passes follow the executors registered (the rest), so one driver and one pair of executors
-    start for both tests. It leaves the cluster as it found it: two workers, no application."""
-    result = submit(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_parallelism.py"),
-                    cwd=tmp_path_factory.mktemp("probe"))
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def application(cluster, shipped_only_python, package, points, tmp_path_factory):
+    """tests/cluster/probe_application.py submitted once for the module, running while the tests start: yields
+    (its working directory, where the jobs write their outputs; the Submitted, whose report() has "parallelism",
+    "jobs" and "worker_lost"). Its last step kills worker 1 of the cluster."""
+    path, _ = points
+    _, state = cluster
+    workdir = tmp_path_factory.mktemp("application")
+    jobs = [[str(ROOT / "jobs" / "fit_gmm.py"), *fit_args(path), "--output", str(workdir / "cluster-model")],
+            [str(ROOT / "jobs" / "predict_gmm.py"), "--model", str(workdir / "cluster-model"), "--input", path,
+             "--output", str(workdir / "scores"), "--keep-cols", "id"],
+            [str(ROOT / "jobs" / "select_k_gmm.py"), *select_args(path), "--output",
+             str(workdir / "cluster-selection")]]
+    submitted = start(cluster, shipped_only_python, package, str(ROOT / "tests" / "cluster" / "probe_application.py"),
+                      "--state-dir", str(state), "--jobs", json.dumps(jobs), "--block-storage", BLOCK_STORAGE,
+                      "--trigger", TRIGGER, cwd=workdir)
+    try:
+        yield workdir, submitted
+    finally:
+        submitted.stop()  # a test that failed before waiting for it: not left running when the cluster stops
 
 
-def test_fit_predict_and_select_on_four_cores_match_local_runs_on_two(spark, cluster, shipped_only_python, package,
-                                                                     points, tmp_path):
+@pytest.fixture(scope="module")
+def probe(application) -> dict:
+    """tests/cluster/probe_parallelism.py's report, from the application: where sparkgmm was imported from (under
+    "imports") and how passes follow the executors registered (the rest)."""
+    return application[1].report()["parallelism"]
+
+
+def test_fit_predict_and_select_on_four_cores_match_local_runs_on_two(spark, application, points, tmp_path):
     """The jobs give on the cluster what they give locally, and determinism across cores: on two 2-core workers every
     pass runs four tasks over the input's four files, locally two; the initialisation draws the same rows (their
-    draws come from their values) and only the order of the tree-reduce's sums differs. Each local run goes on while
-    the cluster's job runs."""
+    draws come from their values) and only the order of the tree-reduce's sums differs. The local runs go on while
+    the cluster's application runs (the jobs run in its driver, after the parallelism probe)."""
     path, X = points
-    fit_args = ["--input", path, "--features", FEATURES, "--k", "3", "--seed", "21", "--tol", "1e-8", "--n-init", "2"]
-    finish = start(cluster, shipped_only_python, package, str(ROOT / "jobs" / "fit_gmm.py"), *fit_args,
-                   "--output", str(tmp_path / "cluster-model"), cwd=tmp_path)
-    assert run("fit", [*fit_args, "--output", str(tmp_path / "local-model")]) == 0
-    finish()
-    on_cluster = json.loads((tmp_path / "cluster-model" / "metrics.json").read_text())
+    outputs, submitted = application
+    assert run("fit", [*fit_args(path), "--output", str(tmp_path / "local-model")]) == 0
+    assert run("select", [*select_args(path), "--output", str(tmp_path / "local-selection")]) == 0
+    jobs = submitted.report()["jobs"]
+    assert [(Path(job["script"]).name, job["exit_code"]) for job in jobs] == [
+        ("fit_gmm.py", 0), ("predict_gmm.py", 0), ("select_k_gmm.py", 0)]
+    on_cluster = json.loads((outputs / "cluster-model" / "metrics.json").read_text())
     local = json.loads((tmp_path / "local-model" / "metrics.json").read_text())
-    assert (tmp_path / "cluster-model" / "_SUCCESS").exists()
+    assert (outputs / "cluster-model" / "_SUCCESS").exists()
     assert on_cluster["n_iter"] == local["n_iter"] and on_cluster["n_rows"] == local["n_rows"] == len(X)
     assert on_cluster["restarts"][0]["initPasses"] == local["restarts"][0]["initPasses"]
     np.testing.assert_allclose(on_cluster["log_likelihood"], local["log_likelihood"], rtol=1e-10)
-    cluster_mixture, local_mixture = Mixture.load(tmp_path / "cluster-model"), Mixture.load(tmp_path / "local-model")
+    cluster_mixture, local_mixture = Mixture.load(outputs / "cluster-model"), Mixture.load(tmp_path / "local-model")
     for name in ("weights", "means", "covariances"):
         np.testing.assert_allclose(getattr(cluster_mixture, name), getattr(local_mixture, name), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
@@ -166,29 +218,19 @@ def test_fit_predict_and_select_on_four_cores_match_local_runs_on_two(spark, clu
     np.testing.assert_allclose(cluster_mixture.covariances, local_mixture.covariances, rtol=1e-8)
     np.testing.assert_allclose(on_cluster["log_likelihood"], cluster_mixture.score(X), rtol=1e-10)
 
-    finish = start(cluster, shipped_only_python, package, str(ROOT / "jobs" / "predict_gmm.py"), "--model",
-                   str(tmp_path / "cluster-model"), "--input", path, "--output", str(tmp_path / "scores"),
-                   "--keep-cols", "id", cwd=tmp_path)
-    select_args = ["--input", path, "--features", FEATURES, "--k-range", "2:4", "--covariance-types", "full,diag",
-                   "--seed", "13"]
-    assert run("select", [*select_args, "--output", str(tmp_path / "local-selection")]) == 0
-    finish()
-    finish = start(cluster, shipped_only_python, package, str(ROOT / "jobs" / "select_k_gmm.py"), *select_args,
-                   "--output", str(tmp_path / "cluster-selection"), cwd=tmp_path)
-    scores = pq.read_table(tmp_path / "scores").sort_by("id")
+    scores = pq.read_table(outputs / "scores").sort_by("id")
     assert scores.column_names == ["id", "prediction", "probability", "log_density"]
     np.testing.assert_array_equal(scores["id"].to_numpy(), np.arange(len(X)))
     np.testing.assert_array_equal(scores["prediction"].to_numpy(), cluster_mixture.predict(X))
     np.testing.assert_allclose(scores["log_density"].to_numpy(), cluster_mixture.score_samples(X), rtol=1e-12)
 
-    finish()
-    on_cluster = json.loads((tmp_path / "cluster-selection" / "candidates.json").read_text())
+    on_cluster = json.loads((outputs / "cluster-selection" / "candidates.json").read_text())
     local = json.loads((tmp_path / "local-selection" / "candidates.json").read_text())
     assert on_cluster["best"] == local["best"] and on_cluster["best"]["k"] == 3
     for a, b in zip(on_cluster["candidates"], local["candidates"], strict=True):
         assert (a["k"], a["covariance_type"], a["n_iter"]) == (b["k"], b["covariance_type"], b["n_iter"])
         np.testing.assert_allclose(a["bic"], b["bic"], rtol=1e-10)
-    assert (tmp_path / "cluster-selection" / "best" / "metrics.json").exists()
+    assert (outputs / "cluster-selection" / "best" / "metrics.json").exists()
 
 
 def test_driver_and_executors_import_sparkgmm_only_from_the_shipped_zip(cluster, shipped_only_python, package, probe):
@@ -223,19 +265,12 @@ def test_passes_follow_the_executors_registered_and_read_balanced_rows(probe):
         np.testing.assert_allclose(snapshot["second"], both["second"], rtol=1e-10)
 
 
-# The last test of the module: it kills a worker of cluster. "spark-cache" passes too, but costs another cluster
-# and submit (~90 s here); local files are the storage whose blocks sparkgmm itself has to write again after the loss.
-@pytest.mark.parametrize("block_storage", ["local-files"])
-def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster, shipped_only_python,
-                                                                         package, block_storage, tmp_path,
-                                                                         monkeypatch):
-    trigger = "EM iteration 3"  # after the initialisation: both fits start from the same draws on the same partitions
+# The last part of the application: it kills a worker of cluster.
+def test_a_fit_survives_losing_a_worker_and_ends_with_the_model_on_both(cluster, application):
+    trigger, block_storage = TRIGGER, BLOCK_STORAGE
     _, state = cluster
-    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(state / LOCAL_DIRS))  # where the probe looks for block files left
-    result = submit(cluster, shipped_only_python, package,
-                    str(ROOT / "tests" / "cluster" / "probe_worker_lost.py"), "--state-dir", str(state),
-                    "--block-storage", block_storage, "--trigger", trigger, cwd=tmp_path)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = application[1].report()["worker_lost"]
+    assert report["trigger"] == trigger and report["block_storage"] == block_storage
     before, after, baseline, faulted = report["before"], report["after"], report["baseline"], report["faulted"]
     assert before["parallelism"] == 4 and len(before["executors"]) == 2 and before["master_alive_workers"] == 2
     assert before["workers_running_tasks"] == ["work-0", "work-1"]

@@ -1,5 +1,6 @@
-"""Submitted by test_cluster.py, last, to its cluster of two 2-core workers: does a fit survive losing a worker mid-fit,
-and end with the model of the same fit on both workers? Prints one JSON line.
+"""Last in the application test_cluster.py submits to its cluster of two 2-core workers (tests/cluster/
+probe_application.py calls ``probe``): does a fit survive losing a worker mid-fit, and end with the model of the
+same fit on both workers? Returns one report (run on its own, this script prints it as one JSON line).
 
 A baseline fit runs on both workers. Then the same fit runs again, and in the pass of ``--trigger`` (an EM iteration,
 after the initialisation, so both fits start from the same draws) an extra request (tests/faults/injection.py) loses
@@ -35,9 +36,13 @@ from injection import (
     read_marker, wait_until,
 )
 from probe_local_faults import FEATURES, write_points
+from pyspark import cloudpickle
 from pyspark.sql import SparkSession
 
 from sparkgmm import GaussianMixture
+
+# imported by probe_application.py, this module's functions reach the executors by value (they cannot import it)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
@@ -134,18 +139,9 @@ def wait_for(condition, what: str, timeout: float = 120.0) -> None:
         sys.exit(f"timed out waiting for {what}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--block-storage", default="local-files")
-    parser.add_argument("--trigger", default="EM iteration 3")
-    args = parser.parse_args()
-    state_dir = str(Path(args.state_dir).resolve())
-    workdir = Path.cwd()
-
-    spark = SparkSession.builder.getOrCreate()
+def probe(spark, state_dir: str, block_storage: str, trigger: str, workdir: Path) -> dict:
+    """The baseline fit, then the fit that loses worker 1 in the pass of ``trigger``; its files go in ``workdir``."""
     sc = spark.sparkContext
-    sc.setLogLevel("WARN")
     jsc = sc._jsc.sc()
     wait_for(lambda: sc.defaultParallelism == 4, "both executors to register")
 
@@ -165,9 +161,9 @@ def main() -> None:
     df = spark.read.parquet(write_points(workdir / "points.parquet", n=6000))
     # k-means||: a start some passes from the optimum, so that the pass of EM iteration 3 falls mid-fit (the default
     # start, searched on the sample, converges here in two iterations)
-    gmm = GaussianMixture(k=3, inputCols=FEATURES, seed=5, tol=1e-6, maxIter=20, blockStorage=args.block_storage,
+    gmm = GaussianMixture(k=3, inputCols=FEATURES, seed=5, tol=1e-6, maxIter=20, blockStorage=block_storage,
                           initMode="k-means||")
-    report: dict = {"trigger": args.trigger, "block_storage": args.block_storage,
+    report: dict = {"trigger": trigger, "block_storage": block_storage,
                     "before": {"parallelism": sc.defaultParallelism, "executors": executors(),
                                "workers_running_tasks": where_tasks_run(), "executor_jvms": executor_jvms(state_dir),
                                "master_alive_workers": master_alive_workers()}}
@@ -179,7 +175,7 @@ def main() -> None:
     victim_executors = executor_jvms(state_dir).get("work-1", [])
     marker = str(workdir / "worker-lost.marker")
     fault = WorkerLoss(marker, state_dir, survivor="work-0", victim="work-1", victim_pid=victim_pid)
-    with PassHook(sc, "worker-lost", args.trigger, fault) as hook:
+    with PassHook(sc, "worker-lost", trigger, fault) as hook:
         faulted = gmm.fit(df)
     drain_listener_bus(sc)
     report["faulted"] = {
@@ -198,7 +194,18 @@ def main() -> None:
                        "workers_running_tasks": where_tasks_run(), "executor_jvms": executor_jvms(state_dir),
                        "master_alive_workers": master_alive_workers(),
                        "persisted_rdds": sc._jsc.getPersistentRDDs().size(), "block_files_left": block_files_left(sc)}
-    print(json.dumps(report))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--block-storage", default="local-files")
+    parser.add_argument("--trigger", default="EM iteration 3")
+    args = parser.parse_args()
+    spark = SparkSession.builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    print(json.dumps(probe(spark, str(Path(args.state_dir).resolve()), args.block_storage, args.trigger, Path.cwd())))
     spark.stop()
 
 
