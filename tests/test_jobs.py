@@ -383,9 +383,10 @@ def test_sigterm_with_the_output_staged_exits_143_and_leaves_nothing(points, tmp
     import sys
 
     out = tmp_path / "model"
+    # One iteration: the signal arrives at the commit whatever the fit before it was.
     result = subprocess.run(
         [sys.executable, "-c", SIGTERM_DURING_COMMIT, "fit", "--input", points[0], "--output", str(out),
-         "--features", "x0,x1", "--k", "2"],
+         "--features", "x0,x1", "--k", "2", "--max-iter", "1"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 143, result.stderr[-3000:]
@@ -416,21 +417,30 @@ def test_predict_nulls_for_unusable_rows_and_refuses_when_no_row_fits_the_model(
 
 @pytest.mark.slow
 def test_many_input_partitions_fit_under_a_small_max_result_size(tmp_path):
-    """What the driver collects does not grow with the input's partitions: 500 partitions of 400 rows would have sent
-    the driver 6.4 MB of initialisation sample under the earlier per-partition sampling; every pass now returns
-    one bounded answer per core, well under a 2 MiB spark.driver.maxResultSize (its own JVM, so the limit is real)."""
+    """What the driver collects does not grow with the input's rows or partitions: every pass returns one bounded
+    answer per core, under a 2 MiB spark.driver.maxResultSize (its own JVM, so the limit is real).
+
+    The size is what makes this fail when that breaks. The k-means initialisation draws a sample of 10,000 rows
+    (init.INIT_SAMPLE_ROWS) per restart; each of the 100 partitions holds 1,000 rows, fewer than that, so a sample
+    drawn per partition (as the earlier sampling did), or anything else collected per row, would send the driver
+    every one of the 100,000 rows: 100,000 x 4 features x 8 bytes = 3.2 MB for the features alone, over the limit
+    even for one restart. 100 partitions are more than the conversion keeps (MAX_PARTITIONS_PER_CORE = 4 per
+    core): they are merged. What the driver does get per pass is bounded by the cores, not the input: two restarts'
+    samples of 10,000 rows and their keys, from each of the 2 tasks, 1.6 MB (measured: with the merging and the one
+    task per core undone, the third task's answer of about 0.8 MB already goes over: "Total size of serialized
+    results of 3 tasks (2.3 MiB) is bigger than spark.driver.maxResultSize (2.0 MiB)")."""
     import subprocess
     import sys
 
-    X, _ = make_mixture("diag", n_components=3, n_features=4, seed=1, separation=5.0).sample(200_000, seed=2)
+    X, _ = make_mixture("diag", n_components=3, n_features=4, seed=1, separation=5.0).sample(100_000, seed=2)
     path = write_points(tmp_path / "in.parquet", X, files=2)
     config = tmp_path / "fit.toml"
-    config.write_text('[spark]\npartitions = 500\n[spark.conf]\n"spark.driver.maxResultSize" = "2m"\n'
+    config.write_text('[spark]\npartitions = 100\n[spark.conf]\n"spark.driver.maxResultSize" = "2m"\n'
                       '"spark.ui.enabled" = "false"\n')
     out = tmp_path / "model"
     result = subprocess.run(
         [sys.executable, "-m", "sparkgmm", "fit", "--config", str(config), "--input", path, "--output", str(out),
-         "--features", "x0,x1,x2,x3", "--k", "3", "--init", "k-means", "--n-init", "2", "--max-iter", "5"],
+         "--features", "x0,x1,x2,x3", "--k", "3", "--init", "k-means", "--n-init", "2", "--max-iter", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -22,7 +22,10 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def data():
-    X, _ = make_mixture("full", n_components=4, n_features=3, seed=2, separation=2.5).sample(3000, seed=1)
+    # 1,000 rows: the fit of estimator() below makes 24 passes; its first restart converges after 10 iterations (12
+    # passes), its second after 22 (23 passes) (measured), so an interruption after 15 passes falls after one
+    # restart's end and in the middle of the other's. (3,000 rows took 62 passes, to maxIter, for the same test.)
+    X, _ = make_mixture("full", n_components=4, n_features=3, seed=2, separation=2.5).sample(1000, seed=1)
     return X
 
 
@@ -70,12 +73,22 @@ def file_system(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(spark, data, tmp_path_factory):
+    """The fit that no interruption stops, made once for both file systems (checkpoints never change a model)."""
+    unused = tmp_path_factory.mktemp("uninterrupted") / "unused"
+    model = estimator(unused).fit(frame(spark, data, 3))
+    assert model.summary.resumedFromPass == 0 and not unused.exists()  # removed at the end
+    return model
+
+
 @pytest.mark.slow
 def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_model(spark, data, tmp_path,
-                                                                                              monkeypatch, file_system):
+                                                                                              monkeypatch, file_system,
+                                                                                              uninterrupted):
+    import shutil
+
     df = frame(spark, data, 3)
-    uninterrupted = estimator(tmp_path / "unused").fit(df)
-    assert uninterrupted.summary.resumedFromPass == 0 and not (tmp_path / "unused").exists()  # removed at the end
     directory = tmp_path / "checkpoints"
     with monkeypatch.context() as patch:
         made = interrupt_after(patch, 15)
@@ -85,6 +98,9 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
     assert checkpoints(directory) == ["checkpoint-00000015"]  # the older ones were removed as each new one landed
     state = json.loads((directory / "checkpoint-00000015" / "state.json").read_text())
     assert state["passes"] == 15 and state["iterations"] >= 5
+    assert uninterrupted.summary.numPasses > 15  # the interruption came before the end of the fit
+    if file_system == "direct":  # kept for the resume over another partitioning, below
+        shutil.copytree(directory, tmp_path / "copy")
 
     resumed = estimator(directory).fit(df)
     assert resumed.summary.resumedFromPass == 15
@@ -96,25 +112,26 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_with_the_uninte
 
     if file_system == "hadoop":
         return  # the rest is about the partitioning, not the file system
-    # A resume over another partitioning of the same rows: only the summation order differs.
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, 15)
-        with pytest.raises(Interrupted):
-            estimator(directory).fit(df)
-    elsewhere = estimator(directory).fit(frame(spark, data, 7))
+    # A resume over another partitioning of the same rows, from the same checkpoint (a copy of the interrupted fit's
+    # directory, taken before the resume above removed it): only the summation order differs.
+    elsewhere = estimator(tmp_path / "copy").fit(frame(spark, data, 7))
     assert elsewhere.summary.resumedFromPass == 15
     np.testing.assert_allclose(elsewhere.means, uninterrupted.means, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(elsewhere.covariances, uninterrupted.covariances, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.slow
-def test_model_selection_resumes_every_candidate(spark, data, tmp_path, monkeypatch):
+def test_model_selection_resumes_every_candidate(spark, tmp_path, monkeypatch):
     import sparkgmm.candidates as candidates
     from sparkgmm import select_model
 
+    # Its own 3,000 rows of the module's mixture: on the 1,000 of ``data`` the candidates take more passes (measured:
+    # 9.0 s against 7.3 s).
+    data, _ = make_mixture("full", n_components=4, n_features=3, seed=2, separation=2.5).sample(3000, seed=1)
     df = frame(spark, data, 3)
     params = dict(k=[2, 3, 4], covarianceTypes=["full", "diag"], seed=2, tol=1e-6, maxIter=40)
     whole = select_model(df, **params)
+    assert max(row["passes"] for row in whole.candidates) > 12  # the interruption below comes mid-fit
     directory = tmp_path / "selection"
     with monkeypatch.context() as patch:
         interrupt_after(patch, 12)
@@ -144,7 +161,7 @@ def test_a_checkpoint_of_other_data_or_settings_is_refused_and_one_can_be_kept(s
 
     with pytest.raises(CheckpointError, match=r"its fits\[0\].max_iter is 60, this fit's is 61"):
         estimator(directory, maxIter=61).fit(df)
-    with pytest.raises(CheckpointError, match=r"its input.rows is 3000, this fit's is 2999"):
+    with pytest.raises(CheckpointError, match=r"its input.rows is 1000, this fit's is 999"):
         estimator(directory).fit(frame(spark, data[:-1], 3))
     moved = data.copy()
     moved[17, 2] += 1e-9  # the same count of rows, one value changed in its last digits
@@ -240,9 +257,11 @@ def newest_checkpoint_iterations(directory: Path) -> int:
 
 @pytest.mark.slow
 def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_run_again(spark, tmp_path, caplog):
-    """The fit job is SIGKILLed once its checkpoints hold 5 of its 30 iterations (mid-fit), run again, and ends with
+    """The fit job is SIGKILLed once its checkpoints hold 5 of its 20 iterations (mid-fit), run again, and ends with
     the model of an uninterrupted run. The uninterrupted run goes on in this process while the job starts and is
-    watched, and killed, from a thread."""
+    watched, and killed, from a thread. Neither the kill nor the resume depends on the size of the data: 2,000 rows
+    keep each pass short, and 20 iterations leave the watcher (polling every 0.05 s) 15 passes of the job's to land
+    the kill before the job ends."""
     import logging
     import os
     import signal
@@ -253,10 +272,10 @@ def test_the_fit_job_killed_with_sigkill_resumes_from_the_last_iteration_when_ru
 
     from sparkgmm.cli import run
 
-    X, _ = make_mixture("full", n_components=4, n_features=3, seed=5, separation=2.0).sample(10_000, seed=3)
+    X, _ = make_mixture("full", n_components=4, n_features=3, seed=5, separation=2.0).sample(2_000, seed=3)
     path = write_points(tmp_path / "in.parquet", X, files=3)
     directory = tmp_path / "checkpoints"
-    max_iter = 30
+    max_iter = 20
     args = ["--input", path, "--features", "x0,x1,x2", "--k", "4", "--seed", "3", "--tol", "0", "--max-iter",
             str(max_iter), "--acceleration", "none"]
     killed = subprocess.Popen([sys.executable, "-m", "sparkgmm", "fit", *args, "--output", str(tmp_path / "model"),
