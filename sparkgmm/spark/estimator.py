@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator

@@ -25,8 +25,8 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from pyspark import cloudpickle
 

@@ -15,8 +15,8 @@ import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import NamedTuple
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
