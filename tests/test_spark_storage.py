@@ -213,3 +213,33 @@ def test_the_rdd_engines_arrow_route_packs_what_map_in_arrow_packs(spark, dtype)
     packed = elements(fast)
     assert packed == elements(through_map_in_arrow(selected, True, 4096, dtype))
     assert sum(invalid for invalid, *_ in packed) >= 5  # NaN, inf, the two bad weights, the nulls
+
+
+def test_a_python_worker_freezes_its_imports_at_its_first_pass_and_the_driver_never(spark, monkeypatch):
+    """PySpark's daemon runs gc.collect() after every task of a reused Python worker; a pass's first answer moves
+    what the worker has imported out of the collector's way (gc.freeze), once per worker, and never in the driver
+    (it runs no task; its objects are its user's)."""
+    import gc
+
+    from sparkgmm.spark.engine import tasks
+
+    monkeypatch.setattr(tasks, "_worker_settled", False)
+    before = gc.get_freeze_count()
+    assert tasks.answer_partition([], 1, iter([])) == []
+    assert gc.get_freeze_count() == before
+
+    def in_worker(_rows):
+        import gc
+
+        from sparkgmm.spark.engine.tasks import answer_partition
+
+        answer_partition([], 1, iter([]))
+        first = gc.get_freeze_count()
+        kept = [[] for _ in range(1000)]  # new objects the collector tracks: a second freeze would take them too
+        answer_partition([], 1, iter([]))
+        yield first, gc.get_freeze_count(), len(kept)
+
+    counts = spark.sparkContext.parallelize(range(2), 2).mapPartitions(in_worker).collect()
+    assert len(counts) == 2
+    for first, second, _ in counts:
+        assert first > 10_000 and second == first, counts

@@ -35,6 +35,7 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import arrow_udf
 
 from ..mixture import Mixture
+from .engine.tasks import settle_python_worker
 from .features import features_column, list_array_to_matrix
 
 _SCORES = "__sparkgmm_scores"
@@ -115,6 +116,7 @@ def _score_task(mixture: Mixture, kept: int, features: tuple[int, ...], is_list:
                 outputs: Outputs, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: the first ``kept`` columns of each batch pass through, the scores of the rows' features (the
     columns at ``features``: numeric, or one list<double>) follow."""
+    settle_python_worker()
     for batch in batches:
         if is_list:
             X, valid, _, _ = list_array_to_matrix(batch.column(features[0]), mixture.n_features)
@@ -215,6 +217,7 @@ def _score_with_udf(df: DataFrame, features, mixture: Mixture, outputs: Outputs,
     # function's type hints (pa.Array -> pa.Array: a scalar Arrow UDF), as its documentation recommends.
     @arrow_udf(_SCORES_TYPE)  # type: ignore[call-overload]
     def score(batch: pa.Array) -> pa.Array:
+        settle_python_worker()
         X, valid, _, _ = list_array_to_matrix(batch, mixture.n_features)
         array_outputs = Outputs("prediction", "probability", "log_density", False, None, None)
         columns = score_arrays(mixture, np.ascontiguousarray(X.T), valid, array_outputs)
