@@ -3,9 +3,23 @@ helpers.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from helpers import TEST_JVM_OPTIONS
 from sparkgmm.gaussian import COVARIANCE_TYPES
+
+
+def _add_jvm_options(variable: str) -> None:
+    os.environ[variable] = f"{os.environ.get(variable, '')} {TEST_JVM_OPTIONS}".strip()
+
+
+# Before any JVM starts, for every JVM the suite starts: SPARK_SUBMIT_OPTS reaches each one spark-submit launches
+# (this process's session, the jobs run as child processes, the Spark Connect server), SPARK_DAEMON_JAVA_OPTS the
+# standalone master and workers (test_cluster passes the executors theirs).
+_add_jvm_options("SPARK_SUBMIT_OPTS")
+_add_jvm_options("SPARK_DAEMON_JAVA_OPTS")
 
 
 @pytest.fixture(scope="session")

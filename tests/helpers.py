@@ -15,6 +15,13 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from sparkgmm import Mixture
 
+# The JIT of the suite's JVMs: C1 only (no C2). They live seconds to minutes on two cores shared with the test process
+# and the Python workers, where C2's compiler threads cost more CPU than their code wins back. Measured here: a
+# spark-submit of jobs/fit_gmm.py on the 200k example rows took 14.9 s (19.2 s of CPU) with both compilers and
+# 12.2 s (10.5 s of CPU) with C1 only; test_spark_fit and test_spark_selection, in-process, 121-122 s and 109 s.
+# Behaviour does not depend on it: only how fast the JVM's own code runs.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
 
 def make_mixture(covariance_type: str, n_components: int = 3, n_features: int = 3, seed: int = 0,
                  separation: float = 3.0) -> Mixture:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pyspark
 import pytest
 
-from helpers import make_mixture, write_points
+from helpers import TEST_JVM_OPTIONS, make_mixture, write_points
 from sparkgmm import Mixture
 from sparkgmm.cli import run
 
@@ -156,6 +156,7 @@ def start(cluster, python: str, package: str, script: str, *args: str, cwd: Path
     command = [
         str(SPARK_SUBMIT), "--master", master, "--py-files", package,
         "--conf", "spark.log.level=WARN", "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=1g",
+        "--conf", f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
         # both executors registered before the first task, so that work is spread over both workers
         "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
         script, *args,
