@@ -18,7 +18,8 @@ from sparkgmm import Mixture
 # The JIT of the suite's JVMs: C1 only (no C2). They live seconds to minutes on two cores shared with the test process
 # and the Python workers, where C2's compiler threads cost more CPU than their code wins back. Measured here: a
 # spark-submit of jobs/fit_gmm.py on the 200k example rows took 14.9 s (19.2 s of CPU) with both compilers and
-# 12.2 s (10.5 s of CPU) with C1 only; test_spark_fit and test_spark_selection, in-process, 121-122 s and 109 s.
+# 12.2 s (10.5 s of CPU) with C1 only; test_spark_fit and test_spark_selection, in-process, 121-122 s with both
+# and 109 s with C1 only.
 # Behaviour does not depend on it: only how fast the JVM's own code runs.
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 
