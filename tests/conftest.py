@@ -4,6 +4,9 @@ helpers.py."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,37 @@ def _add_jvm_options(variable: str) -> None:
 # standalone master and workers (test_cluster passes the executors theirs).
 _add_jvm_options("SPARK_SUBMIT_OPTS")
 _add_jvm_options("SPARK_DAEMON_JAVA_OPTS")
+
+
+# --- child processes started as soon as the suite is collected --------------------------------------------------------
+#
+# A test module may define ``start_in_background(workdir) -> helpers.Background``: when any of its tests is collected,
+# it is called once, right after collection, so that a long child process (mostly JVM start-up, on about one core)
+# runs while the tests before that module run on the other; its tests take it from the ``background`` fixture.
+
+_started: dict[str, tuple] = {}
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    for module in {item.module for item in session.items if getattr(item, "module", None) is not None}:
+        start = getattr(module, "start_in_background", None)
+        if start is not None and module.__name__ not in _started:
+            workdir = Path(tempfile.mkdtemp(prefix=f"sparkgmm-{module.__name__}-"))
+            _started[module.__name__] = (start(workdir), workdir)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for child, workdir in _started.values():
+        child.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def background(request):
+    """(the module's child process started after collection, its working directory)."""
+    return _started[request.module.__name__]
 
 
 @pytest.fixture(scope="session")

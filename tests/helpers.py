@@ -4,6 +4,10 @@ scikit-learn oracle from a given start, Parquet inputs, and what Spark's status 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -161,3 +165,37 @@ def summary_of_every_field():
         numSkippedRows=4, resumedFromPass=6, logDensityQuantiles={0.01: -9.0, 0.5: -3.0}, sampleRows=60,
         sampleRestarts=7, samplePasses=12, sampleSearchSeconds=0.625, sampleLogLikelihood=-3.0625,
     )
+
+
+class Background:
+    """A child process started now and left running while other tests run; ``finish`` waits for it (once) and
+    returns its exit code and output; ``stop`` kills it, with every process it started (its own session), if it
+    still runs."""
+
+    def __init__(self, command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):
+        self.command = command
+        self.stdout, self.stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # files: a pipe could fill up
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=self.stdout, stderr=self.stderr,
+                                        start_new_session=True)
+        self.result: subprocess.CompletedProcess | None = None
+
+    def finish(self, timeout: float) -> subprocess.CompletedProcess:
+        if self.result is None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise
+            finally:
+                outputs = []
+                for file in (self.stdout, self.stderr):
+                    file.seek(0)
+                    outputs.append(file.read().decode(errors="replace"))
+                    file.close()
+                self.result = subprocess.CompletedProcess(self.command, self.process.returncode, *outputs)
+        return self.result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 import pyspark
 import pytest
 
-from helpers import TEST_JVM_OPTIONS, make_mixture, write_points
+from helpers import TEST_JVM_OPTIONS, Background, make_mixture, write_points
 from sparkgmm import Mixture
 from sparkgmm.cli import run
 
@@ -108,41 +107,14 @@ def select_args(path: str) -> list[str]:
             "--seed", "13"]
 
 
-class Submitted:
-    """A spark-submit running in the background; ``report()`` waits for it (once), checks it exited 0 and returns
+class Submitted(Background):
+    """The application running in the background; ``report()`` waits for it (once), checks it exited 0 and returns
     the JSON line it printed last."""
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path):
-        self.command = command
-        self.stdout, self.stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=self.stdout, stderr=self.stderr)
-        self.result: subprocess.CompletedProcess | None = None
-
-    def finish(self) -> subprocess.CompletedProcess:
-        if self.result is None:
-            try:
-                self.process.wait(timeout=900)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise
-            finally:
-                outputs = []
-                for file in (self.stdout, self.stderr):
-                    file.seek(0)
-                    outputs.append(file.read().decode(errors="replace"))
-                    file.close()
-                self.result = subprocess.CompletedProcess(self.command, self.process.returncode, *outputs)
-        assert self.result.returncode == 0, self.result.stderr[-4000:]
-        return self.result
-
     def report(self) -> dict:
-        return json.loads(self.finish().stdout.strip().splitlines()[-1])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        result = self.finish(timeout=900)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def start(cluster, python: str, package: str, script: str, *args: str, cwd: Path) -> Submitted:
