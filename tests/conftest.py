@@ -14,15 +14,18 @@ from helpers import TEST_JVM_OPTIONS
 from sparkgmm.gaussian import COVARIANCE_TYPES
 
 
-def _add_jvm_options(variable: str) -> None:
-    os.environ[variable] = f"{os.environ.get(variable, '')} {TEST_JVM_OPTIONS}".strip()
+def _add_jvm_options(variable: str, options: str) -> None:
+    os.environ[variable] = f"{os.environ.get(variable, '')} {options}".strip()
 
 
 # Before any JVM starts, for every JVM the suite starts: SPARK_SUBMIT_OPTS reaches each one spark-submit launches
 # (this process's session, the jobs run as child processes, the Spark Connect server), SPARK_DAEMON_JAVA_OPTS the
 # standalone master and workers (test_cluster passes the executors theirs).
-_add_jvm_options("SPARK_SUBMIT_OPTS")
-_add_jvm_options("SPARK_DAEMON_JAVA_OPTS")
+# No driver the suite starts binds a web UI port: children run side by side (see start_in_background below), and the
+# second driver to want port 4040 prints "WARN Utils: Service 'SparkUI' could not bind on port 4040" into an output
+# that a test reads for warnings of sparkgmm's own. A spark.* system property is a default every SparkConf loads.
+_add_jvm_options("SPARK_SUBMIT_OPTS", f"{TEST_JVM_OPTIONS} -Dspark.ui.enabled=false")
+_add_jvm_options("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)
 
 
 # --- child processes started as soon as the suite is collected --------------------------------------------------------
