@@ -3,7 +3,7 @@
 
 Each fit asks for ``n_init`` restarts; restart ``r`` of a fit seeded ``seed`` draws every random number from streams
 keyed ``(seed, r, ...)``, so a fit gives the same result alone or beside others. The restart with the highest final
-log-likelihood wins (the first on a tie).
+log-likelihood wins (the first on a tie); of a Bayesian fit's restarts, the highest lower bound.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .bayesian import Prior
 from .em import EMResult, EMSettings, EMState, PassRunner, em_candidate, run_side_by_side
 from .errors import InputError
 from .init import SAMPLE_INIT_MODE, initialise
@@ -26,7 +27,9 @@ from .search import DEFAULT_SAMPLE_RESTARTS, SearchOutcome, SearchSpec, search_s
 
 @dataclass(frozen=True)
 class FitSpec:
-    """One fit: ``initial`` (a warm start) replaces the initialisation, and then one restart is enough."""
+    """One fit: ``initial`` (a warm start) replaces the initialisation, and then one restart is enough. With a
+    ``prior`` the fit is a Bayesian mixture's (``sparkgmm.bayesian``): its restarts start as EM's do, and the best
+    lower bound wins."""
 
     n_components: int
     covariance_type: str
@@ -39,6 +42,7 @@ class FitSpec:
     label: str = ""
     sample_restarts: int = DEFAULT_SAMPLE_RESTARTS
     sample_rows: int = DEFAULT_SAMPLE_ROWS
+    prior: Prior | None = None
 
     @property
     def restarts(self) -> int:
@@ -137,7 +141,7 @@ class RestartRun:
         initial = self.initial
         if initial is None:
             raise RuntimeError(f"{self.label}EM started without its initial mixture")
-        result = yield from em_candidate(initial, spec.settings, self.label, self.state)
+        result = yield from em_candidate(initial, spec.settings, self.label, self.state, prior=spec.prior)
         restart = Restart(result, initial, self.init_passes)
         self.phase, self.restart = "done", restart
         return restart
@@ -194,7 +198,7 @@ def fit_side_by_side(specs: Sequence[FitSpec], run_pass: PassRunner, runs: Seque
     for i in range(len(specs)):
         mine = [(f, run) for f, run in zip(finished, runs, strict=True) if run.fit == i]
         restarts = tuple(f.value for f, _ in mine)
-        best = max(range(len(restarts)), key=lambda r: (restarts[r].result.log_likelihood, -r))
+        best = max(range(len(restarts)), key=lambda r: (restarts[r].result.objective, -r))
         done_at = 0
         for _, run in mine:
             if run.finished_passes is None:

@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import numpy as np
 
 from .acceleration import Squarem
+from .bayesian import POSTERIOR_ARRAYS, Posterior
 from .candidates import Restart, RestartRun
 from .em import EMResult, EMState
 from .errors import InputError
@@ -138,8 +139,10 @@ def _restore_run(run: RestartRun, entry: dict[str, Any], arrays: dict[str, np.nd
 
 def _encode_state(state: EMState, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     squarem = state.squarem
+    start = state.start_log_likelihood
     return {
-        "current": _put_mixture(state.current, arrays),
+        "current": _put_current(state.current, arrays),
+        "start_log_likelihood": None if start is None else _put_array(np.asarray([start]), arrays),
         "number": state.number,
         "history": _put_array(np.asarray(state.history, dtype=np.float64), arrays),
         "seconds": _put_array(np.asarray(state.seconds, dtype=np.float64), arrays),
@@ -159,8 +162,10 @@ def _encode_state(state: EMState, arrays: dict[str, np.ndarray]) -> dict[str, An
 
 def _decode_state(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMState:
     squarem = entry["squarem"]
+    start = entry.get("start_log_likelihood")
     return EMState(
-        current=_get_mixture(entry["current"], arrays),
+        current=_get_current(entry["current"], arrays),
+        start_log_likelihood=None if start is None else float(_get_array(start, arrays)[0]),
         number=int(entry["number"]),
         history=[float(v) for v in _get_array(entry["history"], arrays)],
         seconds=[float(v) for v in _get_array(entry["seconds"], arrays)],
@@ -192,14 +197,20 @@ def _encode_result(result: EMResult, arrays: dict[str, np.ndarray]) -> dict[str,
         "converged": result.converged,
         "quantile_levels": _put_array(np.asarray(list(result.log_density_quantiles), dtype=np.float64), arrays),
         "quantiles": _put_array(np.asarray(list(result.log_density_quantiles.values()), dtype=np.float64), arrays),
+        "posterior": None if result.posterior is None else _put_posterior(result.posterior, arrays),
+        "lower_bounds": _put_array(np.asarray(result.lower_bound_history, dtype=np.float64), arrays),
         **{name: getattr(result, name) for name in _RESULT_COUNTS},
     }
 
 
 def _decode_result(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMResult:
     history = tuple(float(v) for v in _get_array(entry["history"], arrays))
+    posterior = None if entry.get("posterior") is None else _get_posterior(entry["posterior"], arrays)
     return EMResult(
-        mixture=_get_mixture(entry["mixture"], arrays),
+        mixture=_get_mixture(entry["mixture"], arrays) if posterior is None else posterior.mixture,
+        posterior=posterior,
+        lower_bound_history=tuple(float(v) for v in _get_array(entry["lower_bounds"], arrays))
+        if "lower_bounds" in entry else (),
         log_likelihood=history[-1],
         log_likelihood_history=history,
         iteration_seconds=tuple(float(v) for v in _get_array(entry["seconds"], arrays)),
@@ -238,6 +249,27 @@ def _put_mixture(mixture: Mixture, arrays: dict[str, np.ndarray]) -> dict[str, A
 def _get_mixture(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Mixture:
     return Mixture(_get_array(entry["weights"], arrays), _get_array(entry["means"], arrays),
                    _get_array(entry["covariances"], arrays), entry["covariance_type"])
+
+
+def _put_posterior(posterior: Posterior, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {"covariance_type": posterior.covariance_type, "prior_type": posterior.prior_type,
+            **{name: _put_array(getattr(posterior, name), arrays) for name in POSTERIOR_ARRAYS}}
+
+
+def _get_posterior(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Posterior:
+    values = {name: _get_array(entry[name], arrays) for name in POSTERIOR_ARRAYS}
+    return Posterior(prior_type=entry["prior_type"], covariance_type=entry["covariance_type"], **values)
+
+
+def _put_current(current: Mixture | Posterior, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Where an EM run stands (a mixture), or a Bayesian run once it has a posterior."""
+    if isinstance(current, Posterior):
+        return {"posterior": _put_posterior(current, arrays)}
+    return _put_mixture(current, arrays)
+
+
+def _get_current(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Mixture | Posterior:
+    return _get_posterior(entry["posterior"], arrays) if "posterior" in entry else _get_mixture(entry, arrays)
 
 
 def _show(value: Any) -> str:

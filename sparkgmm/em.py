@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .acceleration import Squarem
+from .bayesian import Posterior, Prior, lower_bound, variational_m_step
 from .gaussian import CovarianceError, invalid_components
 from .mixture import Mixture
 from .passes import EStep, Partial, Request, chunks, log_density_ceiling, pack_block, run_local_pass
@@ -65,7 +66,12 @@ class EMResult:
     whose point was kept; ``n_passes`` counts every E-step pass of the loop (rejected extrapolations and the final
     pass included). ``log_density_quantiles`` maps each level of ``sparkgmm.sketch.QUANTILE_LEVELS`` to that
     quantile of the training rows' log-densities under ``mixture`` (weighted), from the final pass's sketch: within
-    ``sparkgmm.sketch.ALPHA`` of the exact one, relative to its distance below the mixture's log-density ceiling."""
+    ``sparkgmm.sketch.ALPHA`` of the exact one, relative to its distance below the mixture's log-density ceiling.
+
+    A Bayesian fit (``sparkgmm.bayesian``) also returns its ``posterior`` (``mixture`` is the posterior's) and its
+    ``lower_bound_history``, the lower bound after each iteration (``n_iter`` entries, as scikit-learn's
+    ``lower_bounds_``); its passes measure the bound, not the likelihood, so its ``log_likelihood_history`` holds two
+    entries: the initial mixture's mean log-likelihood and the returned mixture's."""
 
     mixture: Mixture
     log_likelihood: float
@@ -81,6 +87,16 @@ class EMResult:
     n_extrapolations: int = 0
     n_rejected: int = 0
     log_density_quantiles: dict[float, float] = field(default_factory=dict)
+    posterior: Posterior | None = None
+    lower_bound_history: tuple[float, ...] = ()
+
+    @property
+    def objective(self) -> float:
+        """What restarts are compared by: the log-likelihood, or a Bayesian fit's last lower bound (scikit-learn's
+        ``lower_bound_``; -inf when it made no iteration)."""
+        if self.posterior is None:
+            return self.log_likelihood
+        return self.lower_bound_history[-1] if self.lower_bound_history else -math.inf
 
 
 def collapsed_components(stats: SufficientStats, covariances: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -129,9 +145,11 @@ class EMState:
     it (``em_candidate(..., state=)``) goes on exactly as the original would have. ``number`` is the iteration whose
     pass comes next; ``final`` says the next pass is the last one, which measures ``current``. ``cycle`` holds the
     points of the current SQUAREM cycle and ``fallback`` the plain EM step while ``current`` is an extrapolated
-    point; ``best`` is the log-likelihood of the last point kept, and ``compare`` is False right after a re-seed."""
+    point; ``best`` is the log-likelihood of the last point kept, and ``compare`` is False right after a re-seed.
+    A Bayesian run's ``current`` is a ``Posterior`` once its first pass has turned the initial mixture into one,
+    whose mean log-likelihood it keeps in ``start_log_likelihood``; its ``history`` holds lower bounds."""
 
-    current: Mixture
+    current: Mixture | Posterior
     number: int = 1
     history: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
@@ -144,14 +162,19 @@ class EMState:
     converged: bool = False
     final: bool = False
     squarem: Squarem | None = None
+    start_log_likelihood: float | None = None
 
     @classmethod
     def start(cls, initial: Mixture, settings: EMSettings) -> EMState:
         return cls(initial, squarem=Squarem() if settings.acceleration == "squarem" else None)
 
 
+def _mixture(current: Mixture | Posterior) -> Mixture:
+    return current.mixture if isinstance(current, Posterior) else current
+
+
 def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state: EMState | None = None,
-                 quiet: bool = False) -> Generator[EStep, SufficientStats, EMResult]:
+                 quiet: bool = False, prior: Prior | None = None) -> Generator[EStep, SufficientStats, EMResult]:
     """EM from ``initial``, one E-step pass per iteration, as a coroutine (see the module's docstring).
 
     As in scikit-learn, the pass of iteration ``t`` measures the log-likelihood of the parameters of iteration
@@ -173,12 +196,55 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
 
     The run keeps all it knows in ``state`` (an ``EMState``, new unless given), updated in place before every pass it
     asks for: a checkpoint of it taken between passes resumes the run exactly (``initial`` is then not used).
+
+    With a ``prior`` the run is a Bayesian mixture's variational inference (``sparkgmm.bayesian``), through the same
+    loop: its first pass is a plain E-step under ``initial`` whose responsibilities the variational M-step turns into
+    the starting posterior (scikit-learn's ``_initialize``); each iteration's pass is the variational E-step, and the
+    M-step's lower bound is what ``tol`` is compared with (the total over the rows, as scikit-learn's). There is no
+    re-seeding (a Dirichlet-process prior empties the components the data do not need, on purpose) and no
+    acceleration.
     """
+    if prior is not None and (settings.acceleration != "none" or settings.max_reseeds):
+        raise ValueError("a Bayesian mixture runs without acceleration and re-seeds")
     if state is None:
         state = EMState.start(initial, settings)
     k = state.current.means.shape[0]
     covariance_type = state.current.covariance_type
     last = time.perf_counter()
+    if prior is not None and not isinstance(state.current, Posterior):
+        start = yield EStep(state.current, description="variational start")
+        state.passes += 1
+        state.start_log_likelihood = start.mean_log_likelihood
+        state.current = variational_m_step(start, state.current.means, prior, settings.reg_covar)
+        last = time.perf_counter()
+    while prior is not None and not state.final:
+        believed = state.current
+        if not isinstance(believed, Posterior):
+            raise RuntimeError("a Bayesian run without its posterior")
+        if state.number > settings.max_iter:
+            state.final = True
+            break
+        stats = yield EStep(believed.mixture, log_weights=believed.estep_log_weights(), entropy=True,
+                            description=f"variational iteration {state.number}")
+        state.passes += 1
+        state.number += 1
+        try:
+            updated = variational_m_step(stats, believed.means, prior, settings.reg_covar)
+        except CovarianceError as e:
+            raise CovarianceError(f"{label}variational iteration {state.number - 1}: {e} (regCovar is "
+                                  f"{settings.reg_covar:g})") from None
+        bound = lower_bound(updated, stats.entropy)
+        change = bound - state.history[-1] if state.history else math.inf
+        state.history.append(bound)
+        now = time.perf_counter()
+        state.seconds.append(now - last)
+        last = now
+        if not quiet:
+            logger.info("%siteration %d: lower bound %.10g, change %.3g, %.3f s", label, len(state.history), bound,
+                        change, state.seconds[-1])
+        state.current = updated
+        if abs(change) < settings.tol:
+            state.converged = state.final = True
     while not state.final:
         number = state.number
         if number > settings.max_iter:
@@ -186,7 +252,10 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
             break
         allowed = settings.max_reseeds - state.reseeds if k > 1 else 0
         worst = min(k, max(allowed, 0))  # rows to re-seed at, while re-seeds are still allowed
-        stats = yield EStep(state.current, worst=worst, description=f"EM iteration {number}")
+        current = state.current
+        if not isinstance(current, Mixture):
+            raise RuntimeError("an EM run without its mixture")
+        stats = yield EStep(current, worst=worst, description=f"EM iteration {number}")
         state.passes += 1
         state.number += 1
         log_likelihood = stats.mean_log_likelihood
@@ -200,7 +269,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
                 state.current, state.fallback = fallback, None
                 continue
             state.fallback = None
-        weights, means, covariances = m_step(stats, state.current.means, covariance_type, settings.reg_covar)
+        weights, means, covariances = m_step(stats, current.means, covariance_type, settings.reg_covar)
         moved = 0
         collapsed = collapsed_components(stats, covariances, covariance_type) if worst else np.arange(0)
         if collapsed.size and stats.worst is not None:
@@ -232,7 +301,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         if moved:
             state.cycle, state.best, state.compare = [], -math.inf, False
         elif state.squarem is not None:
-            state.cycle.append(state.current)
+            state.cycle.append(current)
             if len(state.cycle) == 2:
                 cycle, state.cycle = state.cycle, []
                 jump = state.squarem.extrapolate(cycle[0], cycle[1], following) if number < settings.max_iter else None
@@ -240,20 +309,27 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
                     state.fallback, following = following, jump
         state.current = following
     if not state.converged and settings.tol > 0.0 and settings.max_iter > 0 and not quiet:
-        logger.warning("%sEM did not converge in %d iterations (tol %g): raise maxIter or tol", label,
-                       settings.max_iter, settings.tol)
-    final = yield EStep(state.current, count_hard=True, description="final log-likelihood and cluster sizes",
-                        sketch_reference=log_density_ceiling(state.current))
+        logger.warning("%s%s did not converge in %d iterations (tol %g): raise maxIter or tol", label,
+                       "EM" if prior is None else "variational inference", settings.max_iter, settings.tol)
+    mixture = _mixture(state.current)
+    final = yield EStep(mixture, count_hard=True, description="final log-likelihood and cluster sizes",
+                        sketch_reference=log_density_ceiling(mixture))
     if final.log_densities is None:
         raise RuntimeError("the final pass gave no log-density sketch, though it asked for one")
-    history = [*state.history, final.mean_log_likelihood]
+    if prior is None:
+        history = [*state.history, final.mean_log_likelihood]
+    else:
+        if state.start_log_likelihood is None:
+            raise RuntimeError("a Bayesian run without its start's log-likelihood")
+        history = [state.start_log_likelihood, final.mean_log_likelihood]
     squarem = state.squarem
+    fitted = state.current if isinstance(state.current, Posterior) else None
     return EMResult(
-        mixture=state.current,
+        mixture=mixture,
         log_likelihood=history[-1],
         log_likelihood_history=tuple(history),
         iteration_seconds=tuple(state.seconds),
-        n_iter=len(history) - 1,
+        n_iter=len(state.history),
         converged=state.converged,
         cluster_sizes=tuple(int(c) for c in final.hard_counts),
         n_samples=final.n_samples,
@@ -264,6 +340,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         n_rejected=0 if squarem is None else squarem.rejections,
         log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)),
                                        strict=True)),
+        posterior=fitted,
+        lower_bound_history=() if fitted is None else tuple(state.history),
     )
 
 
@@ -321,10 +399,13 @@ def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner,
 
 
 def run_em(initial: Mixture, run_pass: PassRunner, *, max_iter: int, tol: float, reg_covar: float,
-           acceleration: str = "none", max_reseeds: int = DEFAULT_MAX_RESEEDS) -> EMResult:
-    """One EM fit from ``initial`` (see ``em_candidate``)."""
+           acceleration: str = "none", max_reseeds: int = DEFAULT_MAX_RESEEDS, prior: Prior | None = None) -> EMResult:
+    """One EM fit from ``initial`` (see ``em_candidate``); with ``prior``, a Bayesian mixture's variational fit
+    (then without acceleration or re-seeds)."""
+    if prior is not None:
+        acceleration, max_reseeds = "none", 0
     settings = EMSettings(max_iter, tol, reg_covar, acceleration, max_reseeds)
-    return run_side_by_side([em_candidate(initial, settings)], run_pass)[0].value
+    return run_side_by_side([em_candidate(initial, settings, prior=prior)], run_pass)[0].value
 
 
 def local_passes(X: np.ndarray, sample_weight: np.ndarray | None = None, block_rows: int = 1 << 15,

@@ -233,6 +233,16 @@ class Mixture:
             if name in params:
                 raise InputError(f"to_sklearn takes {name} from the mixture; leave it out of the params")
         gm = GaussianMixture(n_components=self.n_components, covariance_type=self.covariance_type, **params)
+        self.fill_sklearn(gm)
+        # scikit-learn ran no EM here: no iterations, no bound, not "converged" by its own measure. converged_ must
+        # exist all the same: it is how a warm-started fit knows to start from these parameters.
+        gm.converged_, gm.n_iter_, gm.lower_bound_ = False, 0, -np.inf
+        return gm
+
+    def fill_sklearn(self, gm) -> None:
+        """Set a scikit-learn mixture's fitted parameters from this mixture: ``weights_``, ``means_``,
+        ``covariances_``, ``precisions_cholesky_``, ``precisions_`` (products of the Cholesky factors) and
+        ``n_features_in_``."""
         prec_chol = self.precisions_cholesky
         if self.covariance_type == "full":
             precisions = prec_chol @ prec_chol.transpose(0, 2, 1)
@@ -244,10 +254,6 @@ class Mixture:
             np.array(self.weights), np.array(self.means), np.array(self.covariances))
         gm.precisions_cholesky_, gm.precisions_ = np.array(prec_chol), precisions
         gm.n_features_in_ = self.n_features
-        # scikit-learn ran no EM here: no iterations, no bound, not "converged" by its own measure. converged_ must
-        # exist all the same: it is how a warm-started fit knows to start from these parameters.
-        gm.converged_, gm.n_iter_, gm.lower_bound_ = False, 0, -np.inf
-        return gm
 
     @classmethod
     def from_sklearn(cls, gm) -> Mixture:

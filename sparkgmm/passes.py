@@ -173,13 +173,17 @@ class EStep:
     """One E-step under ``mixture``: its ``SufficientStats`` (with cluster sizes when ``count_hard``), the ``worst``
     rows of positive weight that the mixture explains least (lowest log-density), for re-seeding, and, when
     ``sketch_reference`` is given, a bounded quantile sketch of the rows' log-densities measured from it (the driver
-    passes ``log_density_ceiling(mixture)``, computed once, so that every block's sketch has the same reference)."""
+    passes ``log_density_ceiling(mixture)``, computed once, so that every block's sketch has the same reference).
+    A Bayesian mixture's variational E-step gives its per-component constants as ``log_weights`` (they replace
+    ``log(mixture.weights)``) and asks for the responsibilities' ``entropy`` term (``sparkgmm.bayesian``)."""
 
     mixture: Mixture
     count_hard: bool = False
     worst: int = 0
     description: str = "EM iteration"
     sketch_reference: float | None = None
+    log_weights: np.ndarray | None = None
+    entropy: bool = False
 
     def empty(self, n_features: int) -> SufficientStats:
         m = self.mixture
@@ -188,7 +192,8 @@ class EStep:
     def on_block(self, block: Block) -> SufficientStats:
         m = self.mixture
         return accumulate(block.xt, block.w, m.weights, m.means, m.precisions_cholesky, m.covariance_type,
-                          self.count_hard, self.worst, block.origin, self.sketch_reference)
+                          self.count_hard, self.worst, block.origin, self.sketch_reference, self.log_weights,
+                          self.entropy)
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,6 +10,11 @@ responsibility of component j for row i and ``w_i`` the row's sample weight:
 - optionally ``worst``: the few rows of positive weight with the lowest ``log p(x_i)`` (for re-seeding components)
 - optionally ``log_densities``: a bounded quantile sketch of the ``log p(x_i)``, weighted by ``w_i``
   (``sparkgmm.sketch``)
+- optionally ``entropy = sum_i w_i sum_j r_ij log r_ij`` (minus the responsibilities' entropy), which the variational
+  lower bound of a Bayesian mixture needs (``sparkgmm.bayesian``)
+
+A Bayesian mixture's variational E-step is the same pass with other per-component constants in place of
+``log pi_j`` (``log_weights``): the Gaussian kernel, the normalisation and the statistics do not change.
 
 All accumulators are float64 and centred on the *same* means for every block, so adding them is exact algebra:
 a tree-reduce over any partitioning equals one pass over all the data (up to float rounding). The per-row arithmetic
@@ -55,6 +60,7 @@ class SufficientStats:
     hard_counts: np.ndarray
     worst: TopRows | None = None
     log_densities: ValueSketch | None = None
+    entropy: float = 0.0
 
     @classmethod
     def zeros(cls, n_components: int, n_features: int, covariance_type: str, worst: int = 0,
@@ -77,6 +83,7 @@ class SufficientStats:
             None if self.worst is None or other.worst is None else self.worst.merge(other.worst),
             None if self.log_densities is None or other.log_densities is None
             else self.log_densities.merge(other.log_densities),
+            self.entropy + other.entropy,
         )
 
     @property
@@ -87,18 +94,27 @@ class SufficientStats:
         return self.log_likelihood / self.weight_sum
 
 
-def log_normalise_t(weighted_t: np.ndarray) -> np.ndarray:
+def log_normalise_t(weighted_t: np.ndarray, entropy_out: np.ndarray | None = None) -> np.ndarray:
     """In place, turn component-major weighted log-probabilities (k, n) into responsibilities (k, n).
 
     Returns each row's ``log p(x)``: the logsumexp over components, shifted by the row maximum so that nothing
     overflows, and no row whose densities all underflow in linear space loses its responsibilities.
+
+    ``entropy_out`` (n,), when given, receives each row's ``sum_j r_ij log r_ij``. With ``b_ij`` the shifted
+    log-probabilities and ``T_i = sum_j exp(b_ij)``, ``log r_ij = b_ij - log T_i``, so the sum is
+    ``sum_j r_ij b_ij - log T_i``: one product per entry instead of a logarithm, and no ``0 * log 0``.
     """
     row_max = weighted_t.max(axis=0)
     weighted_t -= row_max
+    shifted = weighted_t.copy() if entropy_out is not None else None
     np.exp(weighted_t, out=weighted_t)
     total = weighted_t.sum(axis=0)
     weighted_t /= total
-    return row_max + np.log(total)
+    log_total = np.log(total)
+    if entropy_out is not None and shifted is not None:
+        shifted *= weighted_t
+        np.subtract(shifted.sum(axis=0), log_total, out=entropy_out)
+    return row_max + log_total
 
 
 def stats_from_resp(
@@ -146,6 +162,8 @@ def accumulate(
     worst: int = 0,
     origin: np.ndarray | None = None,
     sketch_reference: float | None = None,
+    log_weights: np.ndarray | None = None,
+    entropy: bool = False,
 ) -> SufficientStats:
     """One E-step over *columnar* rows ``XT`` (d, n), float64 or float32, returning their sufficient statistics
     (float64 accumulators).
@@ -156,6 +174,8 @@ def accumulate(
     ``worst`` > 0 keeps that many rows of positive weight with the lowest log-density.
     ``sketch_reference``, when given, adds a quantile sketch of the rows' log-densities taken relative to it
     (``sparkgmm.sketch``).
+    ``log_weights`` (k,), when given, replace ``log(weights)`` as the per-component constants (a Bayesian mixture's
+    variational E-step, ``sparkgmm.bayesian``); ``entropy`` adds ``sum_i w_i sum_j r_ij log r_ij``.
     """
     k, d = means.shape
     n = XT.shape[1]
@@ -165,21 +185,27 @@ def accumulate(
         return stats
     if origin is not None:
         means = means - origin
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(weights).astype(XT.dtype)[:, None]
+    if log_weights is None:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(weights)
+    column_log_weights = np.asarray(log_weights).astype(XT.dtype)[:, None]
     chunk = max(MIN_CHUNK_ROWS, SCRATCH_DOUBLES // (k * d))
     scratch = np.empty((k, d, min(chunk, n)), XT.dtype)
     nk, first, second, hard_counts = stats.nk, stats.first, stats.second, stats.hard_counts
-    log_likelihood = 0.0
+    log_likelihood = entropy_sum = 0.0
+    row_entropy = np.empty(min(chunk, n), XT.dtype) if entropy else None
     for start in range(0, n, chunk):
         columns = XT[:, start : start + chunk]
         sw = None if sample_weight is None else sample_weight[start : start + chunk]
         centred = scratch[:, :, : columns.shape[1]]
         resp_t = log_gaussian_prob_t(columns, means, prec_chol, covariance_type, centred)
-        resp_t += log_weights
+        resp_t += column_log_weights
         if count_hard:
             hard_counts += np.bincount(resp_t.argmax(axis=0), minlength=k)
-        log_norm = log_normalise_t(resp_t)
+        entropy_out = None if row_entropy is None else row_entropy[: columns.shape[1]]
+        log_norm = log_normalise_t(resp_t, entropy_out)
+        if entropy_out is not None:
+            entropy_sum += float(entropy_out.sum(dtype=np.float64) if sw is None else entropy_out @ sw)
         if worst_rows is not None:
             badness = -log_norm if sw is None else np.where(sw > 0.0, -log_norm, -np.inf)
             entering = columns
@@ -200,7 +226,8 @@ def accumulate(
         first += c_first
         second += c_second
     weight_sum = float(n if sample_weight is None else sample_weight.sum())
-    return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts, worst_rows, sketch)
+    return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts, worst_rows, sketch,
+                           entropy_sum)
 
 
 def m_step(

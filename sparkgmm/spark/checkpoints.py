@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from pyspark.sql import SparkSession
 
+from ..bayesian import Prior
 from ..candidates import FitSpec, RestartRun
 from ..checkpoint import CheckpointError, check, encode, restore
 from ..errors import InputError
@@ -47,7 +48,8 @@ def fit_key(input_description: dict[str, Any], specs: Sequence[FitSpec], dtype: 
         {"k": spec.n_components, "covariance_type": spec.covariance_type, "max_iter": spec.settings.max_iter,
          "tol": spec.settings.tol, "reg_covar": spec.settings.reg_covar, "acceleration": spec.settings.acceleration,
          "init_mode": spec.init_mode, "seed": spec.seed, "n_init": spec.n_init, "init_steps": spec.init_steps,
-         "initial_model": None if spec.initial is None else _mixture_digest(spec.initial)}
+         "initial_model": None if spec.initial is None else _mixture_digest(spec.initial),
+         "prior": None if spec.prior is None else _prior_digest(spec.prior)}
         for spec in specs
     ]
     return {"input": input_description, "dtype": dtype, "fits": fits}
@@ -61,6 +63,16 @@ def connect_local_dir(uri: str) -> Path:
         return local.absolute()
     raise InputError(f"checkpointDir={uri!r}: under Spark Connect the checkpoints are written by the client, which "
                      "reaches no Hadoop file system; give a directory on the client's disk (a path or a file: URI)")
+
+
+def _prior_digest(prior: Prior) -> str:
+    """A Bayesian fit's priors (their type and values: the defaults come from the data, which the input's
+    fingerprint already pins)."""
+    digest = hashlib.sha256(prior.prior_type.encode())
+    for value in (prior.weight_concentration, prior.mean_precision, prior.mean, prior.degrees_of_freedom,
+                  prior.covariance):
+        digest.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _mixture_digest(mixture: Mixture) -> str:
