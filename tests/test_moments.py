@@ -1,13 +1,19 @@
-"""The data's weighted column moments: block by block, merged in any order, against NumPy on the rows."""
+"""The data's weighted column moments: block by block, merged in any order, against NumPy on the rows; and as the
+conversion pass of both engines gives them."""
 
 import functools
 import itertools
 
 import numpy as np
 import pytest
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
+from helpers import frame
 from sparkgmm.moments import ColumnMoments
 from sparkgmm.passes import Block, pack_block
+from sparkgmm.spark.engine import open_blocks
+from sparkgmm.spark.engine.tasks import Stored, describe_partition
 
 
 def rows_and_counts(n=500, d=3, seed=0, offset=0.0):
@@ -104,3 +110,48 @@ def test_what_has_no_covariance_says_so():
         one_row.covariance(ddof=1)
     with pytest.raises(ValueError, match="moments of 2 and 3 features"):
         one_row.merge(ColumnMoments.empty(3))
+
+
+def test_a_task_whose_blocks_disagree_on_the_features_keeps_no_moments():
+    two, three = (pack_block(np.arange(4.0 * d).reshape(4, d), None) for d in (2, 3))
+    (agreeing,) = describe_partition([Stored(two, 0, 0), Stored(two, 0, 0)])
+    (disagreeing,) = describe_partition([Stored(two, 0, 0), Stored(three, 0, 0)])
+    (empty,) = describe_partition([])
+    assert agreeing.moments is not None and agreeing.moments.weight_sum == 8.0
+    assert disagreeing.moments is None and empty.moments is None
+    assert agreeing.merge(empty).moments is agreeing.moments
+    # Once the feature counts disagree, no later merge brings moments back, in whichever order.
+    assert agreeing.merge(disagreeing).moments is None and disagreeing.merge(agreeing).moments is None
+    (other,) = describe_partition([Stored(three, 0, 0)])
+    assert agreeing.merge(other).moments is None and empty.merge(other).merge(agreeing).moments is None
+
+
+# --- the conversion pass -------------------------------------------------------------------------------------------
+
+@pytest.mark.spark
+@pytest.mark.parametrize("engine", ["rdd", "dataframe"])
+@pytest.mark.parametrize("storage", ["local-files", "spark-cache"])
+def test_the_conversion_gives_the_moments_of_the_replicated_rows(spark, engine, storage):
+    X, w = rows_and_counts(n=400, d=3, seed=5, offset=1e3)
+    df = frame(spark, X, 3, extra={"weight": w})
+    with open_blocks(df, F.col("features"), "weight", StorageLevel.MEMORY_ONLY, engine=engine, block_storage=storage,
+                     block_bytes=1024) as blocks:
+        assert blocks.engine == engine and blocks.moments is not None
+        assert blocks.moments.weight_sum == blocks.weight_sum == w.sum()
+        replicated = np.repeat(X, w.astype(int), axis=0)
+        np.testing.assert_allclose(blocks.data_mean, replicated.mean(axis=0), rtol=1e-10)
+        np.testing.assert_allclose(blocks.data_covariance, np.cov(replicated.T), rtol=1e-10)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("engine", ["rdd", "dataframe"])
+def test_ragged_or_weightless_input_has_no_moments(spark, engine):
+    schema = "features array<double>"
+    mixed = spark.createDataFrame([([1.0, 2.0],), ([3.0],), ([4.0, 5.0],)], schema).coalesce(1)
+    # Two partitions, each of one row length: each task's blocks agree, the tasks do not.
+    split = spark.createDataFrame(spark.sparkContext.parallelize([([1.0, 2.0],), ([3.0, 4.0],), ([5.0],), ([6.0],)],
+                                                                 2), schema)
+    weightless = frame(spark, np.ones((4, 2)), 2, extra={"weight": np.zeros(4)})
+    for df, weight_col in ((mixed, None), (split, None), (weightless, "weight")):
+        with open_blocks(df, F.col("features"), weight_col, StorageLevel.MEMORY_ONLY, engine=engine) as blocks:
+            assert blocks.moments is None and blocks.data_mean is None and blocks.data_covariance is None
