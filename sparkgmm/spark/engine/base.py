@@ -19,6 +19,7 @@ from functools import partial
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 
@@ -71,7 +72,7 @@ def describe_depth(tasks: int, depth: int) -> int:
 class StoredBlocks(abc.ABC):
     """The training data as NumPy blocks stored once, with what the conversion pass learned about them (``n_rows``,
     ``weight_sum``, ``invalid_rows``, ``ragged_rows``, ``n_features``, ``block_bytes``, ``fingerprint``, ``sample``,
-    ``seconds``).
+    ``moments``, ``seconds``).
 
     ``block_storage`` says where the blocks live between passes: ``"local-files"`` writes each partition's blocks to
     a file on its executor's local disk, memory-mapped by every later pass (what Spark stores is only where the files
@@ -167,7 +168,8 @@ class StoredBlocks(abc.ABC):
             raise
 
     def _described(self, described: Description, seconds: float) -> None:
-        """Keep what the conversion pass found: rows, weights, dropped rows, features, bytes, fingerprint."""
+        """Keep what the conversion pass found: rows, weights, dropped rows, features, bytes, fingerprint, sample,
+        moments."""
         self.seconds = seconds
         self.n_rows = described.rows
         self.weight_sum = described.weight_sum
@@ -183,6 +185,24 @@ class StoredBlocks(abc.ABC):
         self.sample = None if sample is None or self.n_features < 1 else sample.ordered()
         if len(dims) > 1:  # each partition was consistent, but they disagree with each other
             self.ragged_rows = max(self.ragged_rows, 1)
+        # The weighted moments of the rows kept, for priors that start from the data's spread; None where a fit
+        # refuses the input anyway (no features, ragged rows) or where the rows have no mean (no weight at all).
+        moments = described.moments
+        usable = moments is not None and self.n_features >= 1 and not self.ragged_rows and moments.weight_sum > 0.0
+        self.moments = moments if usable else None
+
+    @property
+    def data_mean(self) -> np.ndarray | None:
+        """The rows' weighted mean (d,), None without ``moments``."""
+        return None if self.moments is None else self.moments.mean
+
+    @property
+    def data_covariance(self) -> np.ndarray | None:
+        """The rows' weighted covariance (d, d) with the weights counting rows (``ColumnMoments.covariance(ddof=1)``:
+        what ``np.cov`` gives of the rows each repeated as many times as its weight, the covariance scikit-learn's
+        BayesianGaussianMixture starts its prior from), None without ``moments``. A ValueError when the rows weigh
+        1 or less in all."""
+        return None if self.moments is None else self.moments.covariance(ddof=1)
 
     def run_pass(self, requests: Sequence, description: str) -> list:
         """One pass for ``sparkgmm.em``: one named Spark job whose tasks answer the requests, the answers merged in a

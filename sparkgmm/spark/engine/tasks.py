@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..features import list_array_to_matrix
+from ...moments import ColumnMoments
 from ...passes import Block, content_fingerprint, merge_fingerprints, pack_block
 from ...sampling import RowSample, SampleBuilder
 
@@ -261,7 +262,9 @@ class Description(NamedTuple):
     """What the conversion pass learns about some blocks; ``merge`` is associative. ``largest_task`` is the most
     rows one task of the pass read, ``tasks`` how many tasks read them; ``fingerprint`` is
     ``passes.content_fingerprint`` of all the rows; ``sample`` the bounded sample of the rows the pass was asked to
-    keep (``sampling.RowSample``), if any."""
+    keep (``sampling.RowSample``), if any; ``moments`` the weighted mean and scatter of all the rows
+    (``moments.ColumnMoments``), None before any row, and from the first disagreement on the feature count on (the
+    fit refuses such input: nothing is lost)."""
 
     rows: int
     weight_sum: float
@@ -274,19 +277,25 @@ class Description(NamedTuple):
     fingerprint: int = 0
     tasks: int = 0
     sample: RowSample | None = None
+    moments: ColumnMoments | None = None
 
     def merge(self, other: Description) -> Description:
         sample = other.sample if self.sample is None else self.sample if other.sample is None else \
             self.sample.merge(other.sample)
+        dims = self.dims | other.dims
+        moments = None if len(dims) > 1 else other.moments if self.moments is None else \
+            self.moments if other.moments is None else self.moments.merge(other.moments)
         return Description(self.rows + other.rows, self.weight_sum + other.weight_sum, self.invalid + other.invalid,
-                           self.ragged + other.ragged, self.dims | other.dims, self.bytes + other.bytes,
+                           self.ragged + other.ragged, dims, self.bytes + other.bytes,
                            self.blocks + other.blocks, max(self.largest_task, other.largest_task),
-                           merge_fingerprints(self.fingerprint, other.fingerprint), self.tasks + other.tasks, sample)
+                           merge_fingerprints(self.fingerprint, other.fingerprint), self.tasks + other.tasks, sample,
+                           moments)
 
 
 def describe_partition(stored, sample_rows: int = 0, sample_seed: tuple[int, ...] = ()) -> Iterator[Description]:
-    """Rows, weight sum, invalid and ragged counts, the feature counts and the bytes of one task's blocks; with
-    ``sample_rows``, also their sample of that many rows at most (``sampling``), drawn with ``sample_seed``."""
+    """Rows, weight sum, invalid and ragged counts, the feature counts, the bytes and the column moments of one task's
+    blocks; with ``sample_rows``, also their sample of that many rows at most (``sampling``), drawn with
+    ``sample_seed``."""
     total = Description(0, 0.0, 0, 0, frozenset(), 0, 0, 0, tasks=1)
     sample = SampleBuilder(sample_rows, sample_seed) if sample_rows > 0 else None
     for element in stored:
@@ -298,7 +307,7 @@ def describe_partition(stored, sample_rows: int = 0, sample_seed: tuple[int, ...
             weight_sum = float(n_block if block.w is None else block.w.sum())
             size = block.xt.nbytes + block.hashes.nbytes + (0 if block.w is None else block.w.nbytes)
             total = total.merge(Description(n_block, weight_sum, 0, 0, frozenset([block.xt.shape[0]]), size, 1, 0,
-                                            content_fingerprint(block)))
+                                            content_fingerprint(block), moments=ColumnMoments.of_block(block)))
             if sample is not None:
                 sample.add(block)
     dims = sorted(total.dims)
