@@ -38,7 +38,15 @@ class GaussianMixtureSummary:
     with ``sampleRestarts`` restarts in ``sampleSearchSeconds`` (passes over the sample: ``samplePasses``; the time and
     passes are shared by the fits searched side by side), and the best start reached ``sampleLogLikelihood`` (mean
     per sample row) there; all are 0 (the log-likelihood None) for other starts. ``fullDataPasses`` counts the passes
-    over all the rows after the conversion: ``numPasses - 1``."""
+    over all the rows after the conversion: ``numPasses - 1``.
+
+    A Bayesian mixture's fit (``sparkgmm.bayesian``) says its ``weightConcentrationPriorType`` (None for EM), its
+    ``lowerBoundHistory`` (the variational lower bound after each of the ``numIter`` iterations, the total over the
+    rows as scikit-learn's ``lower_bounds_``; the last is what its restarts were compared by) and
+    ``effectiveComponents``, the components whose expected weight is above ``sparkgmm.bayesian.EFFECTIVE_WEIGHT``.
+    Its passes measure the bound, not the likelihood, so its ``logLikelihoodHistory`` has two entries: the initial
+    mixture's mean log-likelihood and the returned mixture's; in ``metrics.json`` its history entries hold the lower
+    bound and its change."""
 
     logLikelihood: float
     logLikelihoodHistory: tuple[float, ...]
@@ -68,6 +76,14 @@ class GaussianMixtureSummary:
     samplePasses: int = 0
     sampleSearchSeconds: float = 0.0
     sampleLogLikelihood: float | None = None
+    weightConcentrationPriorType: str | None = None
+    lowerBoundHistory: tuple[float, ...] = ()
+    effectiveComponents: int | None = None
+
+    @property
+    def lowerBound(self) -> float | None:
+        """A Bayesian fit's last lower bound (None for EM, or when it made no iteration)."""
+        return self.lowerBoundHistory[-1] if self.lowerBoundHistory else None
 
     @property
     def fullDataPasses(self) -> int:
@@ -101,12 +117,16 @@ class GaussianMixtureSummary:
 
     def to_metrics(self) -> dict[str, Any]:
         """The fit as ``metrics.json`` reports it (``REPORTED``'s names and order), JSON-ready."""
-        per_iteration = {"initial_log_likelihood": self.logLikelihoodHistory[0], "history": [
-            {"iteration": t, "log_likelihood": self.logLikelihoodHistory[t],
-             "change": self.logLikelihoodHistory[t] - self.logLikelihoodHistory[t - 1],
-             "seconds": self.iterationSeconds[t - 1]}
-            for t in range(1, self.numIter + 1)
-        ]}
+        if self.weightConcentrationPriorType is None:
+            history = [{"iteration": t, "log_likelihood": self.logLikelihoodHistory[t],
+                        "change": self.logLikelihoodHistory[t] - self.logLikelihoodHistory[t - 1],
+                        "seconds": self.iterationSeconds[t - 1]} for t in range(1, self.numIter + 1)]
+        else:
+            bounds = self.lowerBoundHistory
+            history = [{"iteration": t, "lower_bound": bounds[t - 1],
+                        "change": None if t == 1 else bounds[t - 1] - bounds[t - 2],
+                        "seconds": self.iterationSeconds[t - 1]} for t in range(1, self.numIter + 1)]
+        per_iteration = {"initial_log_likelihood": self.logLikelihoodHistory[0], "history": history}
         return {entry.key: per_iteration[entry.key] if entry.key in per_iteration else
                 _json_value(getattr(self, entry.attribute)) for entry in REPORTED}
 
@@ -116,7 +136,11 @@ class GaussianMixtureSummary:
         values = {entry.attribute: _python_value(metrics[entry.key]) for entry in REPORTED
                   if entry.attribute in _FIELDS and entry.key not in _PER_ITERATION}
         history = metrics["history"]
-        values["logLikelihoodHistory"] = (metrics["initial_log_likelihood"], *(h["log_likelihood"] for h in history))
+        if values.get("weightConcentrationPriorType") is None:
+            values["logLikelihoodHistory"] = (metrics["initial_log_likelihood"],
+                                              *(h["log_likelihood"] for h in history))
+        else:
+            values["logLikelihoodHistory"] = (metrics["initial_log_likelihood"], metrics["log_likelihood"])
         values["iterationSeconds"] = tuple(h["seconds"] for h in history)
         return cls(**values)
 
@@ -164,6 +188,9 @@ REPORTED: tuple[Reported, ...] = (
     Reported("restarts", "restarts"),
     Reported("initial_log_likelihood", "logLikelihoodHistory"),
     Reported("history", "iterationSeconds"),
+    Reported("prior", "weightConcentrationPriorType"),
+    Reported("lower_bounds", "lowerBoundHistory"),
+    Reported("effective_components", "effectiveComponents"),
     Reported("cluster_sizes", "clusterSizes"),
     Reported("log_density_quantiles", "logDensityQuantiles"),
     Reported("n_rows", "numRows"),

@@ -167,6 +167,16 @@ def summary_of_every_field():
     )
 
 
+def bayesian_summary_of_every_field():
+    """``summary_of_every_field`` as a Bayesian mixture's fit reports it: its lower bounds, effective components and
+    prior type set, and a log-likelihood history of the initial and the returned mixture."""
+    import dataclasses
+
+    return dataclasses.replace(summary_of_every_field(), logLikelihoodHistory=(-4.0, -3.125),
+                               lowerBoundHistory=(-50.5, -40.25, -39.75), effectiveComponents=2,
+                               weightConcentrationPriorType="dirichlet_process")
+
+
 class Background:
     """A child process started now and left running while other tests run; ``finish`` waits for it (once) and
     returns its exit code and output; ``stop`` kills it, with every process it started (its own session), if it

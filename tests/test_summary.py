@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from helpers import summary_of_every_field
+from helpers import bayesian_summary_of_every_field, summary_of_every_field
 from sparkgmm.persistence import ModelFormatError
 from sparkgmm.summary import CANDIDATE_METRICS, REPORTED, GaussianMixtureSummary
 
@@ -32,13 +32,27 @@ def test_every_field_of_the_summary_has_one_name_in_metrics():
 
 
 def test_metrics_and_the_model_directory_block_read_back_as_the_same_summary():
-    summary = summary_of_every_field()
+    summary = bayesian_summary_of_every_field()
     unset = [f.name for f in dataclasses.fields(summary) if (f.default is not dataclasses.MISSING
              and getattr(summary, f.name) == f.default) or (f.default_factory is not dataclasses.MISSING
              and getattr(summary, f.name) == f.default_factory())]
     assert unset == []  # the example sets every field, so that losing any one on the way shows below
     assert GaussianMixtureSummary.from_metrics(through_json(summary.to_metrics())) == summary
     assert GaussianMixtureSummary.from_dict(through_json(summary.to_dict()), "model") == summary
+    em = summary_of_every_field()  # EM's: a log-likelihood per iteration, no prior
+    assert GaussianMixtureSummary.from_metrics(through_json(em.to_metrics())) == em
+
+
+def test_a_bayesian_fits_metrics_hold_the_lower_bound_per_iteration():
+    metrics = bayesian_summary_of_every_field().to_metrics()
+    assert metrics["history"] == [
+        {"iteration": 1, "lower_bound": -50.5, "change": None, "seconds": 0.25},
+        {"iteration": 2, "lower_bound": -40.25, "change": 10.25, "seconds": 0.5},
+        {"iteration": 3, "lower_bound": -39.75, "change": 0.5, "seconds": 0.75},
+    ]
+    assert (metrics["prior"], metrics["effective_components"], metrics["lower_bounds"]) == (
+        "dirichlet_process", 2, [-50.5, -40.25, -39.75])
+    assert (metrics["initial_log_likelihood"], metrics["log_likelihood"]) == (-4.0, -3.125)
 
 
 def test_metrics_write_the_history_per_iteration_and_the_computed_figures():
