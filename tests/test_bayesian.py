@@ -178,5 +178,5 @@ def test_to_sklearn_gives_a_fitted_model_that_scores_and_goes_on_as_scikit_learn
 
 
 def test_from_sklearn_refuses_an_unfitted_model_by_name():
-    with pytest.raises(InputError, match="not fitted .*weight_concentration_"):
+    with pytest.raises(InputError, match=r"not fitted .*weight_concentration_"):
         from_sklearn(SkBayesianGaussianMixture())

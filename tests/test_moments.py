@@ -114,15 +114,15 @@ def test_what_has_no_covariance_says_so():
 
 def test_a_task_whose_blocks_disagree_on_the_features_keeps_no_moments():
     two, three = (pack_block(np.arange(4.0 * d).reshape(4, d), None) for d in (2, 3))
-    (agreeing,) = describe_partition([Stored(two, 0, 0), Stored(two, 0, 0)])
-    (disagreeing,) = describe_partition([Stored(two, 0, 0), Stored(three, 0, 0)])
-    (empty,) = describe_partition([])
+    (agreeing,) = describe_partition([Stored(two, 0, 0), Stored(two, 0, 0)], moments=True)
+    (disagreeing,) = describe_partition([Stored(two, 0, 0), Stored(three, 0, 0)], moments=True)
+    (empty,) = describe_partition([], moments=True)
     assert agreeing.moments is not None and agreeing.moments.weight_sum == 8.0
     assert disagreeing.moments is None and empty.moments is None
     assert agreeing.merge(empty).moments is agreeing.moments
     # Once the feature counts disagree, no later merge brings moments back, in whichever order.
     assert agreeing.merge(disagreeing).moments is None and disagreeing.merge(agreeing).moments is None
-    (other,) = describe_partition([Stored(three, 0, 0)])
+    (other,) = describe_partition([Stored(three, 0, 0)], moments=True)
     assert agreeing.merge(other).moments is None and empty.merge(other).merge(agreeing).moments is None
 
 
@@ -135,7 +135,7 @@ def test_the_conversion_gives_the_moments_of_the_replicated_rows(spark, engine, 
     X, w = rows_and_counts(n=400, d=3, seed=5, offset=1e3)
     df = frame(spark, X, 3, extra={"weight": w})
     with open_blocks(df, F.col("features"), "weight", StorageLevel.MEMORY_ONLY, engine=engine, block_storage=storage,
-                     block_bytes=1024) as blocks:
+                     block_bytes=1024, moments=True) as blocks:
         assert blocks.engine == engine and blocks.moments is not None
         assert blocks.moments.weight_sum == blocks.weight_sum == w.sum()
         replicated = np.repeat(X, w.astype(int), axis=0)
@@ -153,5 +153,13 @@ def test_ragged_or_weightless_input_has_no_moments(spark, engine):
                                                                  2), schema)
     weightless = frame(spark, np.ones((4, 2)), 2, extra={"weight": np.zeros(4)})
     for df, weight_col in ((mixed, None), (split, None), (weightless, "weight")):
-        with open_blocks(df, F.col("features"), weight_col, StorageLevel.MEMORY_ONLY, engine=engine) as blocks:
+        with open_blocks(df, F.col("features"), weight_col, StorageLevel.MEMORY_ONLY, engine=engine,
+                         moments=True) as blocks:
             assert blocks.moments is None and blocks.data_mean is None and blocks.data_covariance is None
+
+
+@pytest.mark.spark
+def test_a_conversion_not_asked_for_the_moments_does_not_compute_them(spark):
+    df = frame(spark, np.arange(12.0).reshape(6, 2), 2)
+    with open_blocks(df, F.col("features"), None, StorageLevel.MEMORY_ONLY) as blocks:
+        assert blocks.n_rows == 6 and blocks.moments is None

@@ -72,7 +72,7 @@ def describe_depth(tasks: int, depth: int) -> int:
 class StoredBlocks(abc.ABC):
     """The training data as NumPy blocks stored once, with what the conversion pass learned about them (``n_rows``,
     ``weight_sum``, ``invalid_rows``, ``ragged_rows``, ``n_features``, ``block_bytes``, ``fingerprint``, ``sample``,
-    ``moments``, ``seconds``).
+    ``moments`` when asked for them, ``seconds``).
 
     ``block_storage`` says where the blocks live between passes: ``"local-files"`` writes each partition's blocks to
     a file on its executor's local disk, memory-mapped by every later pass (what Spark stores is only where the files
@@ -97,6 +97,7 @@ class StoredBlocks(abc.ABC):
         block_storage: str = DEFAULT_BLOCK_STORAGE,
         sample_rows: int = 0,
         sample_seed: tuple[int, ...] = (),
+        moments: bool = False,
     ):
         started = time.perf_counter()
         check_storage(dtype, block_storage)
@@ -106,6 +107,7 @@ class StoredBlocks(abc.ABC):
         self.block_storage = block_storage
         self.sample_rows = sample_rows
         self.sample_seed = tuple(sample_seed)
+        self.with_moments = moments
         self.has_weight = bool(weight_col)
         self.target_block_bytes = block_bytes or BLOCK_BYTES
         self.rebalanced = False
@@ -151,8 +153,9 @@ class StoredBlocks(abc.ABC):
 
     def _describe_task(self):
         """What each task of the conversion pass runs over its stored elements: ``describe_partition``, keeping a
-        sample of ``sample_rows`` rows."""
-        return partial(describe_partition, sample_rows=self.sample_rows, sample_seed=self.sample_seed)
+        sample of ``sample_rows`` rows, and the column moments when the store was asked for them."""
+        return partial(describe_partition, sample_rows=self.sample_rows, sample_seed=self.sample_seed,
+                       moments=self.with_moments)
 
     def _describe(self, description: str, job: Callable[[], Description]) -> Description:
         """Run the conversion's ``job`` (which stores the blocks and describes them) with its progress shown; when it
