@@ -117,6 +117,7 @@ class GaussianMixtureSummary:
 
     def to_metrics(self) -> dict[str, Any]:
         """The fit as ``metrics.json`` reports it (``REPORTED``'s names and order), JSON-ready."""
+        history: list[dict[str, Any]]
         if self.weightConcentrationPriorType is None:
             history = [{"iteration": t, "log_likelihood": self.logLikelihoodHistory[t],
                         "change": self.logLikelihoodHistory[t] - self.logLikelihoodHistory[t - 1],
