@@ -106,22 +106,26 @@ class Prior:
             object.__setattr__(self, name, array)
 
     @classmethod
-    def default(cls, n_components: int, covariance_type: str, data_mean: np.ndarray, data_covariance: np.ndarray,
+    def default(cls, n_components: int, covariance_type: str, data_mean: np.ndarray,
+                data_covariance: np.ndarray | None,
                 prior_type: str = DEFAULT_PRIOR_TYPE, weight_concentration: float | None = None,
                 mean_precision: float | None = None, mean: np.ndarray | None = None,
                 degrees_of_freedom: float | None = None, covariance: np.ndarray | None = None) -> Prior:
         """The priors with scikit-learn's defaults for what is not given: concentration ``1/k``, mean precision 1,
-        the data's mean, ``d`` degrees of freedom and the data's covariance (``shaped_covariance``)."""
+        the data's mean, ``d`` degrees of freedom and the data's covariance (``shaped_covariance``; it may be None
+        when ``covariance`` is given)."""
         data_mean = np.asarray(data_mean, dtype=np.float64)
         d = data_mean.shape[0]
+        if covariance is None and data_covariance is None:
+            raise ValueError("the default covariance prior needs the data's covariance")
         return cls(
             prior_type, covariance_type, n_components,
             1.0 / n_components if weight_concentration is None else float(weight_concentration),
             1.0 if mean_precision is None else float(mean_precision),
             data_mean if mean is None else np.asarray(mean, dtype=np.float64),
             float(d) if degrees_of_freedom is None else float(degrees_of_freedom),
-            shaped_covariance(data_covariance, covariance_type) if covariance is None
-            else np.asarray(covariance, dtype=np.float64),
+            np.asarray(covariance, dtype=np.float64) if covariance is not None
+            else shaped_covariance(np.asarray(data_covariance), covariance_type),
         )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .bayesian import DEFAULT_PRIOR_TYPE, PRIOR_TYPES
 from .em import ACCELERATIONS, DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS
 from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
@@ -50,6 +51,8 @@ ENGINES = ("auto", "rdd", "dataframe")
 FIXED_SEED = zlib.crc32(b"sparkgmm.GaussianMixture")
 
 Rule = Callable[[Any], "str | None"]
+# The kind of the covariancePrior Param: a number, a list or a list of lists (a matrix), by covariance type.
+COVARIANCE_PRIOR = "covariance prior"
 
 
 # --- rules: each returns None when the value is fine, else what is wrong with it ---------------------------------
@@ -75,6 +78,19 @@ def each_one_of(choices: tuple[str, ...]) -> Rule:
         return f"has {', '.join(map(repr, bad))}; each must be one of {', '.join(choices)}" if bad else None
 
     return rule
+
+
+def above(low: float) -> Rule:
+    def rule(value: float) -> str | None:
+        if not math.isfinite(value):
+            return "must be finite"
+        return None if value > low else f"must be > {low:g}"
+
+    return rule
+
+
+def finite(value: float) -> str | None:
+    return None if math.isfinite(value) else "must be finite"
 
 
 def not_empty(value: str) -> str | None:
@@ -120,6 +136,7 @@ class Option:
     own_flag: str | None = None  # a flag other than --key, or the only name of a flag that is no key
     metavar: str | None = None
     param_default: Any = _AS_DEFAULT
+    bayesian: bool = False  # a Param of BayesianGaussianMixture alone (its priors)
 
     @property
     def name(self) -> str:
@@ -210,6 +227,24 @@ OPTIONS: tuple[Option, ...] = (
            param="maxReseeds", key="max_reseeds", jobs=FIT_AND_SELECT),
     Option(f"EM acceleration: one of {', '.join(ACCELERATIONS)}", default=DEFAULT_ACCELERATION,
            rule=one_of(ACCELERATIONS), param="acceleration", key="acceleration", jobs=FIT_AND_SELECT),
+    # a Bayesian mixture's priors (BayesianGaussianMixture; the jobs fit one when --prior is given)
+    Option(f"fit a variational Bayesian mixture with this weight prior, one of {', '.join(PRIOR_TYPES)} (k is then "
+           "an upper bound: the prior switches off the components the data do not support)",
+           rule=one_of(PRIOR_TYPES), param="weightConcentrationPriorType", key="prior", jobs=FIT_AND_SELECT,
+           param_default=DEFAULT_PRIOR_TYPE, bayesian=True),
+    Option("concentration of the weight prior (> 0; default 1/k): small values favour few components",
+           kind=float, rule=above(0.0), param="weightConcentrationPrior", key="weight_concentration_prior",
+           jobs=FIT_AND_SELECT, bayesian=True),
+    Option("precision scale of the means' prior (> 0; default 1)", kind=float, rule=above(0.0),
+           param="meanPrecisionPrior", key="mean_precision_prior", jobs=FIT_AND_SELECT, bayesian=True),
+    Option("mean of the means' prior, one value per feature (default: the data's mean)", kind=list[float],
+           param="meanPrior", bayesian=True),
+    Option("degrees of freedom of the precisions' Wishart prior (> features - 1; default: the number of "
+           "features)", kind=float, rule=finite, param="degreesOfFreedomPrior", key="degrees_of_freedom_prior",
+           jobs=FIT_AND_SELECT, bayesian=True),
+    Option("scale of the precisions' Wishart prior, in the covariance type's shape: a (d, d) matrix (full, tied), "
+           "d variances (diag) or one (spherical); default: the data's covariance in that shape",
+           kind=COVARIANCE_PRIOR, param="covariancePrior", bayesian=True),
     Option("a sparkgmm.Mixture, GaussianMixtureModel or fitted sklearn.mixture.GaussianMixture to start EM from "
            "(overrides initMode and nInit)", kind=Mixture, param="initialModel"),
     Option("model directory to start EM from (a warm start: replaces --init and --n-init)", key="initial_model",
@@ -263,7 +298,11 @@ OPTIONS: tuple[Option, ...] = (
            section=SPARK_SECTION),
 )
 
-PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param}
+PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param and not o.bayesian}
+# BayesianGaussianMixture's own Params (its priors), and the shared Params whose defaults it changes: variational
+# inference runs without acceleration and re-seeds (a Dirichlet-process prior empties components on purpose).
+BAYESIAN_PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param and o.bayesian}
+BAYESIAN_DEFAULTS: dict[str, Any] = {"acceleration": "none", "maxReseeds": 0}
 SELECT_ARGUMENTS: dict[str, Option] = {o.argument: o for o in OPTIONS if o.argument}
 
 
@@ -272,9 +311,10 @@ def job_options(job: str, section: str | None = None) -> list[Option]:
     return [o for o in OPTIONS if job in o.jobs and o.key and o.section == section]
 
 
-def param_defaults() -> dict[str, Any]:
-    """The Params' defaults (those that have one)."""
-    return {name: o.spark_default for name, o in PARAMS.items() if o.spark_default is not None}
+def param_defaults(params: Mapping[str, Option] | None = None) -> dict[str, Any]:
+    """The Params' defaults (those that have one), of ``params`` (default: the shared ones)."""
+    return {name: o.spark_default for name, o in (PARAMS if params is None else params).items()
+            if o.spark_default is not None}
 
 
 def check_value(option: Option, name: str, value: Any) -> None:
@@ -284,8 +324,9 @@ def check_value(option: Option, name: str, value: Any) -> None:
         raise InputError(f"{name}={value!r} {problem}")
 
 
-def validate_params(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` (Param name -> value, None for unset) checked against the table, in its order; returned as given."""
-    for name, option in PARAMS.items():
+def validate_params(values: Mapping[str, Any], params: Mapping[str, Option] | None = None) -> dict[str, Any]:
+    """``values`` (Param name -> value, None for unset) checked against the table, in its order, for ``params``
+    (default: the shared ones); returned as given."""
+    for name, option in (PARAMS if params is None else params).items():
         check_value(option, name, values.get(name))
     return dict(values)

@@ -9,7 +9,9 @@ without Spark on this machine's file system::
                             paramMap, defaultParamMap), so that pyspark's Pipeline and CrossValidator readers find
                             the class, and a "sparkgmm" object: format, format_version, covariance_type,
                             n_components, n_features, summary (object or null), log_density_quantiles ([level,
-                            value] pairs or null)
+                            value] pairs or null), and for a Bayesian mixture's model "bayesian": its priors
+                            and the posterior's other parameters (``bayesian_block``), numbers as JSON writes
+                            them (Python's shortest repr: exact for float64)
     MODEL/data/part-*       Parquet, one row: weights, means, covariances as list<double> (C order; the shapes
                             follow from the metadata): float64, exact
 
@@ -37,6 +39,7 @@ import numpy as np
 
 from .errors import InputError
 from .files import LOCAL_FILES, StagedWrite, local_path
+from .bayesian import Posterior, Prior
 from .gaussian import COVARIANCE_TYPES, covariances_shape
 from .mixture import Mixture
 
@@ -70,6 +73,8 @@ class SavedModel:
     class_name: str = MIXTURE_CLASS
     uid: str | None = None
     format_version: int = FORMAT_VERSION
+    posterior: Posterior | None = None
+    prior: Prior | None = None
 
 
 # --- the document and the row ----------------------------------------------------------------------------------------
@@ -99,7 +104,44 @@ def model_metadata_line(saved: SavedModel, spark_version: str | None = None) -> 
         "log_density_quantiles": (
             None if quantiles is None else [[float(q), float(v)] for q, v in sorted(quantiles.items())]),
     }
+    if saved.posterior is not None and saved.prior is not None:
+        block["bayesian"] = bayesian_block(saved.posterior, saved.prior)
     return metadata_line(saved.class_name, saved.uid, saved.params, saved.default_params, spark_version, block)
+
+
+def bayesian_block(posterior: Posterior, prior: Prior) -> dict[str, Any]:
+    """A Bayesian mixture's priors and the posterior parameters its mixture does not hold (the posterior's means
+    and covariances are the mixture's), as JSON values."""
+    return {
+        "prior": {"prior_type": prior.prior_type, "weight_concentration": prior.weight_concentration,
+                  "mean_precision": prior.mean_precision, "mean": prior.mean.tolist(),
+                  "degrees_of_freedom": prior.degrees_of_freedom, "covariance": prior.covariance.tolist()},
+        "posterior": {"weight_concentration": posterior.weight_concentration.tolist(),
+                      "mean_precision": posterior.mean_precision.tolist(),
+                      "degrees_of_freedom": posterior.degrees_of_freedom.tolist()},
+    }
+
+
+def _bayesian(block: Any, mixture: Mixture, where: str) -> tuple[Posterior, Prior] | tuple[None, None]:
+    """The posterior and priors of a model's "bayesian" block (None, None when it has none), checked."""
+    if block is None:
+        return None, None
+    try:
+        prior, posterior = block["prior"], block["posterior"]
+        read_prior = Prior(prior["prior_type"], mixture.covariance_type, mixture.n_components,
+                           float(prior["weight_concentration"]), float(prior["mean_precision"]),
+                           np.asarray(prior["mean"], dtype=np.float64), float(prior["degrees_of_freedom"]),
+                           np.asarray(prior["covariance"], dtype=np.float64))
+        read_posterior = Posterior(
+            read_prior.prior_type, np.asarray(posterior["weight_concentration"], dtype=np.float64),
+            np.asarray(posterior["mean_precision"], dtype=np.float64), mixture.means,
+            np.asarray(posterior["degrees_of_freedom"], dtype=np.float64), mixture.covariances,
+            mixture.covariance_type)
+    except (KeyError, TypeError, ValueError) as e:  # InputError is a ValueError: a shape or value the checks refuse
+        raise ModelFormatError(f"model metadata in {where!r} has a damaged Bayesian block: {e}") from None
+    if not np.allclose(read_posterior.mixture.weights, mixture.weights, rtol=1e-12, atol=1e-15):
+        raise ModelFormatError(f"model metadata in {where!r} has a Bayesian block whose weights are not the model's")
+    return read_posterior, read_prior
 
 
 def data_table(mixture: Mixture):
@@ -202,10 +244,12 @@ def decode(lines: list[str], table, where: str) -> SavedModel:
     summary = block.get("summary")
     if summary is not None and not isinstance(summary, dict):
         raise ModelFormatError(f"model summary in {where!r} must be an object or null")
+    mixture = _build(arrays, block["covariance_type"], where)
+    posterior, prior = _bayesian(block.get("bayesian"), mixture, where)
     return SavedModel(
-        _build(arrays, block["covariance_type"], where), summary, _quantiles(block.get("log_density_quantiles"), where),
+        mixture, summary, _quantiles(block.get("log_density_quantiles"), where),
         document.get("paramMap") or {}, document.get("defaultParamMap") or {}, document.get("class") or MIXTURE_CLASS,
-        document.get("uid"), FORMAT_VERSION,
+        document.get("uid"), FORMAT_VERSION, posterior, prior,
     )
 
 

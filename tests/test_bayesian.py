@@ -10,8 +10,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
 from helpers import make_mixture
+from test_checkpoint import as_files
 from sparkgmm.bayesian import PRIOR_TYPES, Posterior, Prior, from_sklearn, to_sklearn
-from sparkgmm.em import local_passes, run_em
+from sparkgmm.candidates import FitSpec, fit_side_by_side, restart_runs
+from sparkgmm.checkpoint import encode, restore
+from sparkgmm.em import EMSettings, local_passes, run_em
 from sparkgmm.errors import InputError
 from sparkgmm.mixture import Mixture
 from sparkgmm.stats import accumulate
@@ -180,3 +183,24 @@ def test_to_sklearn_gives_a_fitted_model_that_scores_and_goes_on_as_scikit_learn
 def test_from_sklearn_refuses_an_unfitted_model_by_name():
     with pytest.raises(InputError, match=r"not fitted .*weight_concentration_"):
         from_sklearn(SkBayesianGaussianMixture())
+
+
+def test_a_bayesian_fit_resumed_after_any_pass_ends_exactly_where_the_uninterrupted_fit_ends():
+    X, _ = data_and_start("full")
+    prior = Prior.default(4, "full", X.mean(0), np.cov(X.T))
+    specs = [FitSpec(4, "full", EMSettings(20, 0.0, 1e-6, "none", 0), "k-means||", seed=3, n_init=2, prior=prior)]
+    run_pass = local_passes(X, block_rows=250)
+    runs = restart_runs(specs)
+    saved = []
+    whole = fit_side_by_side(specs, run_pass, runs, after_pass=lambda n: saved.append(as_files(*encode({}, runs, n))))
+    assert len(saved) == whole[0].passes > 20
+    for after in (2, 4, 11, len(saved) - 1):
+        resumed_runs = restart_runs(specs)
+        passes = restore(*saved[after - 1], resumed_runs, "checkpoint")
+        resumed = fit_side_by_side(specs, run_pass, resumed_runs, passes=passes)
+        assert resumed[0].best_index == whole[0].best_index
+        for a, b in zip(resumed[0].restarts, whole[0].restarts, strict=True):
+            for name in ("weight_concentration", "mean_precision", "means", "degrees_of_freedom", "covariances"):
+                np.testing.assert_array_equal(getattr(a.result.posterior, name), getattr(b.result.posterior, name))
+            assert a.result.lower_bound_history == b.result.lower_bound_history
+            assert a.result.log_likelihood_history == b.result.log_likelihood_history

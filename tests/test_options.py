@@ -15,12 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from sparkgmm import GaussianMixture, GaussianMixtureModel, Mixture, select_model
+from sparkgmm import BayesianGaussianMixture, GaussianMixture, GaussianMixtureModel, Mixture, select_model
 from sparkgmm.cli import build_parser
 from sparkgmm.config import JOB_CONFIGS, ConfigError, SparkSettings, load_job_config
 from sparkgmm.errors import InputError
 from sparkgmm import options
-from sparkgmm.options import JOBS, OPTIONS, PARAMS, SELECT_ARGUMENTS, SPARK_SECTION
+from sparkgmm.options import (
+    BAYESIAN_DEFAULTS,
+    BAYESIAN_PARAMS,
+    JOBS,
+    OPTIONS,
+    PARAMS,
+    SELECT_ARGUMENTS,
+    SPARK_SECTION,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"fit": {"input": "in", "output": "out"}, "predict": {"model": "m", "input": "in", "output": "out"},
@@ -47,6 +55,22 @@ def test_every_param_is_in_the_table_with_its_default(stage):
                                               if base.__module__.startswith("pyspark"))}
     assert {name: stage.getParam(name).doc for name in own} == {name: PARAMS[name].help for name in own}
     assert {"k", "initMode", "engine", "sampleRows"} <= own
+
+
+def test_the_bayesian_estimator_adds_its_priors_and_changes_two_defaults():
+    stage = BayesianGaussianMixture()
+    assert {param.name for param in stage.params} == set(PARAMS) | set(BAYESIAN_PARAMS)
+    assert not set(PARAMS) & set(BAYESIAN_PARAMS)
+    for name, option in {**PARAMS, **BAYESIAN_PARAMS}.items():
+        expected = BAYESIAN_DEFAULTS.get(name, option.spark_default)
+        assert stage.getOrDefault(name) == expected if expected is not None else not stage.hasDefault(name), name
+    own = set(BAYESIAN_PARAMS)
+    assert {name: stage.getParam(name).doc for name in own} == {name: BAYESIAN_PARAMS[name].help for name in own}
+    for method in (BayesianGaussianMixture.__init__, BayesianGaussianMixture.setParams):
+        keywords = {name: p.default for name, p in inspect.signature(method).parameters.items() if name != "self"}
+        assert keywords == {**{name: o.default for name, o in {**PARAMS, **BAYESIAN_PARAMS}.items()},
+                            "weightConcentrationPriorType": "dirichlet_process", **BAYESIAN_DEFAULTS}
+    assert BayesianGaussianMixture(k=3, meanPrior=[1, 2]).getOrDefault("meanPrior") == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("method", [GaussianMixture.__init__, GaussianMixture.setParams], ids=["__init__", "setParams"])
@@ -89,7 +113,7 @@ def test_every_option_exists_somewhere_and_names_are_unique_per_side():
     for job in JOBS:
         keys = [(o.section, o.key) for o in OPTIONS if job in o.jobs and o.key]
         assert len(keys) == len(set(keys)), job
-    assert len(PARAMS) == sum(1 for o in OPTIONS if o.param)
+    assert len(PARAMS) + len(BAYESIAN_PARAMS) == sum(1 for o in OPTIONS if o.param)
 
 
 # A bad value of every option that both the API and a job check, by its key (weight_col aside: below).
@@ -99,6 +123,8 @@ BAD = {
     "aggregation_depth": 0, "storage_level": "IN_THE_CLOUD", "dtype": "float16", "block_storage": "tape",
     "invalid_rows": "drop", "checkpoint_dir": " ", "outlier_quantile": 0.9,
     "criterion": "hqc", "covariance_types": ("full", "round"), "k_range": (0, 3),
+    "prior": "dirichlet", "weight_concentration_prior": 0.0, "mean_precision_prior": -1.0,
+    "degrees_of_freedom_prior": float("inf"),
 }
 SHARED = [o for o in OPTIONS if (o.param or o.argument) and o.key and o.rule]
 
@@ -125,7 +151,7 @@ def test_a_bad_value_is_the_same_one_line_error_through_the_api_and_the_job(opti
     assert rule_text
     with pytest.raises(InputError) as api:
         if option.param:
-            GaussianMixture(**{option.param: value})._validated()
+            (BayesianGaussianMixture if option.bayesian else GaussianMixture)(**{option.param: value})._validated()
         else:  # select_model checks its arguments before it reads the data
             select_model(None, **{"k": [2], option.argument: list(value) if isinstance(value, tuple) else value})
     job = option.jobs[0]

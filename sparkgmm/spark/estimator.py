@@ -186,6 +186,10 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
         input_cols = self.input_columns()
         return ", ".join(input_cols) if input_cols else repr(self.getFeaturesCol())
 
+    def _needs_moments(self) -> bool:
+        """Whether the fit needs the data's mean and covariance from the conversion (a Bayesian mixture's priors)."""
+        return False
+
     def _searches_sample(self) -> bool:
         return self.getInitMode() == SAMPLE_INIT_MODE and self.getInitialModel() is None
 
@@ -279,7 +283,8 @@ def open_feature_blocks(dataset: DataFrame, estimators: Sequence[GaussianMixture
     return open_blocks(dataset, features, first._weight_col(), getattr(StorageLevel, first.getStorageLevel()),
                        engine=first.getEngine(), aggregation_depth=first.getAggregationDepth(), dtype=first.getDtype(),
                        block_storage=first.getBlockStorage(), sample_rows=sample_rows,
-                       sample_seed=(first._seed(), SAMPLE_STREAM))
+                       sample_seed=(first._seed(), SAMPLE_STREAM),
+                       moments=any(estimator._needs_moments() for estimator in estimators))
 
 
 def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -> list[GaussianMixtureModel]:
@@ -320,9 +325,10 @@ def fit_on_blocks(estimators: Sequence[GaussianMixture], blocks: StoredBlocks) -
         if not estimators[0].getKeepCheckpoint():
             store.remove()
     return [
-        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, blocks, resumed),
-                                                   logDensityQuantiles=outcome.best.log_density_quantiles))
-        for estimator, outcome in zip(estimators, outcomes, strict=True)
+        estimator._copyValues(GaussianMixtureModel(outcome.best.mixture, _summary(outcome, spec, blocks, resumed),
+                                                   logDensityQuantiles=outcome.best.log_density_quantiles,
+                                                   posterior=outcome.best.posterior, prior=spec.prior))
+        for estimator, spec, outcome in zip(estimators, specs, outcomes, strict=True)
     ]
 
 
@@ -332,9 +338,10 @@ def _input_description(estimator: GaussianMixture, blocks: StoredBlocks) -> dict
             "rows": blocks.n_rows, "skipped_rows": blocks.invalid_rows, "fingerprint": f"{blocks.fingerprint:016x}"}
 
 
-def _summary(outcome: FitOutcome, blocks: StoredBlocks, resumed: int) -> GaussianMixtureSummary:
+def _summary(outcome: FitOutcome, spec: FitSpec, blocks: StoredBlocks, resumed: int) -> GaussianMixtureSummary:
     result = outcome.best
     search = outcome.search
+    posterior = result.posterior
     return GaussianMixtureSummary(
         sampleRows=0 if search is None else search.sample_rows,
         sampleRestarts=0 if search is None else search.restarts,
@@ -365,7 +372,12 @@ def _summary(outcome: FitOutcome, blocks: StoredBlocks, resumed: int) -> Gaussia
         bestRestart=outcome.best_index,
         restarts=tuple(
             {"logLikelihood": r.result.log_likelihood, "numIter": r.result.n_iter, "converged": r.result.converged,
-             "numPasses": r.result.n_passes, "initPasses": r.init_passes}
+             "numPasses": r.result.n_passes, "initPasses": r.init_passes,
+             **({} if r.result.posterior is None else
+                {"lowerBound": r.result.lower_bound_history[-1] if r.result.lower_bound_history else None})}
             for r in outcome.restarts
         ),
+        weightConcentrationPriorType=None if spec.prior is None else spec.prior.prior_type,
+        lowerBoundHistory=result.lower_bound_history,
+        effectiveComponents=None if posterior is None else posterior.effective_components(),
     )

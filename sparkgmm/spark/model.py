@@ -11,6 +11,7 @@ from pyspark.ml import Model
 from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 
+from ..bayesian import Posterior, Prior, to_sklearn
 from ..errors import InputError
 from ..mixture import Mixture
 from ..sketch import threshold_at
@@ -35,14 +36,35 @@ def _checked_quantiles(quantiles: Any) -> dict[float, float] | None:
 class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable["GaussianMixtureModel"]):
     """A fitted mixture: ``transform`` adds the prediction, probability (Vector) and log-density columns.
     ``logDensityQuantiles`` ({level: log-density}) are quantiles of the training rows' log-densities, when the fit
-    measured them. ``write().save(uri)`` / ``load(uri)`` (any Hadoop URI) keep all of it, summary included."""
+    measured them. ``write().save(uri)`` / ``load(uri)`` (any Hadoop URI) keep all of it, summary included.
+
+    A ``BayesianGaussianMixture``'s model also holds its variational ``posterior`` and its ``prior``
+    (``sparkgmm.bayesian``); its ``mixture`` is the posterior's expected weights, means and covariances, which score
+    the rows as any model's do."""
 
     def __init__(self, mixture: Mixture, summary: GaussianMixtureSummary | None = None,
-                 logDensityQuantiles: dict[float, float] | None = None):
+                 logDensityQuantiles: dict[float, float] | None = None, posterior: Posterior | None = None,
+                 prior: Prior | None = None):
         super().__init__()
+        if (posterior is None) != (prior is None):
+            raise InputError("a Bayesian mixture's model needs both its posterior and its prior")
+        if posterior is not None and posterior.mixture is not mixture and not (
+                np.allclose(posterior.mixture.weights, mixture.weights, rtol=1e-12, atol=1e-15)
+                and np.array_equal(posterior.means, mixture.means)
+                and np.array_equal(posterior.covariances, mixture.covariances)):
+            raise InputError("the posterior's expected parameters are not the model's mixture")
         self.mixture = mixture
         self._summary = summary
         self._log_density_quantiles = _checked_quantiles(logDensityQuantiles)
+        self.posterior = posterior
+        self.prior = prior
+
+    def to_sklearn(self, **params):
+        """This model as a fitted scikit-learn mixture: a ``BayesianGaussianMixture`` for a Bayesian mixture's model
+        (``sparkgmm.bayesian.to_sklearn``), else a ``GaussianMixture`` (``Mixture.to_sklearn``)."""
+        if self.posterior is not None and self.prior is not None:
+            return to_sklearn(self.posterior, self.prior, **params)
+        return self.mixture.to_sklearn(**params)
 
     @property
     def weights(self) -> np.ndarray:

@@ -18,8 +18,10 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
+import numpy as np
+
 from ..mixture import Mixture
-from ..options import PARAMS, param_defaults, validate_params
+from ..options import COVARIANCE_PRIOR, PARAMS, Option, param_defaults, validate_params
 
 def _to_mixture(value: Any) -> Mixture:
     """An initialModel as a ``Mixture``: one already, a ``GaussianMixtureModel``'s, or a fitted scikit-learn
@@ -35,15 +37,26 @@ def _to_mixture(value: Any) -> Mixture:
     return mixture
 
 
+def _to_covariance_prior(value: Any) -> float | list:
+    """A covariancePrior as JSON-ready numbers: one (spherical), a list (diag) or a list of lists (full, tied)."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"covariancePrior must be a number, a list of numbers or a matrix; got {value!r}") from None
+    return float(array) if array.ndim == 0 else array.tolist()
+
+
 # A Param's type converter, by the option's kind.
 _CONVERTERS = {int: TypeConverters.toInt, float: TypeConverters.toFloat, str: TypeConverters.toString,
-               bool: TypeConverters.toBoolean, list[str]: TypeConverters.toListString, Mixture: _to_mixture}
+               bool: TypeConverters.toBoolean, list[str]: TypeConverters.toListString,
+               list[float]: TypeConverters.toListFloat, Mixture: _to_mixture, COVARIANCE_PRIOR: _to_covariance_prior}
 
 
-def _declared(name: str) -> Param:
-    """The Param ``name`` as the option table describes it."""
-    option = PARAMS[name]
+def declared(name: str, table: dict[str, Option] = PARAMS) -> Param:
+    """The Param ``name`` as the option table (``table``: the shared Params, or the Bayesian ones) describes it."""
+    option = table[name]
     return Param(Params._dummy(), name, option.help, _CONVERTERS[option.kind])
+
 
 
 class GaussianMixtureParams(
@@ -60,27 +73,27 @@ class GaussianMixtureParams(
     """Params shared by the estimator and the model: declared here, described, defaulted and checked by the option
     table (pyspark's shared params keep their own descriptions)."""
 
-    k: Param[int] = _declared("k")
-    covarianceType: Param[str] = _declared("covarianceType")
-    regCovar: Param[float] = _declared("regCovar")
-    initMode: Param[str] = _declared("initMode")
-    initialModel: Param[Mixture] = _declared("initialModel")
-    initSteps: Param[int] = _declared("initSteps")
-    sampleRows: Param[int] = _declared("sampleRows")
-    sampleRestarts: Param[int] = _declared("sampleRestarts")
-    maxReseeds: Param[int] = _declared("maxReseeds")
-    nInit: Param[int] = _declared("nInit")
-    acceleration: Param[str] = _declared("acceleration")
-    storageLevel: Param[str] = _declared("storageLevel")
-    dtype: Param[str] = _declared("dtype")
-    blockStorage: Param[str] = _declared("blockStorage")
-    logDensityCol: Param[str] = _declared("logDensityCol")
-    handleInvalid: Param[str] = _declared("handleInvalid")
-    checkpointDir: Param[str] = _declared("checkpointDir")
-    engine: Param[str] = _declared("engine")
-    keepCheckpoint: Param[bool] = _declared("keepCheckpoint")
-    outlierQuantile: Param[float] = _declared("outlierQuantile")
-    outlierCol: Param[str] = _declared("outlierCol")
+    k: Param[int] = declared("k")
+    covarianceType: Param[str] = declared("covarianceType")
+    regCovar: Param[float] = declared("regCovar")
+    initMode: Param[str] = declared("initMode")
+    initialModel: Param[Mixture] = declared("initialModel")
+    initSteps: Param[int] = declared("initSteps")
+    sampleRows: Param[int] = declared("sampleRows")
+    sampleRestarts: Param[int] = declared("sampleRestarts")
+    maxReseeds: Param[int] = declared("maxReseeds")
+    nInit: Param[int] = declared("nInit")
+    acceleration: Param[str] = declared("acceleration")
+    storageLevel: Param[str] = declared("storageLevel")
+    dtype: Param[str] = declared("dtype")
+    blockStorage: Param[str] = declared("blockStorage")
+    logDensityCol: Param[str] = declared("logDensityCol")
+    handleInvalid: Param[str] = declared("handleInvalid")
+    checkpointDir: Param[str] = declared("checkpointDir")
+    engine: Param[str] = declared("engine")
+    keepCheckpoint: Param[bool] = declared("keepCheckpoint")
+    outlierQuantile: Param[float] = declared("outlierQuantile")
+    outlierCol: Param[str] = declared("outlierCol")
 
     def __init__(self, *args: Any):
         super().__init__(*args)

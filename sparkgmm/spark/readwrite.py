@@ -91,13 +91,14 @@ def saved_model(model) -> SavedModel:
     return SavedModel(
         model.mixture, model.summary.to_dict() if model.hasSummary else None, model.logDensityQuantiles,
         json_params(model._paramMap), json_params(model._defaultParamMap), class_name(model), model.uid,
+        posterior=model.posterior, prior=model.prior,
     )
 
 
 def model_from_saved(cls: type, saved: SavedModel, where: str):
     """The ``GaussianMixtureModel`` (class ``cls``) a model directory ``where`` holds."""
     summary = None if saved.summary is None else GaussianMixtureSummary.from_dict(saved.summary, where)
-    model = cls(saved.mixture, summary, saved.log_density_quantiles)
+    model = cls(saved.mixture, summary, saved.log_density_quantiles, posterior=saved.posterior, prior=saved.prior)
     apply_params(model, saved.uid, saved.params, saved.default_params, where)
     return model
 
