@@ -55,7 +55,8 @@ class FitSpec:
 
     def search_spec(self) -> SearchSpec:
         return SearchSpec(self.n_components, self.covariance_type, self.settings.reg_covar,
-                          self.settings.max_reseeds, self.seed, self.sample_restarts, self.n_init)
+                          self.settings.max_reseeds, self.seed, self.sample_restarts, self.n_init, self.prior,
+                          self.settings.merge_every)
 
 
 @dataclass(frozen=True)

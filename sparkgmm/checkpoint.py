@@ -154,6 +154,8 @@ def _encode_state(state: EMState, arrays: dict[str, np.ndarray]) -> dict[str, An
         "passes": state.passes,
         "converged": state.converged,
         "final": state.final,
+        "merges": state.merges,
+        "merge_due": state.merge_due,
         "squarem": None if squarem is None else {"step_max": squarem.step_max,
                                                  "extrapolations": squarem.extrapolations,
                                                  "rejections": squarem.rejections},
@@ -177,6 +179,8 @@ def _decode_state(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> EMSta
         passes=int(entry["passes"]),
         converged=bool(entry["converged"]),
         final=bool(entry["final"]),
+        merges=int(entry.get("merges", 0)),
+        merge_due=bool(entry.get("merge_due", False)),
         squarem=None if squarem is None else Squarem(float(squarem["step_max"]), int(squarem["extrapolations"]),
                                                      int(squarem["rejections"])),
     )

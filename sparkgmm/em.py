@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .acceleration import Squarem
-from .bayesian import Posterior, Prior, lower_bound, variational_m_step
+from .bayesian import Posterior, Prior, lower_bound, merge_candidates, merge_move, variational_m_step
 from .gaussian import CovarianceError, invalid_components
 from .mixture import Mixture
 from .passes import EStep, Partial, Request, chunks, log_density_ceiling, pack_block, run_local_pass
@@ -56,6 +56,7 @@ class EMSettings:
     reg_covar: float
     acceleration: str = "none"
     max_reseeds: int = DEFAULT_MAX_RESEEDS
+    merge_every: int = 0  # a Bayesian run tries merge moves every this many iterations (0: never)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class EMResult:
     n_reseeds: int = 0
     n_extrapolations: int = 0
     n_rejected: int = 0
+    n_merges: int = 0
     log_density_quantiles: dict[float, float] = field(default_factory=dict)
     posterior: Posterior | None = None
     lower_bound_history: tuple[float, ...] = ()
@@ -163,6 +165,8 @@ class EMState:
     final: bool = False
     squarem: Squarem | None = None
     start_log_likelihood: float | None = None
+    merges: int = 0
+    merge_due: bool = False
 
     @classmethod
     def start(cls, initial: Mixture, settings: EMSettings) -> EMState:
@@ -202,7 +206,9 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
     the starting posterior (scikit-learn's ``_initialize``); each iteration's pass is the variational E-step, and the
     M-step's lower bound is what ``tol`` is compared with (the total over the rows, as scikit-learn's). There is no
     re-seeding (a Dirichlet-process prior empties the components the data do not need, on purpose) and no
-    acceleration.
+    acceleration. With ``settings.merge_every``, every that many iterations, and before the run may stop by ``tol``,
+    the pass also measures what merging the closest pairs of components would do to the bound
+    (``sparkgmm.bayesian.merge_move``), and a merge that raises it is kept; with 0 the run is scikit-learn's.
     """
     if prior is not None and (settings.acceleration != "none" or settings.max_reseeds):
         raise ValueError("a Bayesian mixture runs without acceleration and re-seeds")
@@ -224,8 +230,12 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         if state.number > settings.max_iter:
             state.final = True
             break
+        pairs = None
+        if settings.merge_every and (state.merge_due or state.number % settings.merge_every == 0):
+            pairs = merge_candidates(believed, 2 * k)
         stats = yield EStep(believed.mixture, log_weights=believed.estep_log_weights(), entropy=True,
-                            description=f"variational iteration {state.number}")
+                            description=f"variational iteration {state.number}",
+                            merge_groups=None if pairs is None else pairs.groups)
         state.passes += 1
         state.number += 1
         try:
@@ -234,6 +244,13 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
             raise CovarianceError(f"{label}variational iteration {state.number - 1}: {e} (regCovar is "
                                   f"{settings.reg_covar:g})") from None
         bound = lower_bound(updated, stats.entropy)
+        merged = None if pairs is None else merge_move(stats, believed.means, prior, settings.reg_covar, pairs, bound)
+        state.merge_due = False
+        if merged is not None:
+            updated, bound, count = merged
+            state.merges += count
+            if not quiet:
+                logger.info("%smerged %d pair(s) of components: the lower bound rose", label, count)
         change = bound - state.history[-1] if state.history else math.inf
         state.history.append(bound)
         now = time.perf_counter()
@@ -243,8 +260,11 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
             logger.info("%siteration %d: lower bound %.10g, change %.3g, %.3f s", label, len(state.history), bound,
                         change, state.seconds[-1])
         state.current = updated
-        if abs(change) < settings.tol:
-            state.converged = state.final = True
+        if merged is None and abs(change) < settings.tol:
+            if settings.merge_every and pairs is None:
+                state.merge_due = True  # look for a merge before stopping
+            else:
+                state.converged = state.final = True
     while not state.final:
         number = state.number
         if number > settings.max_iter:
@@ -338,6 +358,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         n_reseeds=state.reseeds,
         n_extrapolations=0 if squarem is None else squarem.extrapolations,
         n_rejected=0 if squarem is None else squarem.rejections,
+        n_merges=state.merges,
         log_density_quantiles=dict(zip(QUANTILE_LEVELS, map(float, final.log_densities.quantiles(QUANTILE_LEVELS)),
                                        strict=True)),
         posterior=fitted,
@@ -399,12 +420,13 @@ def run_side_by_side(candidates: Sequence[Candidate], run_pass: PassRunner,
 
 
 def run_em(initial: Mixture, run_pass: PassRunner, *, max_iter: int, tol: float, reg_covar: float,
-           acceleration: str = "none", max_reseeds: int = DEFAULT_MAX_RESEEDS, prior: Prior | None = None) -> EMResult:
+           acceleration: str = "none", max_reseeds: int = DEFAULT_MAX_RESEEDS, prior: Prior | None = None,
+           merge_every: int = 0) -> EMResult:
     """One EM fit from ``initial`` (see ``em_candidate``); with ``prior``, a Bayesian mixture's variational fit
-    (then without acceleration or re-seeds)."""
+    (then without acceleration or re-seeds, with merge moves every ``merge_every`` iterations)."""
     if prior is not None:
         acceleration, max_reseeds = "none", 0
-    settings = EMSettings(max_iter, tol, reg_covar, acceleration, max_reseeds)
+    settings = EMSettings(max_iter, tol, reg_covar, acceleration, max_reseeds, merge_every)
     return run_side_by_side([em_candidate(initial, settings, prior=prior)], run_pass)[0].value
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .bayesian import DEFAULT_PRIOR_TYPE, PRIOR_TYPES
+from .bayesian import DEFAULT_MERGE_EVERY, DEFAULT_PRIOR_TYPE, PRIOR_TYPES
 from .em import ACCELERATIONS, DEFAULT_ACCELERATION, DEFAULT_MAX_RESEEDS
 from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
@@ -245,6 +245,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("scale of the precisions' Wishart prior, in the covariance type's shape: a (d, d) matrix (full, tied), "
            "d variances (diag) or one (spherical); default: the data's covariance in that shape",
            kind=COVARIANCE_PRIOR, param="covariancePrior", bayesian=True),
+    Option("try merge moves every this many iterations (groups of components merged into one when that raises the "
+           "lower bound; 0: never, scikit-learn's plain updates)", kind=int, default=DEFAULT_MERGE_EVERY,
+           rule=at_least(0), param="mergeEvery", key="merge_every", jobs=FIT_AND_SELECT, bayesian=True),
     Option("a sparkgmm.Mixture, GaussianMixtureModel or fitted sklearn.mixture.GaussianMixture to start EM from "
            "(overrides initMode and nInit)", kind=Mixture, param="initialModel"),
     Option("model directory to start EM from (a warm start: replaces --init and --n-init)", key="initial_model",

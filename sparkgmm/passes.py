@@ -15,6 +15,7 @@ Pure NumPy: never imports pyspark.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -175,7 +176,8 @@ class EStep:
     ``sketch_reference`` is given, a bounded quantile sketch of the rows' log-densities measured from it (the driver
     passes ``log_density_ceiling(mixture)``, computed once, so that every block's sketch has the same reference).
     A Bayesian mixture's variational E-step gives its per-component constants as ``log_weights`` (they replace
-    ``log(mixture.weights)``) and asks for the responsibilities' ``entropy`` term (``sparkgmm.bayesian``)."""
+    ``log(mixture.weights)``) and asks for the responsibilities' ``entropy`` term (``sparkgmm.bayesian``), and on a
+    merge move's pass, that term per component and per proposed group of components (``merge_groups``)."""
 
     mixture: Mixture
     count_hard: bool = False
@@ -184,16 +186,21 @@ class EStep:
     sketch_reference: float | None = None
     log_weights: np.ndarray | None = None
     entropy: bool = False
+    merge_groups: np.ndarray | None = None
 
     def empty(self, n_features: int) -> SufficientStats:
         m = self.mixture
-        return SufficientStats.zeros(m.n_components, n_features, m.covariance_type, self.worst, self.sketch_reference)
+        empty = SufficientStats.zeros(m.n_components, n_features, m.covariance_type, self.worst, self.sketch_reference)
+        if self.merge_groups is None:
+            return empty
+        return dataclasses.replace(empty, component_entropy=np.zeros(m.n_components),
+                                   group_entropy=np.zeros(self.merge_groups.shape[0]))
 
     def on_block(self, block: Block) -> SufficientStats:
         m = self.mixture
         return accumulate(block.xt, block.w, m.weights, m.means, m.precisions_cholesky, m.covariance_type,
                           self.count_hard, self.worst, block.origin, self.sketch_reference, self.log_weights,
-                          self.entropy)
+                          self.entropy, self.merge_groups)
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,6 +21,7 @@ searched beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bayesian import Prior
 from .em import EMSettings, em_candidate, local_passes, run_side_by_side
 from .errors import InputError
 from .gaussian import CovarianceError
@@ -56,7 +58,10 @@ SEARCH_STREAM = 7
 @dataclass(frozen=True)
 class SearchSpec:
     """One fit's search: its components, covariance type, ``reg_covar``, re-seed cap, seed, restarts, and how many
-    starts it needs (``n_init``)."""
+    starts it needs (``n_init``). A Bayesian mixture's search (``prior`` given) runs its variational inference, with
+    merge moves every ``merge_every`` iterations, instead of EM: on the sample, whose rows are few, the components
+    the data do not need empty and merge in far fewer iterations than on all the rows, and the full-data run starts
+    from a mixture that already has the right components."""
 
     n_components: int
     covariance_type: str
@@ -65,6 +70,20 @@ class SearchSpec:
     seed: int
     restarts: int
     n_init: int = 1
+    prior: Prior | None = None
+    merge_every: int = 0
+
+    def screening(self) -> SearchSpec:
+        """The spec of the screening stage: EM, also for a Bayesian mixture (its variational inference, merges
+        included, on a few thousand rows would keep fewer components than the whole sample supports)."""
+        return dataclasses.replace(self, prior=None, merge_every=0)
+
+    def settings(self, tol: float, max_iter: int, rows: int) -> EMSettings:
+        """The runs' settings: EM with SQUAREM to ``tol`` per row; a Bayesian run to ``tol`` per row on its lower
+        bound, which is a total over the ``rows``."""
+        if self.prior is None:
+            return EMSettings(max_iter, tol, self.reg_covar, "squarem", self.max_reseeds)
+        return EMSettings(max_iter, tol * rows, self.reg_covar, "none", 0, self.merge_every)
 
 
 @dataclass(frozen=True)
@@ -94,8 +113,8 @@ def search_sample(sample: np.ndarray, specs: Sequence[SearchSpec]) -> list[Searc
     screen = sample[:SCREEN_ROWS]
     screened, screen_passes = _em_side_by_side(
         screen,
-        [(spec, initial_mixture(screen, None, spec.n_components, spec.covariance_type, spec.reg_covar, "k-means++",
-                                (spec.seed, r, SEARCH_STREAM)))
+        [(spec.screening(), initial_mixture(screen, None, spec.n_components, spec.covariance_type, spec.reg_covar,
+                                            "k-means++", (spec.seed, r, SEARCH_STREAM)))
          for spec in specs for r in range(spec.restarts)],
         SCREEN_TOL, SCREEN_MAX_ITER, SCREEN_DTYPE,
     )
@@ -124,11 +143,11 @@ def search_sample(sample: np.ndarray, specs: Sequence[SearchSpec]) -> list[Searc
 
 def _em_side_by_side(rows: np.ndarray, starts: list[tuple[SearchSpec, Mixture]], tol: float,
                      max_iter: int, dtype: str = "float64") -> tuple[list, int]:
-    """EM with SQUAREM from every start over ``rows`` in ``dtype`` blocks, side by side: the results, and the passes
-    over ``rows``."""
+    """EM with SQUAREM (or a Bayesian mixture's variational inference) from every start over ``rows`` in ``dtype``
+    blocks, side by side: the results, and the passes over ``rows``."""
     run_pass = local_passes(rows, dtype=dtype)
-    candidates = [_broken_as_result(em_candidate(start, EMSettings(max_iter, tol, spec.reg_covar, "squarem",
-                                                                   spec.max_reseeds), quiet=True))
+    candidates = [_broken_as_result(em_candidate(start, spec.settings(tol, max_iter, rows.shape[0]), quiet=True,
+                                                 prior=spec.prior))
                   for spec, start in starts]
     finished = run_side_by_side(candidates, run_pass)
     return [f.value for f in finished], max((f.passes for f in finished), default=0)
@@ -155,13 +174,14 @@ def _survivors(results: list, spec: SearchSpec, stage: str) -> list:
 
 
 def _best_distinct(results: list, count: int) -> list:
-    """The ``count`` best results by final log-likelihood, skipping any that ended where a better one did."""
-    ordered = sorted(results, key=lambda r: -r.log_likelihood)
+    """The ``count`` best results by final log-likelihood (a Bayesian run's: lower bound), skipping any that ended
+    where a better one did."""
+    ordered = sorted(results, key=lambda r: -r.objective)
     kept: list = []
     for result in ordered:
         if len(kept) == count:
             break
-        if not any(abs(result.log_likelihood - other.log_likelihood) <= 1e-9 * max(1.0, abs(other.log_likelihood))
+        if not any(abs(result.objective - other.objective) <= 1e-9 * max(1.0, abs(other.objective))
                    for other in kept):
             kept.append(result)
     # Fewer distinct optima than asked: repeat the best ones (their full-data runs then agree).

@@ -11,7 +11,9 @@ responsibility of component j for row i and ``w_i`` the row's sample weight:
 - optionally ``log_densities``: a bounded quantile sketch of the ``log p(x_i)``, weighted by ``w_i``
   (``sparkgmm.sketch``)
 - optionally ``entropy = sum_i w_i sum_j r_ij log r_ij`` (minus the responsibilities' entropy), which the variational
-  lower bound of a Bayesian mixture needs (``sparkgmm.bayesian``)
+  lower bound of a Bayesian mixture needs (``sparkgmm.bayesian``); and for its merge moves, the same per component
+  (``component_entropy[j] = sum_i w_i r_ij log r_ij``) and for given groups of components as if each were one
+  (``group_entropy[g] = sum_i w_i s_ig log s_ig`` with ``s_ig`` the sum of the group's ``r_ij``)
 
 A Bayesian mixture's variational E-step is the same pass with other per-component constants in place of
 ``log pi_j`` (``log_weights``): the Gaussian kernel, the normalisation and the statistics do not change.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import blas
+from scipy.special import xlogy
 
 from .errors import InputError
 from .gaussian import log_gaussian_prob_t
@@ -61,6 +64,8 @@ class SufficientStats:
     worst: TopRows | None = None
     log_densities: ValueSketch | None = None
     entropy: float = 0.0
+    component_entropy: np.ndarray | None = None
+    group_entropy: np.ndarray | None = None
 
     @classmethod
     def zeros(cls, n_components: int, n_features: int, covariance_type: str, worst: int = 0,
@@ -84,6 +89,8 @@ class SufficientStats:
             None if self.log_densities is None or other.log_densities is None
             else self.log_densities.merge(other.log_densities),
             self.entropy + other.entropy,
+            _add(self.component_entropy, other.component_entropy),
+            _add(self.group_entropy, other.group_entropy),
         )
 
     @property
@@ -92,6 +99,10 @@ class SufficientStats:
         if self.weight_sum <= 0.0:
             raise InputError("no rows with positive weight were seen: cannot compute a log-likelihood")
         return self.log_likelihood / self.weight_sum
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None or b is None else a + b
 
 
 def log_normalise_t(weighted_t: np.ndarray, entropy_out: np.ndarray | None = None) -> np.ndarray:
@@ -164,6 +175,7 @@ def accumulate(
     sketch_reference: float | None = None,
     log_weights: np.ndarray | None = None,
     entropy: bool = False,
+    merge_groups: np.ndarray | None = None,
 ) -> SufficientStats:
     """One E-step over *columnar* rows ``XT`` (d, n), float64 or float32, returning their sufficient statistics
     (float64 accumulators).
@@ -175,7 +187,9 @@ def accumulate(
     ``sketch_reference``, when given, adds a quantile sketch of the rows' log-densities taken relative to it
     (``sparkgmm.sketch``).
     ``log_weights`` (k,), when given, replace ``log(weights)`` as the per-component constants (a Bayesian mixture's
-    variational E-step, ``sparkgmm.bayesian``); ``entropy`` adds ``sum_i w_i sum_j r_ij log r_ij``.
+    variational E-step, ``sparkgmm.bayesian``); ``entropy`` adds ``sum_i w_i sum_j r_ij log r_ij``, and
+    ``merge_groups`` (G, k) boolean, the members of each group, its terms per component and for each group of
+    components merged into one (a merge move's pass).
     """
     k, d = means.shape
     n = XT.shape[1]
@@ -194,6 +208,10 @@ def accumulate(
     nk, first, second, hard_counts = stats.nk, stats.first, stats.second, stats.hard_counts
     log_likelihood = entropy_sum = 0.0
     row_entropy = np.empty(min(chunk, n), XT.dtype) if entropy else None
+    component_entropy = group_entropy = None
+    if merge_groups is not None:
+        component_entropy, group_entropy = np.zeros(k), np.zeros(merge_groups.shape[0])
+        membership = merge_groups.astype(XT.dtype)
     for start in range(0, n, chunk):
         columns = XT[:, start : start + chunk]
         sw = None if sample_weight is None else sample_weight[start : start + chunk]
@@ -206,6 +224,10 @@ def accumulate(
         log_norm = log_normalise_t(resp_t, entropy_out)
         if entropy_out is not None:
             entropy_sum += float(entropy_out.sum(dtype=np.float64) if sw is None else entropy_out @ sw)
+        if component_entropy is not None and group_entropy is not None:
+            merged = membership @ resp_t
+            component_entropy += _row_sums(xlogy(resp_t, resp_t), sw)
+            group_entropy += _row_sums(xlogy(merged, merged), sw)
         if worst_rows is not None:
             badness = -log_norm if sw is None else np.where(sw > 0.0, -log_norm, -np.inf)
             entering = columns
@@ -227,7 +249,12 @@ def accumulate(
         second += c_second
     weight_sum = float(n if sample_weight is None else sample_weight.sum())
     return SufficientStats(n, weight_sum, log_likelihood, nk, first, second, hard_counts, worst_rows, sketch,
-                           entropy_sum)
+                           entropy_sum, component_entropy, group_entropy)
+
+
+def _row_sums(values_t: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
+    """Each row of ``values_t`` (m, n) summed over its columns, weighted, in float64."""
+    return values_t.sum(axis=1, dtype=np.float64) if sample_weight is None else values_t @ sample_weight
 
 
 def m_step(

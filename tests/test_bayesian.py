@@ -5,19 +5,28 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy.special import xlogy
+from scipy.special import logsumexp, xlogy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
 from helpers import make_mixture
 from test_checkpoint import as_files
-from sparkgmm.bayesian import PRIOR_TYPES, Posterior, Prior, from_sklearn, to_sklearn
+from sparkgmm.bayesian import (
+    PRIOR_TYPES,
+    Posterior,
+    Prior,
+    _merged,
+    from_sklearn,
+    lower_bound,
+    to_sklearn,
+    variational_m_step,
+)
 from sparkgmm.candidates import FitSpec, fit_side_by_side, restart_runs
 from sparkgmm.checkpoint import encode, restore
 from sparkgmm.em import EMSettings, local_passes, run_em
 from sparkgmm.errors import InputError
 from sparkgmm.mixture import Mixture
-from sparkgmm.stats import accumulate
+from sparkgmm.stats import SufficientStats, accumulate, stats_from_resp
 
 K = 5
 
@@ -204,3 +213,52 @@ def test_a_bayesian_fit_resumed_after_any_pass_ends_exactly_where_the_uninterrup
                 np.testing.assert_array_equal(getattr(a.result.posterior, name), getattr(b.result.posterior, name))
             assert a.result.lower_bound_history == b.result.lower_bound_history
             assert a.result.log_likelihood_history == b.result.log_likelihood_history
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_merge_moves_bound_is_the_bound_of_the_merged_responsibilities(covariance_type, weighted):
+    """From one pass's statistics, the bound of a merged posterior equals the one computed directly: the merged
+    responsibilities, their statistics, the variational M-step and the lower bound with sum r log r (scipy's xlogy)."""
+    X, _ = make_mixture(covariance_type, 4, 3, seed=4, separation=2.0).sample(800, seed=5)
+    w = np.random.default_rng(6).uniform(0.2, 2.0, X.shape[0]) if weighted else None
+    prior = Prior.default(4, covariance_type, X.mean(0), np.cov(X.T))
+    posterior = run_em(make_mixture(covariance_type, 4, 3, seed=4), local_passes(X, w), max_iter=3, tol=0.0,
+                       reg_covar=1e-6, prior=prior).posterior
+    groups = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 1]], dtype=bool)
+    stats = accumulate(np.ascontiguousarray(X.T), w, posterior.mixture.weights, posterior.means,
+                       posterior.mixture.precisions_cholesky, covariance_type,
+                       log_weights=posterior.estep_log_weights(), entropy=True, merge_groups=groups)
+    log_resp = posterior.mixture._weighted_log_prob(X) - np.log(posterior.mixture.weights) \
+        + posterior.estep_log_weights()
+    resp = np.exp(log_resp - logsumexp(log_resp, axis=1, keepdims=True))
+    sw = np.ones(X.shape[0]) if w is None else w
+    for rows in ([0], [1], [2], [0, 1]):
+        merged = resp.copy()
+        for members in groups[rows]:
+            first, *rest = np.flatnonzero(members)
+            merged[:, first] += merged[:, rest].sum(axis=1)
+            merged[:, rest] = 0.0
+        centred = X.T[None, :, :] - posterior.means[:, :, None]
+        nk, first_moment, second = stats_from_resp(centred, (merged * sw[:, None]).T, covariance_type)
+        direct_stats = SufficientStats(X.shape[0], float(sw.sum()), 0.0, nk, first_moment, second,
+                                       np.zeros(4, np.int64))
+        direct = lower_bound(variational_m_step(direct_stats, posterior.means, prior, 1e-6),
+                             float(xlogy(merged, merged).sum(axis=1) @ sw))
+        _, ours = _merged(stats, posterior.means, prior, 1e-6, groups, rows)
+        np.testing.assert_allclose(ours, direct, rtol=1e-10)
+
+
+def test_merge_moves_empty_the_components_that_tile_one_cluster():
+    truth = Mixture(np.full(3, 1 / 3), [[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]], np.stack([np.eye(2)] * 3))
+    X, _ = truth.sample(3000, seed=5)
+    X = X[np.random.default_rng(1).permutation(X.shape[0])]
+    start = Mixture(np.full(12, 1 / 12), X[:12], np.stack([np.eye(2) * 0.5] * 12))  # 12 tiles of 3 clusters
+    prior = Prior.default(12, "full", X.mean(0), np.cov(X.T))
+    plain = run_em(start, local_passes(X), max_iter=40, tol=0.0, reg_covar=1e-6, prior=prior)
+    merging = run_em(start, local_passes(X), max_iter=200, tol=1e-3, reg_covar=1e-6, prior=prior, merge_every=5)
+    assert plain.posterior.effective_components() > 3  # 40 plain iterations leave tiles side by side
+    assert merging.converged and merging.n_iter < 40 and merging.n_merges == 9
+    assert merging.posterior.effective_components() == 3
+    used = np.sort(merging.mixture.means[merging.mixture.weights > 0.01], axis=0)
+    np.testing.assert_allclose(used, np.sort(truth.means, axis=0), atol=0.15)
+    assert merging.lower_bound_history[-1] > plain.lower_bound_history[-1]

@@ -10,6 +10,7 @@ import pytest
 
 from helpers import overlapping_blobs
 from sparkgmm import Mixture
+from sparkgmm.bayesian import POSTERIOR_ARRAYS, Posterior
 from sparkgmm.candidates import FitSpec, Restart, fit_side_by_side, restart_runs
 from sparkgmm.checkpoint import CheckpointError, check, encode, restore
 from sparkgmm.em import EMResult, EMSettings, local_passes
@@ -118,9 +119,12 @@ def test_a_checkpoint_of_another_fit_or_a_damaged_one_is_refused():
 def result_of_every_field() -> EMResult:
     """A finished restart's result in which every field holds a value of its own: each count (whatever counts EMResult
     declares) a different number."""
-    history = (-4.0, -3.5, -3.25)
-    values = {"mixture": COLLAPSING, "log_likelihood_history": history, "log_likelihood": history[-1],
-              "iteration_seconds": (0.25, 0.5), "converged": True, "cluster_sizes": (5, 6, 7), "weight_sum": 17.5,
+    history = (-4.0, -3.25)
+    posterior = Posterior("dirichlet_process", [[2.0, 3.0, 4.0], [5.0, 6.0, 7.0]], [1.5, 2.5, 3.5], COLLAPSING.means,
+                          [3.0, 4.0, 5.0], COLLAPSING.covariances, "diag")
+    values = {"mixture": posterior.mixture, "posterior": posterior, "log_likelihood_history": history,
+              "log_likelihood": history[-1], "lower_bound_history": (-50.5, -40.25), "iteration_seconds": (0.25, 0.5),
+              "converged": True, "cluster_sizes": (5, 6, 7), "weight_sum": 17.5,
               "log_density_quantiles": {0.01: -9.0, 0.5: -3.0}}
     counts = [f.name for f in dataclasses.fields(EMResult) if f.name not in values]
     return EMResult(**values, **{name: 100 + i for i, name in enumerate(counts)})
@@ -136,7 +140,10 @@ def test_a_finished_restart_comes_back_with_every_field_of_its_result():
     assert (resumed.phase, resumed.restart.init_passes, resumed.finished_passes) == ("done", 4, 40)
     restored = resumed.restart.result
     for name in ("weights", "means", "covariances"):
-        np.testing.assert_array_equal(getattr(restored.mixture, name), getattr(COLLAPSING, name))
+        np.testing.assert_array_equal(getattr(restored.mixture, name), getattr(result.mixture, name))
+    for name in POSTERIOR_ARRAYS:
+        np.testing.assert_array_equal(getattr(restored.posterior, name), getattr(result.posterior, name))
+    assert restored.posterior.prior_type == "dirichlet_process"
     lost = {f.name: (getattr(result, f.name), getattr(restored, f.name)) for f in dataclasses.fields(EMResult)
-            if f.name != "mixture" and getattr(restored, f.name) != getattr(result, f.name)}
+            if f.name not in ("mixture", "posterior") and getattr(restored, f.name) != getattr(result, f.name)}
     assert lost == {}

@@ -124,7 +124,7 @@ BAD = {
     "invalid_rows": "drop", "checkpoint_dir": " ", "outlier_quantile": 0.9,
     "criterion": "hqc", "covariance_types": ("full", "round"), "k_range": (0, 3),
     "prior": "dirichlet", "weight_concentration_prior": 0.0, "mean_precision_prior": -1.0,
-    "degrees_of_freedom_prior": float("inf"),
+    "degrees_of_freedom_prior": float("inf"), "merge_every": -1,
 }
 SHARED = [o for o in OPTIONS if (o.param or o.argument) and o.key and o.rule]
 

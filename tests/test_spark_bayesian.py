@@ -7,7 +7,7 @@ import pytest
 from pyspark.ml import Pipeline, PipelineModel
 
 from helpers import frame
-from sparkgmm import BayesianGaussianMixture, GaussianMixtureModel, InputError
+from sparkgmm import BayesianGaussianMixture, GaussianMixtureModel, InputError, Mixture
 from sparkgmm.bayesian import from_sklearn
 from test_bayesian import K, assert_posterior_matches, data_and_start, sklearn_fit
 from test_spark_checkpoint import Interrupted, interrupt_after
@@ -138,3 +138,16 @@ def test_bad_priors_and_settings_are_refused_naming_them(spark, params, message)
     with pytest.raises(InputError) as error:
         BayesianGaussianMixture(k=2, maxIter=3, **params).fit(df)
     assert str(error.value).startswith(message)
+
+
+def test_by_default_it_keeps_as_many_components_as_the_data_have(spark):
+    """k is an upper bound: the sample search (EM screened, then variational inference with merge moves on the sample)
+    and the full-data fit keep the three clusters' components and empty the rest."""
+    truth = Mixture(np.full(3, 1 / 3), [[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]], np.stack([np.eye(2)] * 3))
+    X, _ = truth.sample(4000, seed=5)
+    model = BayesianGaussianMixture(k=10, seed=3).fit(frame(spark, X, 3))
+    summary = model.summary
+    assert summary.effectiveComponents == 3 and summary.converged
+    assert summary.sampleRows == 4000 and summary.numIter < 100
+    used = np.sort(model.means[model.weights > 0.01], axis=0)
+    np.testing.assert_allclose(used, np.sort(truth.means, axis=0), atol=0.15)

@@ -35,7 +35,13 @@ class BayesianGaussianMixture(GaussianMixture):
     mean, ``degreesOfFreedomPrior`` the number of features, ``covariancePrior`` the data's covariance (weights count
     as rows) in the covariance type's shape. ``tol`` applies to the change of the lower bound, the total over the rows
     (scikit-learn's meaning: scale it with the rows). It runs without acceleration and re-seeds. Every other Param is
-    ``GaussianMixture``'s."""
+    ``GaussianMixture``'s.
+
+    Variational inference alone empties unneeded components only slowly on many rows (components sharing a cluster
+    drift apart by terms of order 1/rows): every ``mergeEvery`` iterations the fit tries merge moves, keeping a merge
+    of components when it raises the lower bound (``sparkgmm.bayesian``); ``mergeEvery=0`` gives scikit-learn's plain
+    updates. With ``initMode="sample"`` the start is searched on the conversion's sample: EM restarts screened on a
+    prefix, then the best ones polished by variational inference with merges on the whole sample."""
 
     weightConcentrationPriorType: Param[str] = declared("weightConcentrationPriorType", BAYESIAN_PARAMS)
     weightConcentrationPrior: Param[float] = declared("weightConcentrationPrior", BAYESIAN_PARAMS)
@@ -43,6 +49,7 @@ class BayesianGaussianMixture(GaussianMixture):
     meanPrior: Param[list[float]] = declared("meanPrior", BAYESIAN_PARAMS)
     degreesOfFreedomPrior: Param[float] = declared("degreesOfFreedomPrior", BAYESIAN_PARAMS)
     covariancePrior: Param[Any] = declared("covariancePrior", BAYESIAN_PARAMS)
+    mergeEvery: Param[int] = declared("mergeEvery", BAYESIAN_PARAMS)
 
     @keyword_only
     def __init__(
@@ -58,6 +65,7 @@ class BayesianGaussianMixture(GaussianMixture):
         maxReseeds: int = 0, weightConcentrationPriorType: str = "dirichlet_process",
         weightConcentrationPrior: float | None = None, meanPrecisionPrior: float | None = None,
         meanPrior: list[float] | None = None, degreesOfFreedomPrior: float | None = None, covariancePrior: Any = None,
+        mergeEvery: int = 10,
     ):
         given = self._input_kwargs
         super().__init__()  # GaussianMixture's own defaults; @keyword_only has just set _input_kwargs to none
@@ -79,6 +87,7 @@ class BayesianGaussianMixture(GaussianMixture):
         maxReseeds: int = 0, weightConcentrationPriorType: str = "dirichlet_process",
         weightConcentrationPrior: float | None = None, meanPrecisionPrior: float | None = None,
         meanPrior: list[float] | None = None, degreesOfFreedomPrior: float | None = None, covariancePrior: Any = None,
+        mergeEvery: int = 10,
     ) -> BayesianGaussianMixture:
         kwargs = {key: value for key, value in self._input_kwargs.items() if value is not None}
         return self._set(**kwargs)
@@ -101,6 +110,9 @@ class BayesianGaussianMixture(GaussianMixture):
     def setCovariancePrior(self, value: Any) -> BayesianGaussianMixture:
         return self._set(covariancePrior=value)
 
+    def setMergeEvery(self, value: int) -> BayesianGaussianMixture:
+        return self._set(mergeEvery=value)
+
     def _prior_values(self) -> dict[str, Any]:
         return {name: self.getOrDefault(name) if self.isDefined(name) else None for name in BAYESIAN_PARAMS}
 
@@ -120,7 +132,9 @@ class BayesianGaussianMixture(GaussianMixture):
 
     def _spec(self, blocks: StoredBlocks, label: str = "") -> FitSpec:
         spec = super()._spec(blocks, label)
-        return dataclasses.replace(spec, prior=self._prior(blocks, spec.n_components, spec.covariance_type))
+        settings = dataclasses.replace(spec.settings, merge_every=self._validated()["mergeEvery"])
+        return dataclasses.replace(spec, settings=settings,
+                                   prior=self._prior(blocks, spec.n_components, spec.covariance_type))
 
     def _prior(self, blocks: StoredBlocks, k: int, covariance_type: str) -> Prior:
         """The priors, the data's mean and covariance (from the conversion) standing in for those not given."""

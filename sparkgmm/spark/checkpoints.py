@@ -47,6 +47,7 @@ def fit_key(input_description: dict[str, Any], specs: Sequence[FitSpec], dtype: 
     fits = [
         {"k": spec.n_components, "covariance_type": spec.covariance_type, "max_iter": spec.settings.max_iter,
          "tol": spec.settings.tol, "reg_covar": spec.settings.reg_covar, "acceleration": spec.settings.acceleration,
+         "merge_every": spec.settings.merge_every,
          "init_mode": spec.init_mode, "seed": spec.seed, "n_init": spec.n_init, "init_steps": spec.init_steps,
          "initial_model": None if spec.initial is None else _mixture_digest(spec.initial),
          "prior": None if spec.prior is None else _prior_digest(spec.prior)}
