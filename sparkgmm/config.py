@@ -89,8 +89,24 @@ class SparkSettings(_Settings):
 
 
 class _JobSettings(_Settings):
+    def __post_init__(self) -> None:
+        """A Bayesian mixture's settings need ``--prior``, which says the job fits one."""
+        if getattr(self, "prior", None) is not None:
+            return
+        for f in job_fields(type(self)):
+            option = f.metadata["option"]
+            if option.bayesian and getattr(self, f.name) is not None:
+                raise ConfigError(f"{option.flag} is a setting of a Bayesian mixture: give --prior too (or prior in "
+                                  "the config file)")
+
+    @property
+    def bayesian(self) -> bool:
+        """Whether the job fits a Bayesian mixture (``--prior`` given)."""
+        return getattr(self, "prior", None) is not None
+
     def estimator_params(self) -> dict[str, Any]:
-        """The ``GaussianMixture`` params these settings give: those with a Param, unset ones left out."""
+        """The ``GaussianMixture`` (or, with ``--prior``, ``BayesianGaussianMixture``) params these settings give:
+        those with a Param, unset ones left out."""
         values = ((f.metadata["option"].param, getattr(self, f.name)) for f in job_fields(type(self)))
         return {param: value for param, value in values if param and value is not None}
 

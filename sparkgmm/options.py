@@ -222,11 +222,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("k-means++ and EM restarts per fit on the sample, in memory on the driver (the sample initialisation; "
            ">= 1)", kind=int, default=DEFAULT_SAMPLE_RESTARTS, rule=at_least(1), param="sampleRestarts",
            key="sample_restarts", jobs=FIT_AND_SELECT),
-    Option("re-seeds of collapsed components (less than one row's weight, or a covariance the ridge cannot keep "
-           "valid) per EM run at most; 0: never", kind=int, default=DEFAULT_MAX_RESEEDS, rule=at_least(0),
-           param="maxReseeds", key="max_reseeds", jobs=FIT_AND_SELECT),
-    Option(f"EM acceleration: one of {', '.join(ACCELERATIONS)}", default=DEFAULT_ACCELERATION,
-           rule=one_of(ACCELERATIONS), param="acceleration", key="acceleration", jobs=FIT_AND_SELECT),
+    # Left unset in the jobs, these two take the estimator's default: a Bayesian mixture's is none and 0.
+    Option(f"re-seeds of collapsed components (less than one row's weight, or a covariance the ridge cannot keep "
+           f"valid) per EM run at most; 0: never (default {DEFAULT_MAX_RESEEDS}; with --prior 0, its only value)",
+           kind=int, rule=at_least(0), param="maxReseeds", key="max_reseeds", jobs=FIT_AND_SELECT,
+           param_default=DEFAULT_MAX_RESEEDS),
+    Option(f"EM acceleration: one of {', '.join(ACCELERATIONS)} (default {DEFAULT_ACCELERATION}; with --prior none, "
+           "its only value)", rule=one_of(ACCELERATIONS), param="acceleration", key="acceleration",
+           jobs=FIT_AND_SELECT, param_default=DEFAULT_ACCELERATION),
     # a Bayesian mixture's priors (BayesianGaussianMixture; the jobs fit one when --prior is given)
     Option(f"fit a variational Bayesian mixture with this weight prior, one of {', '.join(PRIOR_TYPES)} (k is then "
            "an upper bound: the prior switches off the components the data do not support)",
@@ -246,8 +249,9 @@ OPTIONS: tuple[Option, ...] = (
            "d variances (diag) or one (spherical); default: the data's covariance in that shape",
            kind=COVARIANCE_PRIOR, param="covariancePrior", bayesian=True),
     Option("try merge moves every this many iterations (groups of components merged into one when that raises the "
-           "lower bound; 0: never, scikit-learn's plain updates)", kind=int, default=DEFAULT_MERGE_EVERY,
-           rule=at_least(0), param="mergeEvery", key="merge_every", jobs=FIT_AND_SELECT, bayesian=True),
+           f"lower bound; 0: never, scikit-learn's plain updates; default {DEFAULT_MERGE_EVERY})", kind=int,
+           rule=at_least(0), param="mergeEvery", key="merge_every", jobs=FIT_AND_SELECT, bayesian=True,
+           param_default=DEFAULT_MERGE_EVERY),
     Option("a sparkgmm.Mixture, GaussianMixtureModel or fitted sklearn.mixture.GaussianMixture to start EM from "
            "(overrides initMode and nInit)", kind=Mixture, param="initialModel"),
     Option("model directory to start EM from (a warm start: replaces --init and --n-init)", key="initial_model",

@@ -162,6 +162,8 @@ def _summary_rows(source: ReportSource) -> list[str]:
     for key, label in (("n_rows", "rows"), ("n_skipped_rows", "invalid rows skipped"),
                        ("log_likelihood", "log-likelihood (mean per row)"), ("bic", "BIC"), ("aic", "AIC"),
                        ("converged", "converged"), ("n_iter", "iterations"), ("seconds", "seconds"),
+                       ("prior", "Bayesian weight prior"), ("effective_components", "components used (weight > 0.01)"),
+                       ("n_merges", "components merged away"),
                        ("sparkgmm_version", "fitted by sparkgmm")):
         if m.get(key) is not None and not (key == "n_skipped_rows" and not m[key]):
             rows.append((key, label, m[key]))
@@ -205,9 +207,16 @@ def _convergence_section(metrics: dict[str, Any] | None) -> str:
     if not history:
         return _section("convergence", "Convergence", _note("no iteration history in this directory"))
     figure, (ax_ll, ax_gap) = new_figure(10, 3.6, ncols=2)
-    draw_convergence(ax_ll, ax_gap, metrics.get("initial_log_likelihood"), history)
-    caption = (f"Mean log-likelihood per row after each of {len(history)} EM iterations (0: the initial parameters), "
-               "and on a log scale how far each is below the final value; EM stops once the change falls below tol.")
+    if "lower_bound" in history[0]:  # a Bayesian mixture's fit: its passes measure the variational lower bound
+        draw_convergence(ax_ll, ax_gap, None, history, "lower_bound", "lower bound (total)")
+        caption = (f"Variational lower bound (total over the rows) after each of {len(history)} iterations, and on a "
+                   "log scale how far each is below the final value; the fit stops once the change falls below tol "
+                   "(jumps: merge moves).")
+    else:
+        draw_convergence(ax_ll, ax_gap, metrics.get("initial_log_likelihood"), history)
+        caption = (f"Mean log-likelihood per row after each of {len(history)} EM iterations (0: the initial "
+                   "parameters), and on a log scale how far each is below the final value; EM stops once the change "
+                   "falls below tol.")
     return _section("convergence", "Convergence", _figure(figure, "convergence curve", caption))
 
 

@@ -105,15 +105,18 @@ def projected_covariances(mixture: Mixture, axes: np.ndarray) -> np.ndarray:
     return cov[:, None, None] * (axes.T @ axes)[None]
 
 
-def draw_convergence(ax_ll, ax_gap, initial: float | None, history: Sequence[dict[str, Any]]) -> None:
-    """The mean log-likelihood after each iteration (0: the initial parameters), and (unless ``ax_gap`` is None) on
-    a log scale its gap to the final value and the change per iteration (what ``tol`` is compared with)."""
+def draw_convergence(ax_ll, ax_gap, initial: float | None, history: Sequence[dict[str, Any]],
+                     key: str = "log_likelihood", what: str = "mean log-likelihood per row") -> None:
+    """The mean log-likelihood (or ``key``: a Bayesian fit's lower bound) after each iteration (0: the initial
+    parameters), and (unless ``ax_gap`` is None) on a log scale its gap to the final value and the change per
+    iteration (what ``tol`` is compared with)."""
     iterations = [h["iteration"] for h in history]
-    values = [h["log_likelihood"] for h in history]
+    values = [h[key] for h in history]
     if initial is not None:
         iterations, values = [0, *iterations], [initial, *values]
     ax_ll.plot(iterations, values, marker="o", markersize=3)
-    ax_ll.set(xlabel="iteration", ylabel="mean log-likelihood per row", title="log-likelihood")
+    name = "log-likelihood" if key == "log_likelihood" else "lower bound"
+    ax_ll.set(xlabel="iteration", ylabel=what, title=name)
     ax_ll.ticklabel_format(axis="y", useOffset=False)
     ax_ll.grid(alpha=0.3)
     ax_ll.xaxis.get_major_locator().set_params(integer=True)
@@ -128,7 +131,7 @@ def draw_convergence(ax_ll, ax_gap, initial: float | None, history: Sequence[dic
         ax_gap.semilogy(*zip(*changes, strict=True), marker=".", linestyle="--", label="|change| in the iteration")
     if gaps or changes:
         ax_gap.legend(fontsize="small")
-    ax_gap.set(xlabel="iteration", title="distance to the final log-likelihood")
+    ax_gap.set(xlabel="iteration", title=f"distance to the final {name}")
     ax_gap.grid(alpha=0.3, which="both")
     ax_gap.xaxis.get_major_locator().set_params(integer=True)
 

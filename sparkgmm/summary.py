@@ -43,7 +43,8 @@ class GaussianMixtureSummary:
     A Bayesian mixture's fit (``sparkgmm.bayesian``) says its ``weightConcentrationPriorType`` (None for EM), its
     ``lowerBoundHistory`` (the variational lower bound after each of the ``numIter`` iterations, the total over the
     rows as scikit-learn's ``lower_bounds_``; the last is what its restarts were compared by) and
-    ``effectiveComponents``, the components whose expected weight is above ``sparkgmm.bayesian.EFFECTIVE_WEIGHT``.
+    ``effectiveComponents``, the components whose expected weight is above ``sparkgmm.bayesian.EFFECTIVE_WEIGHT``, and
+    ``numMerges``, the components its merge moves merged into others.
     Its passes measure the bound, not the likelihood, so its ``logLikelihoodHistory`` has two entries: the initial
     mixture's mean log-likelihood and the returned mixture's; in ``metrics.json`` its history entries hold the lower
     bound and its change."""
@@ -79,6 +80,7 @@ class GaussianMixtureSummary:
     weightConcentrationPriorType: str | None = None
     lowerBoundHistory: tuple[float, ...] = ()
     effectiveComponents: int | None = None
+    numMerges: int = 0
 
     @property
     def lowerBound(self) -> float | None:
@@ -192,6 +194,7 @@ REPORTED: tuple[Reported, ...] = (
     Reported("prior", "weightConcentrationPriorType"),
     Reported("lower_bounds", "lowerBoundHistory"),
     Reported("effective_components", "effectiveComponents"),
+    Reported("n_merges", "numMerges"),
     Reported("cluster_sizes", "clusterSizes"),
     Reported("log_density_quantiles", "logDensityQuantiles"),
     Reported("n_rows", "numRows"),

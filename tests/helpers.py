@@ -173,7 +173,7 @@ def bayesian_summary_of_every_field():
     import dataclasses
 
     return dataclasses.replace(summary_of_every_field(), logLikelihoodHistory=(-4.0, -3.125),
-                               lowerBoundHistory=(-50.5, -40.25, -39.75), effectiveComponents=2,
+                               lowerBoundHistory=(-50.5, -40.25, -39.75), effectiveComponents=2, numMerges=3,
                                weightConcentrationPriorType="dirichlet_process")
 
 

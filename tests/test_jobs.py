@@ -446,3 +446,36 @@ def test_many_input_partitions_fit_under_a_small_max_result_size(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(Mixture.load(out).score(X), json.loads((out / "metrics.json").read_text())[
         "log_likelihood"], rtol=1e-10)
+
+
+def test_fit_job_with_a_prior_fits_a_bayesian_mixture_and_reports_the_components_it_uses(spark, points, tmp_path,
+                                                                                          capsys):
+    path, X = points
+    out = tmp_path / "bayes"
+    assert run("fit", ["--input", path, "--output", str(out), "--features", "x0,x1,x2", "--k", "8", "--seed", "5",
+                       "--prior", "dirichlet_process", "--covariance-type", "diag", "--merge-every", "5"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = GaussianMixtureModel.load(str(out))
+    assert model.posterior is not None and model.prior.prior_type == "dirichlet_process"
+    assert (metrics["prior"], metrics["effective_components"], metrics["acceleration"]) == ("dirichlet_process", 3,
+                                                                                            "none")
+    assert metrics["lower_bounds"] == list(model.summary.lowerBoundHistory) and len(metrics["lower_bounds"]) == \
+        metrics["n_iter"]
+    assert [h["lower_bound"] for h in metrics["history"]] == metrics["lower_bounds"]
+    assert metrics["n_merges"] == model.summary.numMerges  # the sample search merged the 8 starts down to 3 already
+    np.testing.assert_allclose(metrics["log_likelihood"], model.mixture.score(X), rtol=1e-10)
+    # a Bayesian setting without --prior is refused before Spark starts
+    assert run("fit", ["--input", path, "--output", str(tmp_path / "no"), "--merge-every", "5"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "sparkgmm fit: error: --merge-every is a setting of a Bayesian mixture: give --prior too (or prior in the "
+        "config file)"]
+    assert not (tmp_path / "no").exists()
+
+
+def test_select_job_with_a_prior_compares_bayesian_candidates(spark, points, tmp_path):
+    path, _ = points
+    out = tmp_path / "selection"
+    assert run("select", ["--input", path, "--output", str(out), "--features", "x0,x1,x2", "--k-range", "3,6",
+                          "--covariance-types", "diag", "--seed", "3", "--prior", "dirichlet_distribution"]) == 0
+    best = GaussianMixtureModel.load(str(out / "best"))
+    assert best.prior.prior_type == "dirichlet_distribution" and best.summary.effectiveComponents == 3

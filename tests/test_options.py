@@ -68,17 +68,19 @@ def test_the_bayesian_estimator_adds_its_priors_and_changes_two_defaults():
     assert {name: stage.getParam(name).doc for name in own} == {name: BAYESIAN_PARAMS[name].help for name in own}
     for method in (BayesianGaussianMixture.__init__, BayesianGaussianMixture.setParams):
         keywords = {name: p.default for name, p in inspect.signature(method).parameters.items() if name != "self"}
-        assert keywords == {**{name: o.default for name, o in {**PARAMS, **BAYESIAN_PARAMS}.items()},
-                            "weightConcentrationPriorType": "dirichlet_process", **BAYESIAN_DEFAULTS}
+        assert keywords == {**{name: o.default if name == "seed" else o.spark_default for name, o in PARAMS.items()},
+                            **{name: o.spark_default for name, o in BAYESIAN_PARAMS.items()}, **BAYESIAN_DEFAULTS}
     assert BayesianGaussianMixture(k=3, meanPrior=[1, 2]).getOrDefault("meanPrior") == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("method", [GaussianMixture.__init__, GaussianMixture.setParams], ids=["__init__", "setParams"])
 def test_the_estimators_keyword_defaults_are_the_tables(method):
     """pyspark.ml writes the defaults into __init__ and setParams; @keyword_only passes on only what was given, so
-    they are for the reader, and must be the table's (None: unset, or for the seed the fixed default seed)."""
+    they are for the reader, and must be the table's Param defaults (None: unset, or for the seed the fixed default
+    seed)."""
     keywords = {name: p.default for name, p in inspect.signature(method).parameters.items() if name != "self"}
-    assert keywords == {name: option.default for name, option in PARAMS.items()}
+    assert keywords == {name: option.default if name == "seed" else option.spark_default
+                        for name, option in PARAMS.items()}
 
 
 def test_select_models_keyword_defaults_are_the_tables():

@@ -380,4 +380,5 @@ def _summary(outcome: FitOutcome, spec: FitSpec, blocks: StoredBlocks, resumed: 
         weightConcentrationPriorType=None if spec.prior is None else spec.prior.prior_type,
         lowerBoundHistory=result.lower_bound_history,
         effectiveComponents=None if posterior is None else posterior.effective_components(),
+        numMerges=result.n_merges,
     )

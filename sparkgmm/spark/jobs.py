@@ -31,6 +31,7 @@ from ..errors import InputError
 from .features import NUMERIC_TYPES, features_column
 from .checkpoints import CheckpointStore
 from .failures import raise_input_error
+from .bayesian import BayesianGaussianMixture
 from .estimator import GaussianMixture, GaussianMixtureModel
 from .outputs import StagedOutput, staged_output
 from .readwrite import read_saved
@@ -110,7 +111,8 @@ def fit_metrics(model: GaussianMixtureModel, features: Features, input_path: str
     summary = model.summary
     warnings = []
     if not summary.converged and model.getTol() > 0.0:
-        warnings.append(f"EM did not converge in {model.getMaxIter()} iterations (tol {model.getTol():g}): "
+        what = "EM" if summary.weightConcentrationPriorType is None else "variational inference"
+        warnings.append(f"{what} did not converge in {model.getMaxIter()} iterations (tol {model.getTol():g}): "
                         "raise max_iter or tol")
     reported = {**summary.to_metrics(), "seconds": seconds}
     return {
@@ -150,16 +152,19 @@ def run_fit(spark: SparkSession, config: FitConfig) -> dict[str, Any]:
     with staged_output(spark, config.output, config.overwrite) as output:
         df = read_input(spark, config.input, config.spark.partitions)
         features = resolve_features(df, config.features, config.weight_col)
-        estimator = GaussianMixture(**_estimator_params(config, features))
+        estimator_class = BayesianGaussianMixture if config.bayesian else GaussianMixture
+        estimator = estimator_class(**_estimator_params(config, features))
         if config.initial_model:
             estimator.setInitialModel(read_saved(spark, config.initial_model).mixture)
         model = estimator.fit(df)
         metrics = fit_metrics(model, features, config.input, time.perf_counter() - started)
         _write_model_with_metrics(output, None, model, metrics)
     remove_checkpoint(spark, config)
+    used = "" if metrics.get("effective_components") is None else \
+        f" ({metrics['effective_components']} used, Bayesian {metrics['prior']} prior)"
     logger.info(
-        "wrote %s: %d %s components, log-likelihood %.6g, BIC %.6g, %d iterations%s",
-        config.output, config.k, config.covariance_type, metrics["log_likelihood"], metrics["bic"],
+        "wrote %s: %d %s components%s, log-likelihood %.6g, BIC %.6g, %d iterations%s",
+        config.output, config.k, config.covariance_type, used, metrics["log_likelihood"], metrics["bic"],
         metrics["n_iter"], "" if metrics["converged"] else " (not converged)",
     )
     return metrics

@@ -10,8 +10,9 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from ..errors import InputError
-from ..options import SELECT_ARGUMENTS, check_value
+from ..options import BAYESIAN_PARAMS, SELECT_ARGUMENTS, check_value
 from ..summary import CANDIDATE_METRICS
+from .bayesian import BayesianGaussianMixture
 from .estimator import GaussianMixture, fit_on_blocks, open_feature_blocks
 from .model import GaussianMixtureModel
 
@@ -50,14 +51,16 @@ def select_model(dataset: DataFrame, k: Sequence[int], covarianceTypes: Sequence
     """Fit one mixture per ``(k, covariance type)`` on one conversion of ``dataset``, all side by side (each pass
     reads every block once for every live candidate and restart), and pick the lowest ``criterion`` (``bic`` or
     ``aic``; the first candidate wins a tie). ``params`` are any other ``GaussianMixture`` params (``nInit``,
-    ``acceleration``, ``maxIter``, ``seed``, ``inputCols``, ``weightCol``, ...)."""
+    ``acceleration``, ``maxIter``, ``seed``, ``inputCols``, ``weightCol``, ...); with any of
+    ``BayesianGaussianMixture``'s own (``weightConcentrationPriorType``, ...) every candidate is a Bayesian mixture."""
     ks, types = tuple(int(value) for value in k), tuple(covarianceTypes)
     for name, value in (("k", ks), ("covarianceTypes", types), ("criterion", criterion)):
         check_value(SELECT_ARGUMENTS[name], name, value)
     for name in ("k", "covarianceType", "initialModel"):
         if name in params:
             raise InputError(f"select_model sets {name} itself; leave it out of the params")
-    estimator = GaussianMixture(**params)
+    bayesian = any(name in BAYESIAN_PARAMS for name in params)
+    estimator = (BayesianGaussianMixture if bayesian else GaussianMixture)(**params)
     grid = [(covariance_type, n) for covariance_type in types for n in ks]
     estimators = [estimator.copy({estimator.k: n, estimator.covarianceType: t}) for t, n in grid]
     with open_feature_blocks(dataset, estimators) as blocks:
