@@ -34,6 +34,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +74,7 @@ def recovery(spark, args) -> list[dict]:
         truth = truth_of(seed, args.features)
         X, _ = truth.sample(args.rows, seed=seed)
         X = X[np.random.default_rng(seed).permutation(args.rows)]
-        row = {"seed": seed, "true_k": truth.n_components, "failed": False}
+        row: dict[str, Any] = {"seed": seed, "true_k": truth.n_components, "failed": False}
         with tempfile.TemporaryDirectory() as tmp:
             df = spark.read.parquet(write_rows(Path(tmp) / "rows", X))
             started = time.perf_counter()
@@ -141,7 +142,7 @@ def cost(spark, args) -> list[dict]:
         df = spark.read.parquet(str(path))
         first = np.array(df.select(*cols).limit(max(k, 1000)).toPandas(), dtype=np.float64)
         start = Mixture(np.full(k, 1.0 / k), first[:k], np.stack([np.cov(first.T)] * k))
-        row = {"rows": n, "features": d, "k": k, "failed": False}
+        row: dict[str, Any] = {"rows": n, "features": d, "k": k, "failed": False}
         engines = {
             "em": lambda **kw: GaussianMixture(acceleration="none", maxReseeds=0, **kw),
             "bayes": lambda **kw: BayesianGaussianMixture(mergeEvery=0, **kw),

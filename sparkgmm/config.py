@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import InputError
-from .options import OPTIONS, REQUIRED, SPARK_SECTION, Option, job_options
+from .options import COVARIANCE_PRIOR, OPTIONS, REQUIRED, SPARK_SECTION, Option, job_options
 
 # The columns the predict job adds to its output; and the one it adds with --outlier-quantile.
 PREDICTION_COLUMNS = ("prediction", "probability", "log_density")
@@ -211,6 +211,19 @@ def _coerce_kind(kind: type, value: Any, where: str, from_flag: bool) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(v.strip() for v in value if v.strip())
         raise ConfigError(f"{where}: {_show(value)} is not a list of names (a TOML array of strings or 'a,b,c')")
+    if kind is list:  # numbers: a TOML array, or 'x,y,z'
+        return _numbers(value, where, "a list of numbers (a TOML array or 'x,y,z')")
+    if kind is COVARIANCE_PRIOR:  # a number, a list of numbers, or a matrix: TOML arrays, or 'x', 'x,y', 'a,b;c,d'
+        if from_flag:
+            rows = [row for row in value.split(";") if row.strip()]
+            value = [_numbers(row, where, COVARIANCE_PRIOR_TEXT) for row in rows] if len(rows) > 1 else \
+                _numbers(value, where, COVARIANCE_PRIOR_TEXT)
+            return value[0] if isinstance(value, list) and len(value) == 1 and not isinstance(value[0], list) else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+            return [_numbers(row, where, COVARIANCE_PRIOR_TEXT) for row in value]
+        return _numbers(value, where, COVARIANCE_PRIOR_TEXT)
     if kind is dict:
         if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool)) for v in value.values()):
             return dict(value)
@@ -218,6 +231,26 @@ def _coerce_kind(kind: type, value: Any, where: str, from_flag: bool) -> Any:
     if isinstance(value, str):
         return value
     raise ConfigError(f"{where}: {_show(value)} is not a string")
+
+
+COVARIANCE_PRIOR_TEXT = "a number, a list of numbers or a matrix (TOML arrays, or 'x', 'x,y,z', 'a,b;c,d')"
+
+
+def _numbers(value: Any, where: str, what: str) -> list[float]:
+    """A list of numbers from a TOML array or a comma-separated string."""
+    if isinstance(value, str):
+        try:
+            return [float(part) for part in _split(value)] or _fail(where, value, what)
+        except ValueError:
+            pass
+    elif isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in value):
+        return [float(v) for v in value]
+    return _fail(where, value, what)
+
+
+def _fail(where: str, value: Any, what: str) -> Any:
+    raise ConfigError(f"{where}: {_show(value)} is not {what}")
 
 
 def _show(value: Any) -> str:

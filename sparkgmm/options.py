@@ -51,8 +51,12 @@ ENGINES = ("auto", "rdd", "dataframe")
 FIXED_SEED = zlib.crc32(b"sparkgmm.GaussianMixture")
 
 Rule = Callable[[Any], "str | None"]
-# The kind of the covariancePrior Param: a number, a list or a list of lists (a matrix), by covariance type.
-COVARIANCE_PRIOR = "covariance prior"
+class CovariancePrior:
+    """The kind of the covariancePrior option: a number, a list of numbers or a list of lists (a matrix), by
+    covariance type."""
+
+
+COVARIANCE_PRIOR = CovariancePrior
 
 
 # --- rules: each returns None when the value is fine, else what is wrong with it ---------------------------------
@@ -241,13 +245,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("precision scale of the means' prior (> 0; default 1)", kind=float, rule=above(0.0),
            param="meanPrecisionPrior", key="mean_precision_prior", jobs=FIT_AND_SELECT, bayesian=True),
     Option("mean of the means' prior, one value per feature (default: the data's mean)", kind=list[float],
-           param="meanPrior", bayesian=True),
+           param="meanPrior", key="mean_prior", jobs=FIT_AND_SELECT, bayesian=True, metavar="X,X,..."),
     Option("degrees of freedom of the precisions' Wishart prior (> features - 1; default: the number of "
            "features)", kind=float, rule=finite, param="degreesOfFreedomPrior", key="degrees_of_freedom_prior",
            jobs=FIT_AND_SELECT, bayesian=True),
     Option("scale of the precisions' Wishart prior, in the covariance type's shape: a (d, d) matrix (full, tied), "
            "d variances (diag) or one (spherical); default: the data's covariance in that shape",
-           kind=COVARIANCE_PRIOR, param="covariancePrior", bayesian=True),
+           kind=COVARIANCE_PRIOR, param="covariancePrior", key="covariance_prior", jobs=FIT_AND_SELECT, bayesian=True,
+           metavar="X | X,X,... | X,X;X,X"),
     Option("try merge moves every this many iterations (groups of components merged into one when that raises the "
            f"lower bound; 0: never, scikit-learn's plain updates; default {DEFAULT_MERGE_EVERY})", kind=int,
            rule=at_least(0), param="mergeEvery", key="merge_every", jobs=FIT_AND_SELECT, bayesian=True,

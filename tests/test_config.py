@@ -142,3 +142,26 @@ def test_a_hostile_config_is_data_never_code(tmp_path):
                                                        f'features = ["{code}"]\n'))
     assert (config.input, config.output, config.features) == (code, f"$(touch {marker})", (code,))
     assert not marker.exists()
+
+
+def test_a_bayesian_jobs_priors_come_from_flags_or_toml_arrays(tmp_path):
+    required = {"input": "in", "output": "out"}
+    flags = load_job_config("fit", {**required, "prior": "dirichlet_process", "mean_prior": "0,1.5,2",
+                                    "covariance_prior": "2,0.5;0.5,1", "merge_every": "5"})
+    params = flags.estimator_params()
+    assert params["meanPrior"] == [0.0, 1.5, 2.0] and params["covariancePrior"] == [[2.0, 0.5], [0.5, 1.0]]
+    assert (params["weightConcentrationPriorType"], params["mergeEvery"]) == ("dirichlet_process", 5)
+    assert "acceleration" not in params and "maxReseeds" not in params  # the estimator's own defaults
+    for raw, value in (("2.5", 2.5), ("1,2,3", [1.0, 2.0, 3.0])):
+        assert load_job_config("fit", {**required, "prior": "dirichlet_process",
+                                       "covariance_prior": raw}).covariance_prior == value
+    config = tmp_path / "fit.toml"
+    config.write_text('input = "in"\noutput = "out"\nprior = "dirichlet_distribution"\nmean_prior = [0, 1]\n'
+                      "covariance_prior = [[1, 0], [0, 2]]\n")
+    loaded = load_job_config("fit", {}, str(config))
+    assert (loaded.mean_prior, loaded.covariance_prior) == ([0.0, 1.0], [[1.0, 0.0], [0.0, 2.0]])
+    with pytest.raises(ConfigError, match=r"^--mean-prior: 'a,b' is not a list of numbers"):
+        load_job_config("fit", {**required, "prior": "dirichlet_process", "mean_prior": "a,b"})
+    with pytest.raises(ConfigError, match=r"^--mean-prior is a setting of a Bayesian mixture: give --prior too"):
+        load_job_config("fit", {**required, "mean_prior": "1,2"})
+    assert not load_job_config("fit", required).bayesian and flags.bayesian

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from helpers import make_mixture
-from sparkgmm import GaussianMixture, GaussianMixtureModel
+from sparkgmm import BayesianGaussianMixture, GaussianMixture, GaussianMixtureModel
 from sparkgmm.errors import InputError
 from sparkgmm.spark.checkpoints import connect_local_dir
 
@@ -146,3 +146,18 @@ def test_the_rdd_engine_and_non_local_checkpoints_are_refused_under_connect(fits
     with pytest.raises(InputError, match="checkpointDir='hdfs://nn/ckpt': under Spark Connect"):
         connect_local_dir("hdfs://nn/ckpt")
     assert connect_local_dir("file:///tmp/ckpt").as_posix() == "/tmp/ckpt"
+
+
+def test_a_bayesian_mixture_fits_through_connect_as_in_the_classic_session(fits, spark, tmp_path):
+    X, df, _, _, _ = fits
+    start = make_mixture("full", n_components=4, n_features=3, seed=5)
+    params = dict(k=4, initialModel=start, maxIter=6, tol=0.0, featuresCol="vec")
+    classic = BayesianGaussianMixture(**params).fit(with_vectors(spark, rows()[1]))
+    with connect_mode():
+        remote = BayesianGaussianMixture(**params).fit(df)  # the moments for the priors come from its conversion
+        remote.write().save(str(tmp_path / "model"))
+        loaded = GaussianMixtureModel.load(str(tmp_path / "model"))
+    np.testing.assert_allclose(remote.prior.covariance, np.cov(X.T), rtol=1e-10)
+    np.testing.assert_allclose(remote.posterior.covariances, classic.posterior.covariances, rtol=1e-9)
+    np.testing.assert_allclose(remote.summary.lowerBoundHistory, classic.summary.lowerBoundHistory, rtol=1e-12)
+    np.testing.assert_array_equal(loaded.posterior.weight_concentration, remote.posterior.weight_concentration)
