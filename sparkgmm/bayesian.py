@@ -409,17 +409,17 @@ def merge_candidates(posterior: Posterior, max_pairs: int) -> MergeProposals:
     # the agglomeration: each cluster of components as one Gaussian (weight, mean, covariance by moment matching)
     clusters = {frozenset([j]): (float(m.weights[j]), m.means[j], covariances[j]) for j in alive}
     node: dict[frozenset[int], int] = {frozenset([j]): -1 - j for j in alive}
+    apart = {(frozenset([a]), frozenset([b])): distance for distance, a, b in pairs}  # kept up to date: O(k^2) in all
     tree = []
     while len(clusters) > 1:
-        keys = list(clusters)
-        _, i, j = min((_separation(clusters[keys[i]][1], clusters[keys[i]][2], clusters[keys[j]][1],
-                                   clusters[keys[j]][2]), i, j)
-                      for i in range(len(keys)) for j in range(i + 1, len(keys)))
-        x, y = keys[i], keys[j]
+        x, y = min(apart, key=lambda pair: (apart[pair], min(pair[0]), min(pair[1])))
         (wx, mx, cx), (wy, my, cy) = clusters.pop(x), clusters.pop(y)
         w = wx + wy
         mean = (wx * mx + wy * my) / w
         cov = (wx * (cx + np.outer(mx - mean, mx - mean)) + wy * (cy + np.outer(my - mean, my - mean))) / w
+        apart = {pair: distance for pair, distance in apart.items() if not {x, y} & set(pair)}
+        for other, (_, other_mean, other_cov) in clusters.items():
+            apart[(other, x | y)] = _separation(other_mean, other_cov, mean, cov)
         clusters[x | y] = (w, mean, cov)
         node[x | y] = row_of(x | y) if len(clusters) > 1 else -1  # all in one: no proposal
         tree.append((node[x | y], node[x], node[y]))
