@@ -2,17 +2,17 @@
 what an iteration costs against an EM iteration, in one local[2] session.
 
     .venv/bin/python scripts/bayesian_benchmark.py recovery [--rows 1M] [--seeds 12] [--k 20] [--features 8]
-                                                           [--sklearn-rows 0]
+                                                           [--sklearn-rows 0] [--merge-every 10]
     .venv/bin/python scripts/bayesian_benchmark.py cost [--sizes 1000000:16:8,10000000:16:8] [--iters 8]
 
 recovery, per seed s = 0 .. seeds-1: a mixture of 3 + (s mod 6) full-covariance components in --features dimensions
 (covariances with random axes and variances in [0.5, 2], weights ~ Dirichlet(5)), its means drawn N(0, 4^2) for even
 seeds and N(0, 2.5^2) for odd ones (overlapping clusters); --rows rows written to Parquet; a BayesianGaussianMixture
 with k = --k and every other setting at its default (Dirichlet-process prior, the sample search, merge moves every 10
-iterations, maxIter 100, tol 1e-3 on the total lower bound) fitted with seed s. A seed counts as found when
-summary.effectiveComponents (weight > 0.01) equals the true count. With --sklearn-rows N > 0, scikit-learn's
-BayesianGaussianMixture (same k, its defaults: k-means start, max_iter 100) runs on the first N rows of each seed
-in memory in this process, for the same count (the table says on how many rows).
+iterations (--merge-every; 0: none, in the sample search too), maxIter 100, tol 1e-3 on the total lower bound) fitted
+with seed s. A seed counts as found when summary.effectiveComponents (weight > 0.01) equals the true count. With
+--sklearn-rows N > 0, scikit-learn's BayesianGaussianMixture (same k, its defaults: k-means start, max_iter 100) runs
+on the first N rows of each seed in memory in this process, for the same count (the table says on how many rows).
 
 cost, per size n x d x k: rows from scripts/parquet_data.py's fixed 8-component mixture; GaussianMixture (EM,
 acceleration none) and BayesianGaussianMixture (mergeEvery 0, and the default 10) each fit --iters iterations (tol 0)
@@ -79,7 +79,7 @@ def recovery(spark, args) -> list[dict]:
             df = spark.read.parquet(write_rows(Path(tmp) / "rows", X))
             started = time.perf_counter()
             try:
-                model = BayesianGaussianMixture(k=args.k, seed=seed,
+                model = BayesianGaussianMixture(k=args.k, seed=seed, mergeEvery=args.merge_every,
                                                 inputCols=[f"f{j}" for j in range(args.features)]).fit(df)
                 s = model.summary
                 row.update(found=s.effectiveComponents, iterations=s.numIter, converged=s.converged,
@@ -107,8 +107,8 @@ def recovery(spark, args) -> list[dict]:
 
 
 def print_recovery(results: list[dict], args) -> None:
-    print(f"\nrecovery: {size_label(args.rows)} rows x {args.features} features, k={args.k}, "
-          f"{len(results)} seeds (true k 3..8)")
+    print(f"\nrecovery: {size_label(args.rows)} rows x {args.features} features, k={args.k}, mergeEvery="
+          f"{args.merge_every}, {len(results)} seeds (true k 3..8)")
     head = f"{'seed':>4} {'true k':>6} {'found':>6} {'iters':>6} {'merges':>6} {'conv':>5} {'seconds':>8}"
     if args.sklearn_rows:
         head += f" | {'sklearn found':>13} {'its iters':>9} {'its s':>7}"
@@ -191,6 +191,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--sklearn-rows", default="0")
+    parser.add_argument("--merge-every", type=int, default=10)
     parser.add_argument("--sizes", default="1000000:16:8,10000000:16:8")
     parser.add_argument("--iters", type=int, default=8)
     parser.add_argument("--json")
