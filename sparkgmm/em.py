@@ -207,8 +207,8 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
     M-step's lower bound is what ``tol`` is compared with (the total over the rows, as scikit-learn's). There is no
     re-seeding (a Dirichlet-process prior empties the components the data do not need, on purpose) and no
     acceleration. With ``settings.merge_every``, every that many iterations, and before the run may stop by ``tol``,
-    the pass also measures what merging the closest pairs of components would do to the bound
-    (``sparkgmm.bayesian.merge_move``), and a merge that raises it is kept; with 0 the run is scikit-learn's.
+    the pass also measures what merging groups of components would do to the bound (``sparkgmm.bayesian.merge_move``),
+    and a merge that raises it is kept; with 0 the run is scikit-learn's.
     """
     if prior is not None and (settings.acceleration != "none" or settings.max_reseeds):
         raise ValueError("a Bayesian mixture runs without acceleration and re-seeds")
@@ -230,12 +230,12 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         if state.number > settings.max_iter:
             state.final = True
             break
-        pairs = None
+        proposals = None
         if settings.merge_every and (state.merge_due or state.number % settings.merge_every == 0):
-            pairs = merge_candidates(believed, 2 * k)
+            proposals = merge_candidates(believed, 2 * k)
         stats = yield EStep(believed.mixture, log_weights=believed.estep_log_weights(), entropy=True,
                             description=f"variational iteration {state.number}",
-                            merge_groups=None if pairs is None else pairs.groups)
+                            merge_groups=None if proposals is None else proposals.groups)
         state.passes += 1
         state.number += 1
         try:
@@ -244,13 +244,14 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
             raise CovarianceError(f"{label}variational iteration {state.number - 1}: {e} (regCovar is "
                                   f"{settings.reg_covar:g})") from None
         bound = lower_bound(updated, stats.entropy)
-        merged = None if pairs is None else merge_move(stats, believed.means, prior, settings.reg_covar, pairs, bound)
+        merged = None if proposals is None else merge_move(stats, believed.means, prior, settings.reg_covar, proposals,
+                                                           bound)
         state.merge_due = False
         if merged is not None:
             updated, bound, count = merged
             state.merges += count
             if not quiet:
-                logger.info("%smerged %d pair(s) of components: the lower bound rose", label, count)
+                logger.info("%smerged %d component(s) into others: the lower bound rose", label, count)
         change = bound - state.history[-1] if state.history else math.inf
         state.history.append(bound)
         now = time.perf_counter()
@@ -261,7 +262,7 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
                         change, state.seconds[-1])
         state.current = updated
         if merged is None and abs(change) < settings.tol:
-            if settings.merge_every and pairs is None:
+            if settings.merge_every and proposals is None:
                 state.merge_due = True  # look for a merge before stopping
             else:
                 state.converged = state.final = True
