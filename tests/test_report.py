@@ -508,3 +508,23 @@ def test_the_report_reads_the_names_the_summary_writes(tmp_path):
                      "aic": f"{summary.aic:.6g}", "n_iter": "3", "seconds": "4.5", "converged": "yes",
                      "restarts": "2 (1)"}
     assert [number(r["cells"][2]) for r in page.tables["components"][1:]] == list(summary.clusterSizes)
+
+
+def test_a_bayesian_fits_report_shows_its_prior_the_components_used_and_the_lower_bound(tmp_path):
+    bounds = [-9000.0, -8200.0, -8100.0, -8099.5]
+    history = [{"iteration": t, "lower_bound": b, "change": None if t == 1 else b - bounds[t - 2], "seconds": 0.1}
+               for t, b in enumerate(bounds, start=1)]
+    path = tmp_path / "model"
+    write_fit_dir(path, make_mixture("full", n_components=3, n_features=3, seed=4), history=history,
+                  n_iter=len(bounds), prior="dirichlet_process", effective_components=2, n_merges=1,
+                  lower_bounds=bounds)
+    out = tmp_path / "report.html"
+    report.write_report(path, out, sample_rows=200)
+    page = Page(out.read_text())
+    assert page.summary["prior"] == "dirichlet_process"
+    assert number(page.summary["effective_components"]) == 2 and number(page.summary["n_merges"]) == 1
+    assert page.captions[0].startswith("Variational lower bound (total over the rows) after each of 4 iterations")
+    _, (ax_bound, ax_gap) = report_plots.new_figure(6, 3, ncols=2)
+    report_plots.draw_convergence(ax_bound, ax_gap, None, history, "lower_bound", "lower bound (total)")
+    assert list(ax_bound.get_lines()[0].get_ydata()) == bounds and ax_bound.get_title() == "lower bound"
+    assert list(ax_gap.get_lines()[0].get_ydata()) == [bounds[-1] - b for b in bounds[:-1]]
