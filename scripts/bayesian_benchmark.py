@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchtools import ArgumentParser, UsageError, machine, parse_count, size_label
+from benchtools import ArgumentParser, UsageError, machine, parse_count, size_label, write_json
 from parquet_data import ensure_dataset
 
 from sparkgmm import BayesianGaussianMixture, GaussianMixture, Mixture
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     if args.json:
-        Path(args.json).write_text(json.dumps({"section": args.section, "results": results}, indent=2))
+        write_json(args.json, {"section": args.section, "machine": machine(), "results": results}, print)
     return 1 if any(r["failed"] for r in results) else 0
 
 

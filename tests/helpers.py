@@ -1,8 +1,10 @@
 """Helpers the test modules share (no test module imports another): small synthetic mixtures and data, the
-scikit-learn oracle from a given start, Parquet inputs, and what Spark's status store says of jobs."""
+scikit-learn oracle from a given start (Gaussian and Bayesian mixtures), checkpoints through their files' bytes, a
+pass runner interrupted as a killed driver would be, Parquet inputs, and what Spark's status store says of jobs."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from sparkgmm import Mixture
@@ -100,6 +103,88 @@ def assert_matches_sklearn(ours: Mixture, theirs, rtol=1e-8):
     np.testing.assert_allclose(ours.means, theirs.means_, rtol=rtol, atol=rtol * np.abs(theirs.means_).max())
     np.testing.assert_allclose(ours.covariances, theirs.covariances_, rtol=rtol,
                                atol=rtol * np.abs(theirs.covariances_).max())
+
+
+# --- Bayesian mixtures against scikit-learn's -------------------------------------------------------------------------
+
+BAYESIAN_K = 5
+
+
+class SkFromResponsibilities(SkBayesianGaussianMixture):
+    """scikit-learn's Bayesian mixture started from given responsibilities: its ``_initialize(X, resp)`` (the
+    M-step its own initialisations end with) on ours, so both runs start from the same posterior."""
+
+    def __init__(self, resp=None, **params):
+        super().__init__(**params)
+        self.resp = resp
+
+    def _initialize_parameters(self, X, random_state, xp=None):
+        self._initialize(X, self.resp)
+
+
+def bayesian_data_and_start(covariance_type: str, seed: int = 1) -> tuple[np.ndarray, Mixture]:
+    """600 rows of a 3-component mixture, and a BAYESIAN_K-component start on five of them."""
+    X, _ = make_mixture(covariance_type, 3, 3, seed=seed).sample(600, seed=seed + 1)
+    shape = make_mixture(covariance_type, BAYESIAN_K, 3, seed=7)
+    return X, Mixture(shape.weights, X[[0, 100, 200, 300, 400]], shape.covariances, covariance_type)
+
+
+def sklearn_bayesian_fit(X, start: Mixture, prior_type: str, max_iter: int, tol: float):
+    """scikit-learn's BayesianGaussianMixture from ``start``'s responsibilities, its default priors."""
+    model = SkFromResponsibilities(resp=start.predict_proba(X), n_components=BAYESIAN_K,
+                                   covariance_type=start.covariance_type, weight_concentration_prior_type=prior_type,
+                                   max_iter=max_iter, tol=tol, reg_covar=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X)
+
+
+def assert_posterior_matches(ours, theirs, rtol=1e-8):
+    """A ``sparkgmm.bayesian.Posterior`` against a fitted scikit-learn BayesianGaussianMixture (whose tied degrees of
+    freedom are one number)."""
+    def close(a, b):
+        b = np.asarray(b, dtype=np.float64)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+    close(ours.mixture.weights, theirs.weights_)
+    close(ours.means, theirs.means_)
+    close(ours.covariances, theirs.covariances_)
+    close(ours.mean_precision, theirs.mean_precision_)
+    close(ours.weight_concentration, np.asarray(theirs.weight_concentration_))
+    close(ours.degrees_of_freedom, np.broadcast_to(theirs.degrees_of_freedom_, ours.degrees_of_freedom.shape))
+
+
+# --- checkpoints and interrupted fits ---------------------------------------------------------------------------------
+
+def as_files(document, arrays):
+    """The checkpoint through the bytes a store writes and reads: JSON text, and an .npz read without pickle."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as npz:
+        loaded = {name: npz[name] for name in npz.files}
+    return json.loads(json.dumps(document, allow_nan=False)), loaded
+
+
+class Interrupted(Exception):
+    """Stands for the driver dying: raised by the pass runner instead of running a pass."""
+
+
+def interrupt_after(monkeypatch, passes: int):
+    """Let ``passes`` passes of the RDD engine run, then fail the next one, as a killed driver would never run it."""
+    from sparkgmm.spark.engine.rdd import RddBlocks
+
+    run_pass = RddBlocks.run_pass
+    made = []
+
+    def counted(self, requests, description):
+        if len(made) == passes:
+            raise Interrupted(description)
+        made.append(description)
+        return run_pass(self, requests, description)
+
+    monkeypatch.setattr(RddBlocks, "run_pass", counted)
+    return made
 
 
 def write_points(path: Path, X: np.ndarray, files: int = 3, **extra) -> str:

@@ -9,11 +9,16 @@ from scipy.special import logsumexp, xlogy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
-from helpers import make_mixture
-from test_checkpoint import as_files
+from helpers import (
+    BAYESIAN_K as K,
+    as_files,
+    assert_posterior_matches,
+    make_mixture,
+)
+from helpers import bayesian_data_and_start as data_and_start
+from helpers import sklearn_bayesian_fit as sklearn_fit
 from sparkgmm.bayesian import (
     PRIOR_TYPES,
-    Posterior,
     Prior,
     _merged,
     from_sklearn,
@@ -28,37 +33,9 @@ from sparkgmm.errors import InputError
 from sparkgmm.mixture import Mixture
 from sparkgmm.stats import SufficientStats, accumulate, stats_from_resp
 
-K = 5
-
-
-class SkFromResponsibilities(SkBayesianGaussianMixture):
-    """scikit-learn's Bayesian mixture started from given responsibilities: its ``_initialize(X, resp)`` (the
-    M-step its own initialisations end with) on ours, so both runs start from the same posterior."""
-
-    def __init__(self, resp=None, **params):
-        super().__init__(**params)
-        self.resp = resp
-
-    def _initialize_parameters(self, X, random_state, xp=None):
-        self._initialize(X, self.resp)
-
-
-def data_and_start(covariance_type, seed=1):
-    X, _ = make_mixture(covariance_type, 3, 3, seed=seed).sample(600, seed=seed + 1)
-    shape = make_mixture(covariance_type, K, 3, seed=7)
-    return X, Mixture(shape.weights, X[[0, 100, 200, 300, 400]], shape.covariances, covariance_type)
-
-
-def sklearn_fit(X, start: Mixture, prior_type: str, max_iter: int, tol: float):
-    model = SkFromResponsibilities(resp=start.predict_proba(X), n_components=K, covariance_type=start.covariance_type,
-                                   weight_concentration_prior_type=prior_type, max_iter=max_iter, tol=tol,
-                                   reg_covar=1e-6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X)
-
 
 def our_fit(X, start: Mixture, prior_type: str, max_iter: int, tol: float, sample_weight=None):
+    """Our Bayesian fit in memory, with scikit-learn's default priors of the (weighted) rows."""
     w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     mean = w @ X / w.sum()
     centred = X - mean
@@ -66,22 +43,6 @@ def our_fit(X, start: Mixture, prior_type: str, max_iter: int, tol: float, sampl
     prior = Prior.default(K, start.covariance_type, mean, covariance, prior_type)
     return run_em(start, local_passes(X, sample_weight, block_rows=250), max_iter=max_iter, tol=tol, reg_covar=1e-6,
                   prior=prior)
-
-
-def assert_posterior_matches(ours: Posterior, theirs, rtol=1e-8):
-    def close(a, b):
-        b = np.asarray(b, dtype=np.float64)
-        np.testing.assert_allclose(np.broadcast_to(a, b.shape) if b.ndim == 0 else a, b, rtol=rtol,
-                                   atol=rtol * np.abs(b).max())
-
-    close(ours.mixture.weights, theirs.weights_)
-    close(ours.means, theirs.means_)
-    close(ours.covariances, theirs.covariances_)
-    close(ours.mean_precision, theirs.mean_precision_)
-    close(ours.weight_concentration, np.asarray(theirs.weight_concentration_))
-    dof = np.asarray(theirs.degrees_of_freedom_, dtype=np.float64)
-    close(ours.degrees_of_freedom[: dof.size] if dof.ndim == 0 else ours.degrees_of_freedom, dof.reshape(-1)
-          if dof.ndim == 0 else dof)
 
 
 @pytest.mark.parametrize("prior_type", PRIOR_TYPES)

@@ -2,13 +2,11 @@
 where the uninterrupted fit ends; a checkpoint of another fit is refused."""
 
 import dataclasses
-import io
-import json
 
 import numpy as np
 import pytest
 
-from helpers import overlapping_blobs
+from helpers import as_files, overlapping_blobs
 from sparkgmm import Mixture
 from sparkgmm.bayesian import POSTERIOR_ARRAYS, Posterior
 from sparkgmm.candidates import FitSpec, Restart, fit_side_by_side, restart_runs
@@ -24,16 +22,6 @@ SPECS = [
     FitSpec(3, "diag", EMSettings(40, 1e-8, 1e-6, "squarem"), "k-means||", seed=5, initial=COLLAPSING),
 ]
 KEY = {"input": {"rows": 3000, "fingerprint": 123}, "fits": [{"k": 5}, {"k": 3}, {"k": 12}]}
-
-
-def as_files(document, arrays):
-    """The checkpoint through the bytes a store writes and reads: JSON text, and an .npz read without pickle."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    buffer.seek(0)
-    with np.load(buffer, allow_pickle=False) as npz:
-        loaded = {name: npz[name] for name in npz.files}
-    return json.loads(json.dumps(document, allow_nan=False)), loaded
 
 
 def assert_same_outcomes(resumed, uninterrupted):

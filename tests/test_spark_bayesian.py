@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 
-from helpers import frame
+from helpers import BAYESIAN_K as K
+from helpers import Interrupted, assert_posterior_matches, frame, interrupt_after
+from helpers import bayesian_data_and_start as data_and_start
+from helpers import sklearn_bayesian_fit as sklearn_fit
 from sparkgmm import BayesianGaussianMixture, GaussianMixtureModel, InputError, Mixture
 from sparkgmm.bayesian import from_sklearn
-from test_bayesian import K, assert_posterior_matches, data_and_start, sklearn_fit
-from test_spark_checkpoint import Interrupted, interrupt_after
 
 pytestmark = pytest.mark.spark
 

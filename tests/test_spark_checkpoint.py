@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import frame, make_mixture, write_format_1_model_dir, write_points
+from helpers import Interrupted, frame, interrupt_after, make_mixture, write_format_1_model_dir, write_points
 from sparkgmm import GaussianMixture, Mixture
 from sparkgmm.checkpoint import CheckpointError
-from sparkgmm.spark.engine.rdd import RddBlocks
 
 pytestmark = pytest.mark.spark
-
-
-class Interrupted(Exception):
-    """Stands for the driver dying: raised by the pass runner instead of running a pass."""
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +28,6 @@ def estimator(checkpoint_dir, **params):
     settings = dict(k=4, seed=9, nInit=2, tol=1e-7, maxIter=60, checkpointDir=str(checkpoint_dir))
     settings.update(params)
     return GaussianMixture(**settings)
-
-
-def interrupt_after(monkeypatch, passes: int):
-    """Let ``passes`` passes run, then fail the next one, as a killed driver would never run it."""
-    run_pass = RddBlocks.run_pass
-    made = []
-
-    def counted(self, requests, description):
-        if len(made) == passes:
-            raise Interrupted(description)
-        made.append(description)
-        return run_pass(self, requests, description)
-
-    monkeypatch.setattr(RddBlocks, "run_pass", counted)
-    return made
 
 
 def checkpoints(directory: Path) -> list[str]:

@@ -132,13 +132,15 @@ class BayesianGaussianMixture(GaussianMixture):
 
     def _spec(self, blocks: StoredBlocks, label: str = "") -> FitSpec:
         spec = super()._spec(blocks, label)
-        settings = dataclasses.replace(spec.settings, merge_every=self._validated()["mergeEvery"])
-        return dataclasses.replace(spec, settings=settings,
-                                   prior=self._prior(blocks, spec.n_components, spec.covariance_type))
-
-    def _prior(self, blocks: StoredBlocks, k: int, covariance_type: str) -> Prior:
-        """The priors, the data's mean and covariance (from the conversion) standing in for those not given."""
         p = self._validated()
+        settings = dataclasses.replace(spec.settings, merge_every=p["mergeEvery"])
+        return dataclasses.replace(spec, settings=settings,
+                                   prior=self._prior(p, blocks, spec.n_components, spec.covariance_type))
+
+    @staticmethod
+    def _prior(p: dict[str, Any], blocks: StoredBlocks, k: int, covariance_type: str) -> Prior:
+        """The priors of the validated params ``p``, the data's mean and covariance (from the conversion) standing in
+        for those not given."""
         d = blocks.n_features
         mean, covariance = p["meanPrior"], p["covariancePrior"]
         if mean is not None and len(mean) != d:
