@@ -1,4 +1,4 @@
-"""The command line: ``python -m sparkgmm {fit,predict,select} [flags]`` and the spark-submit entry points in jobs/;
+"""The command line: ``python -m sparkgmm {fit,predict,select,update} [flags]`` and the spark-submit entry points in jobs/;
 ``python -m sparkgmm report`` (``run_report``, no Spark).
 
 Exit codes: 0 success; 2 invalid flags, config or input (``sparkgmm.errors.InputError``, a missing or existing path,
@@ -32,6 +32,8 @@ DESCRIPTIONS = {
     "fit": "Fit a Gaussian mixture to a Parquet input; write the model directory and its metrics.json.",
     "predict": "Score a Parquet input with a saved model: prediction, probability and log_density per row.",
     "select": "Fit every k (and covariance type) of a range; write candidates.json/.csv and the best model.",
+    "update": "Update a saved model online with the rows of a Parquet input; write the new model directory and its "
+              "metrics.json.",
 }
 REPORT = "report"  # not a Spark job: its own parser (run_report)
 REPORT_DESCRIPTION = ("Write one self-contained HTML page about a fit or select output: summary, convergence, BIC/AIC "

@@ -131,7 +131,17 @@ class PredictConfig(_JobSettings):
         return PREDICTION_COLUMNS + ((OUTLIER_COLUMN,) if self.outlier_quantile is not None else ())
 
 
-JOB_CONFIGS: dict[str, type] = {"fit": FitConfig, "predict": PredictConfig, "select": SelectConfig}
+@_settings_of(job_options("update"))
+class UpdateConfig(_JobSettings):
+    spark: SparkSettings = field(default_factory=SparkSettings)
+
+    def model_params(self) -> dict[str, Any]:
+        """The model Params these settings give (the update rule, weights, invalid rows): unset ones left out."""
+        return self.estimator_params()
+
+
+JOB_CONFIGS: dict[str, type] = {"fit": FitConfig, "predict": PredictConfig, "select": SelectConfig,
+                                "update": UpdateConfig}
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

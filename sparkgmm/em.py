@@ -10,6 +10,7 @@ once for all live candidates, and a candidate that has finished costs nothing mo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from .gaussian import CovarianceError, invalid_components
 from .mixture import Mixture
 from .passes import EStep, Partial, Request, chunks, log_density_ceiling, pack_block, run_local_pass
 from .sketch import QUANTILE_LEVELS
-from .stats import SufficientStats, m_step
+from .stats import SeenStats, SufficientStats, m_step
 
 logger = logging.getLogger("sparkgmm")
 
@@ -339,6 +340,9 @@ def em_candidate(initial: Mixture, settings: EMSettings, label: str = "", state:
         raise RuntimeError("the final pass gave no log-density sketch, though it asked for one")
     if prior is None:
         history = [*state.history, final.mean_log_likelihood]
+        # the final pass's statistics, taken under the returned parameters, are what the model remembers of the rows
+        # (sparkgmm.online updates it from them)
+        mixture = dataclasses.replace(mixture, seen=SeenStats.of_pass(final))
     else:
         if state.start_log_likelihood is None:
             raise RuntimeError("a Bayesian run without its start's log-likelihood")

@@ -20,7 +20,7 @@ from .gaussian import (
     n_covariance_parameters,
     precisions_cholesky,
 )
-from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES
+from .stats import MIN_CHUNK_ROWS, SCRATCH_DOUBLES, SeenStats
 
 _WEIGHT_SUM_TOLERANCE = 1e-6
 # The attributes of a fitted sklearn.mixture.GaussianMixture that hold its parameters.
@@ -49,12 +49,16 @@ class Mixture:
     Validated once on construction: shapes, finiteness, weights on the simplex, and every covariance positive
     definite (its precision Cholesky factor is computed here and kept in ``precisions_cholesky``). ``save`` and
     ``load`` read and write a model directory on this machine, no Spark (``sparkgmm.persistence``).
+
+    ``seen``, when it is there, holds the statistics of the rows the mixture was learnt from (``SeenStats``): a batch
+    fit leaves them, and ``partial_fit`` blends new rows into them (``sparkgmm.online``).
     """
 
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
     covariance_type: str = "full"
+    seen: SeenStats | None = field(default=None, repr=False)
     precisions_cholesky: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class Mixture:
         for name, value in (("weights", weights), ("means", means), ("covariances", covariances)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
+        if self.seen is not None:
+            self.seen.check(k, d, self.covariance_type)
         prec_chol = precisions_cholesky(covariances, self.covariance_type)
         prec_chol.setflags(write=False)
         object.__setattr__(self, "precisions_cholesky", prec_chol)
@@ -100,6 +106,21 @@ class Mixture:
         from .persistence import load_mixture  # persistence builds Mixtures: it imports this module
 
         return load_mixture(path)
+
+    def partial_fit(self, X, sample_weight=None, *, reg_covar: float = 1e-6, decay_factor: float = 1.0,
+                    half_life: float | None = None, time_unit: str = "batches", step_power: float | None = None,
+                    effective_count: float | None = None, max_reseeds: int = 8) -> Mixture:
+        """This mixture updated with the rows ``X`` (n, d): one E-step over them, their statistics blended with those
+        it remembers (``seen``) by the update rule, one M-step (``sparkgmm.online``). Returns the new mixture (this one
+        is immutable). The rule: ``decay_factor`` per batch (``time_unit="batches"``) or per unit of weight
+        (``"points"``), or ``half_life`` in those units, or stepwise EM with ``step_power`` in (0.5, 1]. A mixture
+        without ``seen`` needs ``effective_count``, the rows' worth its parameters stand for (0: forget them).
+        ``sparkgmm.online.partial_fit`` also returns the new rows' log-likelihood before the update."""
+        from .online import UpdateRule, partial_fit  # online builds Mixtures: it imports this module
+
+        rule = UpdateRule(decay_factor, half_life, time_unit, step_power)
+        return partial_fit(self, X, sample_weight, reg_covar=reg_covar, rule=rule, effective_count=effective_count,
+                           max_reseeds=max_reseeds).mixture
 
     def __repr__(self) -> str:
         return (

@@ -27,12 +27,13 @@ from .errors import InputError
 from .gaussian import COVARIANCE_TYPES
 from .init import DEFAULT_INIT_MODE, INIT_MODES
 from .mixture import Mixture
+from .online import DEFAULT_DECAY_FACTOR, DEFAULT_TIME_UNIT, TIME_UNITS
 from .passes import BLOCK_DTYPES
 from .sampling import DEFAULT_SAMPLE_ROWS
 from .search import DEFAULT_SAMPLE_RESTARTS
 from .sketch import OUTLIER_LEVEL_RULE, is_outlier_level
 
-JOBS = ("fit", "predict", "select")
+JOBS = ("fit", "predict", "select", "update")
 SPARK_SECTION = "spark"
 
 CRITERIA = ("bic", "aic")
@@ -93,6 +94,14 @@ def above(low: float) -> Rule:
     return rule
 
 
+def within(low: float, high: float, low_open: bool = False) -> Rule:
+    def rule(value: float) -> str | None:
+        inside = (low < value if low_open else low <= value) and value <= high
+        return None if inside else f"must be in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+    return rule
+
+
 def finite(value: float) -> str | None:
     return None if math.isfinite(value) else "must be finite"
 
@@ -141,6 +150,7 @@ class Option:
     metavar: str | None = None
     param_default: Any = _AS_DEFAULT
     bayesian: bool = False  # a Param of BayesianGaussianMixture alone (its priors)
+    online: bool = False  # a Param of GaussianMixtureModel alone (its online update rule, sparkgmm.online)
 
     @property
     def name(self) -> str:
@@ -174,12 +184,14 @@ _COLS = "COLS"
 OPTIONS: tuple[Option, ...] = (
     Option("TOML file with any of the settings below; flags win", own_flag="--config", jobs=JOBS, metavar="FILE"),
     # what the jobs read and write
-    Option("model directory written by fit or select", key="model", jobs=("predict",), default=REQUIRED,
-           rule=not_empty, metavar="MODEL_DIR"),
+    Option("model directory written by fit, select or update", key="model", jobs=("predict", "update"),
+           default=REQUIRED, rule=not_empty, metavar="MODEL_DIR"),
     Option("input Parquet file or directory", key="input", jobs=JOBS, default=REQUIRED, rule=not_empty,
            metavar="PATH"),
     Option("model directory to write", key="output", jobs=("fit",), default=REQUIRED, rule=not_empty,
            metavar="MODEL_DIR"),
+    Option("model directory to write: the updated model, with its metrics.json", key="output", jobs=("update",),
+           default=REQUIRED, rule=not_empty, metavar="MODEL_DIR"),
     Option("directory for candidates.json, candidates.csv and best/", key="output", jobs=("select",),
            default=REQUIRED, rule=not_empty, metavar="DIR"),
     Option("Parquet directory to write", key="output", jobs=("predict",), default=REQUIRED, rule=not_empty,
@@ -187,11 +199,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("comma-separated numeric columns, or one Vector/array column; default: every numeric column",
            kind=tuple[str, ...], default=(), key="features", jobs=FIT_AND_SELECT, metavar=_COLS),
     Option("feature columns; default: those the model was fitted on", kind=tuple[str, ...], default=(),
-           key="features", jobs=("predict",), metavar=_COLS),
+           key="features", jobs=("predict", "update"), metavar=_COLS),
     Option("comma-separated input columns to keep; default: all", kind=tuple[str, ...], default=(), key="keep_cols",
            jobs=("predict",), metavar=_COLS),
-    Option("column of non-negative sample weights", param="weightCol", key="weight_col", jobs=FIT_AND_SELECT,
-           rule=not_empty, metavar="COL"),
+    Option("column of non-negative sample weights", param="weightCol", key="weight_col",
+           jobs=(*FIT_AND_SELECT, "update"), rule=not_empty, metavar="COL"),
     Option("features column: a Vector or array<float/double> column", param="featuresCol", default="features"),
     Option("numeric feature columns (instead of featuresCol)", kind=list[str], param="inputCols"),
     # the fit
@@ -261,6 +273,21 @@ OPTIONS: tuple[Option, ...] = (
            "(overrides initMode and nInit)", kind=Mixture, param="initialModel"),
     Option("model directory to start EM from (a warm start: replaces --init and --n-init)", key="initial_model",
            jobs=("fit",), rule=not_empty, metavar="MODEL_DIR"),
+    # online updates (GaussianMixtureModel.update, the update job, sparkgmm.spark.streaming)
+    Option("online updates: the remembered statistics are multiplied by this per time unit before a batch's are "
+           "added (1: forget nothing; as StreamingKMeans' decayFactor)", kind=float, default=DEFAULT_DECAY_FACTOR,
+           rule=within(0.0, 1.0), param="decayFactor", key="decay_factor", jobs=("update",), online=True),
+    Option("online updates: what was seen this many time units ago counts half (> 0; sets the decay factor)",
+           kind=float, rule=above(0.0), param="halfLife", key="half_life", jobs=("update",), online=True),
+    Option(f"the time unit of the decay factor and half-life: one of {', '.join(TIME_UNITS)} (points: rows, or "
+           "units of sample weight)", default=DEFAULT_TIME_UNIT, rule=one_of(TIME_UNITS), param="timeUnit",
+           key="time_unit", jobs=("update",), online=True),
+    Option("online updates by stepwise EM instead of forgetting: batch t gets the step (t + 1) ** -stepPower, in "
+           "(0.5, 1] (1: every batch counts the same)", kind=float, rule=within(0.5, 1.0, low_open=True),
+           param="stepPower", key="step_power", jobs=("update",), online=True),
+    Option("rows' worth of data the parameters of a model without remembered statistics stand for (one an older "
+           "sparkgmm saved, or built from parameters); >= 0, 0: forget them", kind=float, rule=at_least(0.0),
+           param="effectiveCount", key="effective_count", jobs=("update",), online=True),
     # how the data are stored and passed over
     Option("depth of the tree-reduce of the per-partition statistics (>= 1)", kind=int, default=2, rule=at_least(1),
            param="aggregationDepth", key="aggregation_depth", jobs=FIT_AND_SELECT),
@@ -276,7 +303,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(f"rows with null, NaN or infinite features, or a null, negative or non-finite weight: one of "
            f"{', '.join(HANDLE_INVALID)} (error refuses the input, counting them; skip leaves them out and counts "
            "them in the summary and metrics.json)", default="error", rule=one_of(HANDLE_INVALID),
-           param="handleInvalid", key="invalid_rows", jobs=FIT_AND_SELECT),
+           param="handleInvalid", key="invalid_rows", jobs=(*FIT_AND_SELECT, "update")),
     Option(f"how the fit runs its passes: one of {', '.join(ENGINES)} (auto: rdd in a classic session, dataframe "
            "under Spark Connect)", default="auto", rule=one_of(ENGINES), param="engine"),
     Option("directory (any Hadoop file system URI) where the fit saves its state after every pass; the same fit of "
@@ -310,7 +337,9 @@ OPTIONS: tuple[Option, ...] = (
            section=SPARK_SECTION),
 )
 
-PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param and not o.bayesian}
+PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param and not o.bayesian and not o.online}
+# GaussianMixtureModel's own Params: how it is updated online (sparkgmm.online).
+ONLINE_PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param and o.online}
 # BayesianGaussianMixture's own Params (its priors), and the shared Params whose defaults it changes: variational
 # inference runs without acceleration and re-seeds (a Dirichlet-process prior empties components on purpose).
 BAYESIAN_PARAMS: dict[str, Option] = {o.param: o for o in OPTIONS if o.param and o.bayesian}

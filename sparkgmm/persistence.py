@@ -10,10 +10,13 @@ without Spark on this machine's file system::
                             the class, and a "sparkgmm" object: format, format_version, covariance_type,
                             n_components, n_features, summary (object or null), log_density_quantiles ([level,
                             value] pairs or null), and for a Bayesian mixture's model "bayesian": its priors
-                            and the posterior's other parameters (``bayesian_block``), numbers as JSON writes
-                            them (Python's shortest repr: exact for float64)
+                            and the posterior's other parameters (``bayesian_block``), and for a mixture that
+                            remembers the statistics of its rows "seen": rows, weight, batches (``seen_block``),
+                            numbers as JSON writes them (Python's shortest repr: exact for float64)
     MODEL/data/part-*       Parquet, one row: weights, means, covariances as list<double> (C order; the shapes
-                            follow from the metadata): float64, exact
+                            follow from the metadata), and with "seen", seen_nk, seen_first, seen_second (the
+                            remembered statistics, ``sparkgmm.online``): float64, exact. Models written before
+                            "seen" existed load without it (an update then needs an effective count).
 
 Both are directories of part files (plus ``_SUCCESS``), as Spark's DataFrame writers make them: that is all a Spark
 Connect client can write. Format version 1 (``metadata.json`` + ``params.npz``, with ``spark_params.json`` and
@@ -42,6 +45,7 @@ from .files import LOCAL_FILES, StagedWrite, local_path
 from .bayesian import Posterior, Prior
 from .gaussian import COVARIANCE_TYPES, covariances_shape
 from .mixture import Mixture
+from .stats import SeenStats
 
 FORMAT = "sparkgmm.mixture"
 ESTIMATOR_FORMAT = "sparkgmm.estimator"
@@ -50,6 +54,8 @@ READ_VERSIONS = (1, 2)
 MIXTURE_CLASS = "sparkgmm.mixture.Mixture"
 METADATA_DIR, DATA_DIR = "metadata", "data"
 ARRAYS = ("weights", "means", "covariances")
+# the data row's columns of the statistics a mixture remembers (``SeenStats``), and their attribute names
+SEEN_ARRAYS = {"seen_nk": "nk", "seen_first": "first", "seen_second": "second"}
 # format version 1
 LEGACY_METADATA, LEGACY_PARAMS, LEGACY_SPARK_PARAMS, LEGACY_SUMMARY = (
     "metadata.json", "params.npz", "spark_params.json", "summary.json")
@@ -106,6 +112,8 @@ def model_metadata_line(saved: SavedModel, spark_version: str | None = None) -> 
     }
     if saved.posterior is not None and saved.prior is not None:
         block["bayesian"] = bayesian_block(saved.posterior, saved.prior)
+    if mixture.seen is not None:
+        block["seen"] = seen_block(mixture.seen)
     return metadata_line(saved.class_name, saved.uid, saved.params, saved.default_params, spark_version, block)
 
 
@@ -145,14 +153,38 @@ def _bayesian(block: Any, mixture: Mixture, where: str) -> tuple[Posterior, Prio
 
 
 def data_table(mixture: Mixture):
-    """The data row as an Arrow table: each array flattened in C order into a list<double>."""
+    """The data row as an Arrow table: each array flattened in C order into a list<double>; with the statistics the
+    mixture remembers (``seen``), those too (``SEEN_ARRAYS``)."""
     import pyarrow as pa
 
+    arrays = {name: getattr(mixture, name) for name in ARRAYS}
+    if mixture.seen is not None:
+        arrays.update({column: getattr(mixture.seen, name) for column, name in SEEN_ARRAYS.items()})
     columns = {}
-    for name in ARRAYS:
-        values = np.ascontiguousarray(getattr(mixture, name), dtype=np.float64).ravel()
+    for name, array in arrays.items():
+        values = np.ascontiguousarray(array, dtype=np.float64).ravel()
         columns[name] = pa.ListArray.from_arrays(pa.array([0, values.size], pa.int32()), pa.array(values))
     return pa.table(columns)
+
+
+def seen_block(seen: SeenStats) -> dict[str, Any]:
+    """The counts of a mixture's remembered statistics (their arrays are in the data row)."""
+    return {"rows": seen.rows, "weight": seen.weight, "batches": seen.batches}
+
+
+def _seen(block: dict[str, Any], table, where: str) -> SeenStats | None:
+    """The remembered statistics of a model's metadata block and data row (None when it has none), checked."""
+    counts = block.get("seen")
+    if counts is None:
+        return None
+    covariance_type, k, d = block["covariance_type"], block["n_components"], block["n_features"]
+    second = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
+    arrays = _arrays_from_table(table, {"seen_nk": (k,), "seen_first": (k, d), "seen_second": second}, where)
+    try:
+        return SeenStats(arrays["seen_nk"], arrays["seen_first"], arrays["seen_second"], int(counts["rows"]),
+                         float(counts["weight"]), int(counts["batches"]))
+    except (KeyError, TypeError, ValueError) as e:  # InputError is a ValueError
+        raise ModelFormatError(f"model metadata in {where!r} has damaged seen statistics: {e}") from None
 
 
 _WHAT = {FORMAT: "a model (GaussianMixtureModel.load or Mixture.load reads it)",
@@ -229,9 +261,9 @@ def _quantiles(value: Any, where: str) -> dict[float, float] | None:
     return pairs
 
 
-def _build(arrays: dict[str, np.ndarray], covariance_type: str, where: str) -> Mixture:
+def _build(arrays: dict[str, np.ndarray], covariance_type: str, where: str, seen: SeenStats | None = None) -> Mixture:
     try:
-        return Mixture(covariance_type=covariance_type, **arrays)
+        return Mixture(covariance_type=covariance_type, seen=seen, **arrays)
     except ValueError as e:
         raise ModelFormatError(f"model in {where!r} is damaged: {e}") from None
 
@@ -244,7 +276,7 @@ def decode(lines: list[str], table, where: str) -> SavedModel:
     summary = block.get("summary")
     if summary is not None and not isinstance(summary, dict):
         raise ModelFormatError(f"model summary in {where!r} must be an object or null")
-    mixture = _build(arrays, block["covariance_type"], where)
+    mixture = _build(arrays, block["covariance_type"], where, _seen(block, table, where))
     posterior, prior = _bayesian(block.get("bayesian"), mixture, where)
     return SavedModel(
         mixture, summary, _quantiles(block.get("log_density_quantiles"), where),

@@ -292,3 +292,87 @@ def m_step(
         if covariance_type == "spherical":
             covariances = covariances.mean(axis=1)
     return weights, new_means, covariances
+
+
+@dataclass(frozen=True, eq=False)
+class SeenStats:
+    """What a model remembers of the rows it has learnt from, for online updates (``sparkgmm.online``): the summed
+    statistics ``nk`` (k,), ``first`` (k, d) and ``second`` (k, d, d) or (k, d), centred on the model's means, as
+    ``SufficientStats`` holds them but discounted by the update rule as batches go by (``nk.sum()`` is the
+    *effective* weight the model stands for); and, never discounted, the ``rows`` seen, their total ``weight`` and
+    the ``batches`` blended in (a batch fit counts as one)."""
+
+    nk: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    rows: int
+    weight: float
+    batches: int
+
+    def __post_init__(self) -> None:
+        for name in ("nk", "first", "second"):
+            value = np.array(getattr(self, name), dtype=np.float64)
+            if not np.all(np.isfinite(value)):
+                raise InputError(f"the seen statistics' {name} contain NaN or infinite values")
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        if np.any(self.nk < 0.0) or self.rows < 0 or self.batches < 0 or not self.weight >= 0.0:
+            raise InputError(f"the seen statistics must be non-negative: nk from {self.nk.min()!r}, rows {self.rows}, "
+                             f"weight {self.weight!r}, batches {self.batches}")
+
+    def check(self, n_components: int, n_features: int, covariance_type: str) -> None:
+        """``InputError`` unless the shapes are those of ``n_components`` components of ``covariance_type`` over
+        ``n_features`` features."""
+        k, d = n_components, n_features
+        second = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
+        for name, shape in (("nk", (k,)), ("first", (k, d)), ("second", second)):
+            if getattr(self, name).shape != shape:
+                raise InputError(f"the seen statistics' {name} have shape {getattr(self, name).shape}; a "
+                                 f"{covariance_type} model of {k} components and {d} features needs {shape}")
+
+    @property
+    def effective_weight(self) -> float:
+        return float(self.nk.sum())
+
+    @classmethod
+    def of_pass(cls, stats: SufficientStats) -> SeenStats:
+        """What a batch fit remembers: the statistics of its final pass, taken under (and centred on) the fitted
+        parameters, as one batch."""
+        return cls(stats.nk, stats.first, stats.second, stats.n_samples, stats.weight_sum, 1)
+
+    @classmethod
+    def of_parameters(cls, weights: np.ndarray, covariances: np.ndarray, covariance_type: str, n_features: int,
+                      effective_weight: float, reg_covar: float) -> SeenStats:
+        """The statistics that parameters stand for when they summarise ``effective_weight`` rows' worth: component j
+        holds ``weight_j * effective_weight`` of it, centred on its mean (``first`` = 0), with the scatter whose M-step
+        (``regCovar`` added back) gives its covariance again. For a model saved without statistics; it counts as
+        one batch (none at a weight of 0), and as ``effective_weight`` rows."""
+        nk = np.asarray(weights, dtype=np.float64) * effective_weight
+        d = n_features
+        covariances = np.asarray(covariances, dtype=np.float64)
+        if covariance_type == "full":
+            per_component = covariances - reg_covar * np.eye(d)
+        elif covariance_type == "tied":
+            per_component = np.broadcast_to(covariances - reg_covar * np.eye(d), (nk.shape[0], d, d))
+        elif covariance_type == "diag":
+            per_component = covariances - reg_covar
+        else:
+            per_component = np.repeat((covariances - reg_covar)[:, None], d, axis=1)
+        second = nk.reshape((-1,) + (1,) * (per_component.ndim - 1)) * per_component
+        return cls(nk, np.zeros((nk.shape[0], d)), second, round(effective_weight), float(effective_weight),
+                   1 if effective_weight > 0.0 else 0)
+
+    def recentred(self, old_means: np.ndarray, new_means: np.ndarray) -> SeenStats:
+        """The same statistics centred on ``new_means`` instead of ``old_means``: with ``delta = old - new``,
+        ``x - new = (x - old) + delta``, so ``first`` gains ``nk delta`` and ``second`` the cross terms
+        ``first delta^T + delta first^T + nk delta delta^T`` (their diagonal for diag and spherical)."""
+        delta = np.asarray(old_means, dtype=np.float64) - np.asarray(new_means, dtype=np.float64)
+        first = self.first + self.nk[:, None] * delta
+        if self.second.ndim == 3:
+            cross = self.first[:, :, None] * delta[:, None, :]
+            second = (self.second + cross + cross.transpose(0, 2, 1)
+                      + self.nk[:, None, None] * delta[:, :, None] * delta[:, None, :])
+        else:
+            second = self.second + 2.0 * self.first * delta + self.nk[:, None] * delta**2
+        return SeenStats(first=first, second=second, nk=self.nk, rows=self.rows, weight=self.weight,
+                         batches=self.batches)

@@ -46,8 +46,8 @@ def workdir(tmp_path) -> Path:
      "sparkgmm predict: error: --model nomodel does not exist"),
     (["predict", "--model", "in.parquet", "--input", "in.parquet", "--output", "out"],
      "sparkgmm predict: error: model path 'in.parquet' is not a sparkgmm model directory: it has no metadata/"),
-    (["cluster"], "sparkgmm: error: the command must be one of fit, predict, select, report; got 'cluster'"),
-    ([], "sparkgmm: error: the command must be one of fit, predict, select, report; got nothing"),
+    (["cluster"], "sparkgmm: error: the command must be one of fit, predict, select, update, report; got 'cluster'"),
+    ([], "sparkgmm: error: the command must be one of fit, predict, select, update, report; got nothing"),
 ])
 def test_invalid_flags_and_config_exit_2_with_one_line_and_no_output(workdir, args, message):
     (workdir / "bad.toml").write_text('input = "in.parquet"\noutput = "out"\nclusters = 3\n')

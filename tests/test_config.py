@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkgmm.config import ConfigError, FitConfig, PredictConfig, SelectConfig, load_job_config
+from sparkgmm.config import ConfigError, FitConfig, PredictConfig, SelectConfig, UpdateConfig, load_job_config
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"fit": {"input": "in", "output": "out"}, "predict": {"model": "m", "input": "in", "output": "out"},
@@ -23,7 +23,8 @@ def write(tmp_path: Path, text: str) -> str:
 def test_every_example_config_loads(name):
     command = name.removesuffix(".toml").removesuffix("-cluster")
     config = load_job_config(command, {}, str(ROOT / "conf" / name))
-    assert type(config) is {"fit": FitConfig, "predict": PredictConfig, "select": SelectConfig}[command]
+    assert type(config) is {"fit": FitConfig, "predict": PredictConfig, "select": SelectConfig,
+                            "update": UpdateConfig}[command]
 
 
 def test_file_values_are_typed_and_flags_override_them(tmp_path):

@@ -51,7 +51,12 @@ def test_sample_weights_equal_repeated_rows(covariance_type):
 def test_zero_iterations_evaluate_the_start():
     X, start = overlapping_data_and_start("diag")
     result = run_em(start, local_passes(X), max_iter=0, tol=0.0, reg_covar=1e-6)
-    assert result.n_iter == 0 and result.mixture is start
+    assert result.n_iter == 0
+    for name in ("weights", "means", "covariances"):
+        assert np.array_equal(getattr(result.mixture, name), getattr(start, name)), name
+    # what the fitted mixture remembers: the statistics of the rows under it, as one batch
+    assert (result.mixture.seen.rows, result.mixture.seen.batches) == (X.shape[0], 1)
+    np.testing.assert_allclose(result.mixture.seen.nk, start.predict_proba(X).sum(axis=0), rtol=1e-10)
     np.testing.assert_allclose(result.log_likelihood, start.score(X), rtol=1e-12)
     assert sum(result.cluster_sizes) == X.shape[0]
 

@@ -24,6 +24,7 @@ from sparkgmm.options import (
     BAYESIAN_DEFAULTS,
     BAYESIAN_PARAMS,
     JOBS,
+    ONLINE_PARAMS,
     OPTIONS,
     PARAMS,
     SELECT_ARGUMENTS,
@@ -32,7 +33,8 @@ from sparkgmm.options import (
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"fit": {"input": "in", "output": "out"}, "predict": {"model": "m", "input": "in", "output": "out"},
-            "select": {"input": "in", "output": "out", "k_range": "2:4"}}
+            "select": {"input": "in", "output": "out", "k_range": "2:4"},
+            "update": {"model": "m", "input": "in", "output": "out"}}
 
 
 def stages():
@@ -42,8 +44,9 @@ def stages():
 
 @pytest.mark.parametrize("stage", stages(), ids=["estimator", "model"])
 def test_every_param_is_in_the_table_with_its_default(stage):
-    assert {param.name for param in stage.params} == set(PARAMS)
-    for name, option in PARAMS.items():
+    table = {**PARAMS, **(ONLINE_PARAMS if isinstance(stage, GaussianMixtureModel) else {})}
+    assert {param.name for param in stage.params} == set(table)
+    for name, option in table.items():
         param = stage.getParam(name)
         if option.spark_default is None:
             assert not stage.hasDefault(param), name
@@ -51,9 +54,9 @@ def test_every_param_is_in_the_table_with_its_default(stage):
             assert stage.getOrDefault(param) == option.spark_default, name
             assert type(stage.getOrDefault(param)) is type(option.spark_default), name
     # the Params sparkgmm declares itself are described by the table (pyspark's shared ones keep their own words)
-    own = {name for name in PARAMS if not any(name in vars(base) for base in type(stage).__mro__
-                                              if base.__module__.startswith("pyspark"))}
-    assert {name: stage.getParam(name).doc for name in own} == {name: PARAMS[name].help for name in own}
+    own = {name for name in table if not any(name in vars(base) for base in type(stage).__mro__
+                                             if base.__module__.startswith("pyspark"))}
+    assert {name: stage.getParam(name).doc for name in own} == {name: table[name].help for name in own}
     assert {"k", "initMode", "engine", "sampleRows"} <= own
 
 
@@ -115,7 +118,8 @@ def test_every_option_exists_somewhere_and_names_are_unique_per_side():
     for job in JOBS:
         keys = [(o.section, o.key) for o in OPTIONS if job in o.jobs and o.key]
         assert len(keys) == len(set(keys)), job
-    assert len(PARAMS) + len(BAYESIAN_PARAMS) == sum(1 for o in OPTIONS if o.param)
+    assert len(PARAMS) + len(BAYESIAN_PARAMS) + len(ONLINE_PARAMS) == sum(1 for o in OPTIONS if o.param)
+    assert not any(o.online and o.bayesian for o in OPTIONS)
 
 
 # A bad value of every option that both the API and a job check, by its key (weight_col aside: below).
@@ -127,6 +131,7 @@ BAD = {
     "criterion": "hqc", "covariance_types": ("full", "round"), "k_range": (0, 3),
     "prior": "dirichlet", "weight_concentration_prior": 0.0, "mean_precision_prior": -1.0,
     "degrees_of_freedom_prior": float("inf"), "merge_every": -1,
+    "decay_factor": 1.5, "half_life": 0.0, "time_unit": "hours", "step_power": 0.5, "effective_count": -1.0,
 }
 SHARED = [o for o in OPTIONS if (o.param or o.argument) and o.key and o.rule]
 
@@ -152,7 +157,9 @@ def test_a_bad_value_is_the_same_one_line_error_through_the_api_and_the_job(opti
     rule_text = option.problem(value)
     assert rule_text
     with pytest.raises(InputError) as api:
-        if option.param:
+        if option.online:  # the model's own Params
+            stages()[1]._set(**{option.param: value}).online_settings()
+        elif option.param:
             (BayesianGaussianMixture if option.bayesian else GaussianMixture)(**{option.param: value})._validated()
         else:  # select_model checks its arguments before it reads the data
             select_model(None, **{"k": [2], option.argument: list(value) if isinstance(value, tuple) else value})

@@ -214,29 +214,32 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
                        initial_model, label, p["sampleRestarts"], p["sampleRows"])
 
     def _check_blocks(self, blocks: StoredBlocks, k: int, initial_model: Mixture | None) -> None:
-        what = self._features_description()
-        if blocks.ragged_rows:
-            raise InputError(
-                f"features {what}: rows have different lengths; every row needs the same number of features"
-            )
-        if blocks.invalid_rows and self.getHandleInvalid() == "error":
-            weight_col = self._weight_col()
-            weight = f" or in weight column {weight_col!r} (null, negative or not finite)" if weight_col else ""
-            raise InputError(
-                f"{blocks.invalid_rows} rows have null, NaN or infinite values in features {what}{weight}; "
-                "drop or impute them, or skip them (handleInvalid='skip', --invalid-rows skip)"
-            )
-        if blocks.n_rows < k:
-            skipped = f" after skipping {blocks.invalid_rows} invalid rows" if blocks.invalid_rows else ""
-            raise InputError(f"k={k} components need at least {k} rows; the data has {blocks.n_rows}{skipped}")
-        if blocks.n_features < 1:
-            raise InputError(f"features {what} are empty: rows need at least one feature")
-        if blocks.weight_sum <= 0.0:
-            raise InputError(f"weight column {self._weight_col()!r} sums to {blocks.weight_sum}; it must be positive")
+        check_blocks(blocks, self._features_description(), self.getHandleInvalid(), self._weight_col(), k)
         if initial_model is not None and initial_model.n_features != blocks.n_features:
             raise InputError(
                 f"initialModel has {initial_model.n_features} features but the data has {blocks.n_features}"
             )
+
+
+def check_blocks(blocks: StoredBlocks, what: str, handle_invalid: str, weight_col: str | None, min_rows: int) -> None:
+    """Refuse converted features (``what`` describes them) that cannot be learnt from: ragged rows, invalid rows
+    unless skipped (``handle_invalid``), fewer than ``min_rows`` rows, no feature, or no positive weight."""
+    if blocks.ragged_rows:
+        raise InputError(f"features {what}: rows have different lengths; every row needs the same number of features")
+    if blocks.invalid_rows and handle_invalid == "error":
+        weight = f" or in weight column {weight_col!r} (null, negative or not finite)" if weight_col else ""
+        raise InputError(
+            f"{blocks.invalid_rows} rows have null, NaN or infinite values in features {what}{weight}; "
+            "drop or impute them, or skip them (handleInvalid='skip', --invalid-rows skip)"
+        )
+    if blocks.n_rows < min_rows:
+        skipped = f" after skipping {blocks.invalid_rows} invalid rows" if blocks.invalid_rows else ""
+        raise InputError(f"k={min_rows} components need at least {min_rows} rows; the data has {blocks.n_rows}"
+                         f"{skipped}" if min_rows > 1 else f"the data has no rows{skipped}")
+    if blocks.n_features < 1:
+        raise InputError(f"features {what} are empty: rows need at least one feature")
+    if blocks.weight_sum <= 0.0:
+        raise InputError(f"weight column {weight_col!r} sums to {blocks.weight_sum}; it must be positive")
 
 
 class _SharedBlockFits:

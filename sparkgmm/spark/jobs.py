@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 from .. import __version__
 from ..config import (
     BEST_MODEL_DIR, CANDIDATES_CSV, CANDIDATES_JSON, METRICS_FILE, OUTLIER_COLUMN, PREDICTION_COLUMNS, FitConfig,
-    PredictConfig, SelectConfig,
+    PredictConfig, SelectConfig, UpdateConfig,
 )
 from ..errors import InputError
 from .features import NUMERIC_TYPES, features_column
@@ -33,6 +33,7 @@ from .checkpoints import CheckpointStore
 from .failures import raise_input_error
 from .bayesian import BayesianGaussianMixture
 from .estimator import GaussianMixture, GaussianMixtureModel
+from .online import ModelUpdate, update_model, update_rule
 from .outputs import StagedOutput, staged_output
 from .readwrite import read_saved
 from .local_parquet import local_directory, write_scored
@@ -274,9 +275,61 @@ def run_predict(spark: SparkSession, config: PredictConfig) -> None:
                 ", ".join(outputs))
 
 
+def run_update(spark: SparkSession, config: UpdateConfig) -> dict[str, Any]:
+    """Update a saved model with the rows of the input (``GaussianMixtureModel.update``) and write the new model
+    directory with its ``metrics.json``: the rows and batches the model has seen, and the new rows' log-likelihood
+    under the model before and after the update. Returns the metrics."""
+    started = time.perf_counter()
+    model = GaussianMixtureModel.read().session(spark).load(config.model)
+    with staged_output(spark, config.output, config.overwrite) as output:
+        df = read_input(spark, config.input, config.spark.partitions)
+        features = (resolve_features(df, config.features, config.weight_col) if config.features else
+                    Features(tuple(model.input_columns() or ()) or None, model.getFeaturesCol()))
+        features.apply(model)
+        model._set(**config.model_params())
+        update = update_model(model, df, measure_after=True)
+        metrics = update_metrics(update, features, config, time.perf_counter() - started)
+        _write_model_with_metrics(output, None, update.model, metrics)
+    logger.info("wrote %s: log-likelihood of the new rows %.6g before the update, %.6g after; the model has seen %d "
+                "rows in %d batches", config.output, metrics["log_likelihood_before"], metrics["log_likelihood_after"],
+                metrics["seen_rows"], metrics["seen_batches"])
+    return metrics
+
+
+def update_metrics(update: ModelUpdate, features: Features, config: UpdateConfig, seconds: float) -> dict[str, Any]:
+    """What the update job's ``metrics.json`` holds."""
+    result, mixture = update.result, update.model.mixture
+    seen = mixture.seen
+    if seen is None or result.log_likelihood_after is None:
+        raise RuntimeError("an update without its remembered statistics or its measure after")
+    return {
+        "n_rows": result.n_samples,
+        "weight_sum": result.weight_sum,
+        "skipped_rows": update.skipped_rows,
+        "log_likelihood_before": result.log_likelihood_before,
+        "log_likelihood_after": result.log_likelihood_after,
+        "seen_rows": seen.rows,
+        "seen_weight": seen.weight,
+        "seen_batches": seen.batches,
+        "effective_weight": seen.effective_weight,
+        "rule": update_rule(update.model).describe(),
+        "discount": result.discount,
+        "n_reseeds": result.n_reseeds,
+        "k": mixture.n_components,
+        "covariance_type": mixture.covariance_type,
+        "n_features": mixture.n_features,
+        "feature_names": features.names(mixture.n_features),
+        "model": config.model,
+        "input": config.input,
+        "conversion_seconds": update.conversion_seconds,
+        "seconds": seconds,
+        "sparkgmm_version": __version__,
+    }
+
+
 # Each takes the session and its own job's config.
 RUNNERS: dict[str, Callable[[SparkSession, Any], dict[str, Any] | None]] = {
-    "fit": run_fit, "predict": run_predict, "select": run_select}
+    "fit": run_fit, "predict": run_predict, "select": run_select, "update": run_update}
 
 
 def run_job(command: str, config: FitConfig | PredictConfig | SelectConfig) -> None:

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..mixture import Mixture
 from ..sketch import threshold_at
 from ..summary import GaussianMixtureSummary
-from .params import GaussianMixtureParams
+from .params import GaussianMixtureParams, OnlineParams
 from .readwrite import DirectoryWriter, ModelReader, model_writer
 from .scoring import score_dataframe
 
@@ -33,14 +33,19 @@ def _checked_quantiles(quantiles: Any) -> dict[float, float] | None:
     return checked
 
 
-class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable["GaussianMixtureModel"]):
+class GaussianMixtureModel(Model, GaussianMixtureParams, OnlineParams, MLWritable, MLReadable["GaussianMixtureModel"]):
     """A fitted mixture: ``transform`` adds the prediction, probability (Vector) and log-density columns.
     ``logDensityQuantiles`` ({level: log-density}) are quantiles of the training rows' log-densities, when the fit
     measured them. ``write().save(uri)`` / ``load(uri)`` (any Hadoop URI) keep all of it, summary included.
 
     A ``BayesianGaussianMixture``'s model also holds its variational ``posterior`` and its ``prior``
     (``sparkgmm.bayesian``); its ``mixture`` is the posterior's expected weights, means and covariances, which score
-    the rows as any model's do."""
+    the rows as any model's do.
+
+    ``update(df)`` learns from new rows online (``sparkgmm.online``): a fitted model remembers the statistics of the
+    rows it has seen (``mixture.seen``), and the update blends those of the new rows in by the rule its Params set
+    (``decayFactor``, ``halfLife`` and ``timeUnit`` as MLlib's StreamingKMeans, or ``stepPower`` for stepwise EM).
+    ``sparkgmm.spark.streaming.train_on`` does it for every micro-batch of a stream."""
 
     def __init__(self, mixture: Mixture, summary: GaussianMixtureSummary | None = None,
                  logDensityQuantiles: dict[float, float] | None = None, posterior: Posterior | None = None,
@@ -127,6 +132,15 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, MLWritable, MLReadable[
             outlier_col=None if level is None else self.getOutlierCol(),
             outlier_threshold=None if level is None else self.outlier_threshold(level),
         )
+
+    def update(self, dataset: DataFrame) -> GaussianMixtureModel:
+        """A new model: this one updated with the rows of ``dataset`` (one E-step pass over them, their statistics
+        blended with those this model remembers, one M-step; ``sparkgmm.spark.online.update_model`` also returns what
+        it measured). The new model keeps these Params and has no training summary; its logDensityQuantiles are this
+        model's."""
+        from .online import update_model  # the online module builds models of this class
+
+        return update_model(self, dataset).model
 
     def write(self) -> DirectoryWriter:
         """A pyspark.ml ``MLWriter``: ``write().overwrite().save(uri)`` for any Hadoop URI, under Spark Connect too."""

@@ -21,7 +21,7 @@ from pyspark.ml.param.shared import (
 import numpy as np
 
 from ..mixture import Mixture
-from ..options import COVARIANCE_PRIOR, PARAMS, Option, param_defaults, validate_params
+from ..options import COVARIANCE_PRIOR, ONLINE_PARAMS, PARAMS, Option, param_defaults, validate_params
 
 def _to_mixture(value: Any) -> Mixture:
     """An initialModel as a ``Mixture``: one already, a ``GaussianMixtureModel``'s, or a fitted scikit-learn
@@ -200,3 +200,44 @@ class GaussianMixtureParams(
         An empty weightCol means no weights, as in pyspark.ml."""
         values = {name: self.getOrDefault(name) if self.isDefined(name) else None for name in PARAMS}
         return validate_params({**values, "weightCol": self._weight_col()})
+
+
+class OnlineParams(Params):
+    """``GaussianMixtureModel``'s own Params: how ``update`` blends new rows into what the model has seen
+    (``sparkgmm.online``), described, defaulted and checked by the option table."""
+
+    decayFactor: Param[float] = declared("decayFactor", ONLINE_PARAMS)
+    halfLife: Param[float] = declared("halfLife", ONLINE_PARAMS)
+    timeUnit: Param[str] = declared("timeUnit", ONLINE_PARAMS)
+    stepPower: Param[float] = declared("stepPower", ONLINE_PARAMS)
+    effectiveCount: Param[float] = declared("effectiveCount", ONLINE_PARAMS)
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._setDefault(**param_defaults(ONLINE_PARAMS))
+
+    def setDecayFactor(self, value: float):
+        return self._set(decayFactor=value)
+
+    def setHalfLife(self, value: float):
+        return self._set(halfLife=value)
+
+    def setTimeUnit(self, value: str):
+        return self._set(timeUnit=value)
+
+    def setStepPower(self, value: float):
+        return self._set(stepPower=value)
+
+    def setEffectiveCount(self, value: float):
+        return self._set(effectiveCount=value)
+
+    def getDecayFactor(self) -> float:
+        return self.getOrDefault(self.decayFactor)
+
+    def getTimeUnit(self) -> str:
+        return self.getOrDefault(self.timeUnit)
+
+    def online_settings(self) -> dict[str, Any]:
+        """The online Params (None where unset), checked against the option table."""
+        values = {name: self.getOrDefault(name) if self.isDefined(name) else None for name in ONLINE_PARAMS}
+        return validate_params(values, ONLINE_PARAMS)
