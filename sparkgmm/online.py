@@ -134,8 +134,7 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
     if stats.weight_sum <= 0.0:
         raise InputError("the new rows have no positive weight: there is nothing to learn from")
     discount = rule.discount(seen, stats.weight_sum)
-    blended = dataclasses.replace(stats, nk=discount * seen.nk + stats.nk, first=discount * seen.first + stats.first,
-                                  second=discount * seen.second + stats.second)
+    blended = blend(seen, stats, discount)
     weights, means, covariances = m_step(blended, mixture.means, covariance_type, reg_covar)
     collapsed = collapsed_components(blended, covariances, covariance_type) if worst else np.arange(0)
     moved = 0
@@ -160,6 +159,13 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
                                  strict=True))
     return UpdateResult(updated, stats.n_samples, stats.weight_sum, stats.mean_log_likelihood, after, discount, moved,
                         quantiles)
+
+
+def blend(seen: SeenStats, stats: SufficientStats, discount: float) -> SufficientStats:
+    """``stats`` with the remembered statistics added at ``discount``: ``discount * seen + stats``, both centred on the
+    same means (those the new rows were scored under)."""
+    return dataclasses.replace(stats, nk=discount * seen.nk + stats.nk, first=discount * seen.first + stats.first,
+                               second=discount * seen.second + stats.second)
 
 
 def _reseeded_memory(memory: SeenStats, weights: np.ndarray, covariances: np.ndarray, covariance_type: str,
