@@ -93,8 +93,9 @@ class UpdateRule:
 class UpdateResult:
     """An update: the new ``mixture`` (with the statistics it now remembers, ``mixture.seen``); the new rows' count,
     weight and mean log-likelihood under the mixture before the update (and after it, when measured, else None);
-    the discount the rule gave the remembered statistics; the components re-seeded; and, when the update measured
-    the after, the quantiles of the new rows' log-densities under the new mixture (``QUANTILE_LEVELS``)."""
+    the discount the rule gave the remembered statistics; the components re-seeded; and the quantiles of the new rows'
+    log-densities (``QUANTILE_LEVELS``): under the new mixture when the update measured the after, else under the
+    mixture that scored them (the one before the update). An updated model flags outliers by them."""
 
     mixture: Mixture
     n_samples: int
@@ -130,7 +131,8 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
     k, covariance_type = mixture.n_components, mixture.covariance_type
     worst = min(k, max_reseeds) if k > 1 else 0
     scoring = dataclasses.replace(mixture, seen=None)  # what the E-step broadcasts: the parameters alone
-    stats = yield EStep(scoring, worst=worst, count_hard=False, description=f"{label}: E-step")
+    stats = yield EStep(scoring, worst=worst, count_hard=False, description=f"{label}: E-step",
+                        sketch_reference=log_density_ceiling(scoring))
     if stats.weight_sum <= 0.0:
         raise InputError("the new rows have no positive weight: there is nothing to learn from")
     discount = rule.discount(seen, stats.weight_sum)
@@ -149,16 +151,19 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
         updated = Mixture(weights, means, covariances, covariance_type, seen=memory)
     except CovarianceError as e:
         raise CovarianceError(f"{label}: {e} (regCovar is {reg_covar:g})") from None
-    after = quantiles = None
+    after, quantiles = None, _quantiles(stats)
     if measure_after:
         measured = yield EStep(dataclasses.replace(updated, seen=None), count_hard=False, description=f"{label}: log-likelihood after",
                                sketch_reference=log_density_ceiling(updated))
-        after = measured.mean_log_likelihood
-        if measured.log_densities is not None:
-            quantiles = dict(zip(QUANTILE_LEVELS, map(float, measured.log_densities.quantiles(QUANTILE_LEVELS)),
-                                 strict=True))
+        after, quantiles = measured.mean_log_likelihood, _quantiles(measured)
     return UpdateResult(updated, stats.n_samples, stats.weight_sum, stats.mean_log_likelihood, after, discount, moved,
                         quantiles)
+
+
+def _quantiles(stats: SufficientStats) -> dict[float, float] | None:
+    if stats.log_densities is None:
+        return None
+    return dict(zip(QUANTILE_LEVELS, map(float, stats.log_densities.quantiles(QUANTILE_LEVELS)), strict=True))
 
 
 def blend(seen: SeenStats, stats: SufficientStats, discount: float) -> SufficientStats:

@@ -294,3 +294,39 @@ class Background:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+# --- streams: Parquet files a file-source stream reads one per micro-batch ------------------------------------------
+
+STREAM_FEATURES = ("x0", "x1", "x2")
+STREAM_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"}
+
+
+def write_stream_files(directory: Path, batches: int = 4, rows: int = 400, seed: int = 0) -> str:
+    """``batches`` Parquet files of ``rows`` rows (x0, x1, x2 and vec, their array) from two components drifting
+    right, with increasing modification times (a file source takes new files oldest first)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for t in range(batches):
+        X = np.vstack([rng.normal(0.0, 1.0, (rows // 2, 3)), rng.normal(5.0, 1.0, (rows - rows // 2, 3))])
+        X = X[rng.permutation(rows)] + [0.3 * t, 0.0, 0.0]
+        path = directory / f"part-{t:03d}.parquet"
+        columns = {name: pa.array(X[:, j]) for j, name in enumerate(STREAM_FEATURES)}
+        columns["vec"] = pa.array([list(row) for row in X], pa.list_(pa.float64()))
+        pq.write_table(pa.table(columns), path)
+        os.utime(path, (1_700_000_000 + t, 1_700_000_000 + t))
+    return str(directory)
+
+
+def stream_start_model():
+    """The model a test stream starts from: two components near the data's, standing for 500 rows, half-life 2."""
+    from sparkgmm import GaussianMixtureModel
+
+    start = Mixture([0.5, 0.5], [[0.5, 0.0, 0.0], [4.5, 5.0, 5.0]], np.stack([np.eye(3)] * 2))
+    return GaussianMixtureModel(start).setInputCols(list(STREAM_FEATURES)).setEffectiveCount(500.0).setHalfLife(2.0)
+
+
+def stream_of(spark, directory: str):
+    """The file-source stream of ``directory``: one file per micro-batch."""
+    schema = "x0 double, x1 double, x2 double, vec array<double>"
+    return spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(directory)

@@ -136,8 +136,8 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, OnlineParams, MLWritabl
     def update(self, dataset: DataFrame) -> GaussianMixtureModel:
         """A new model: this one updated with the rows of ``dataset`` (one E-step pass over them, their statistics
         blended with those this model remembers, one M-step; ``sparkgmm.spark.online.update_model`` also returns what
-        it measured). The new model keeps these Params and has no training summary; its logDensityQuantiles are this
-        model's."""
+        it measured). The new model keeps these Params and has no training summary; its logDensityQuantiles are those of
+        the new rows' log-densities under this model (the rows it learnt from last)."""
         from .online import update_model  # the online module builds models of this class
 
         return update_model(self, dataset).model

@@ -85,9 +85,7 @@ def update_model_unless_empty(model: GaussianMixtureModel, dataset: DataFrame, m
             "effectiveCount"], max_reseeds=p["maxReseeds"], measure_after=measure_after, label=label)
         result: UpdateResult = run_side_by_side([candidate], blocks.run_pass)[0].value
         skipped, conversion = blocks.invalid_rows, blocks.seconds
-    quantiles = result.log_density_quantiles if result.log_density_quantiles is not None else \
-        model.logDensityQuantiles
-    updated = model._copyValues(type(model)(result.mixture, logDensityQuantiles=quantiles))
+    updated = model._copyValues(type(model)(result.mixture, logDensityQuantiles=result.log_density_quantiles))
     seen = result.mixture.seen
     logger.info("%s (%s): %d rows, log-likelihood %.6g per row before%s; the model has seen %d rows in %d batches",
                 label, rule.describe(), result.n_samples, result.log_likelihood_before,
