@@ -1,4 +1,5 @@
-"""spark-submit entry point: Update a saved model online with the rows of a Parquet input; write the new model directory and its metrics.json.
+"""spark-submit entry point: Update a saved model online with the rows of a Parquet input; write the new model
+directory and its metrics.json.
 
     spark-submit --py-files dist/sparkgmm.zip jobs/update_gmm.py --help
 

@@ -1,4 +1,5 @@
-"""``python -m sparkgmm {fit,predict,select,update} [flags]``: the jobs, with Spark started locally unless told otherwise."""
+"""``python -m sparkgmm {fit,predict,select,update} [flags]``: the jobs, with Spark started locally unless told
+otherwise."""
 
 import sys
 

@@ -1,5 +1,5 @@
-"""The command line: ``python -m sparkgmm {fit,predict,select,update} [flags]`` and the spark-submit entry points in jobs/;
-``python -m sparkgmm report`` (``run_report``, no Spark).
+"""The command line: ``python -m sparkgmm {fit,predict,select,update} [flags]`` and the spark-submit entry points in
+jobs/; ``python -m sparkgmm report`` (``run_report``, no Spark).
 
 Exit codes: 0 success; 2 invalid flags, config or input (``sparkgmm.errors.InputError``, a missing or existing path,
 Spark's analysis errors, or input files Spark cannot read, recognised by ``sparkgmm.spark.failures``: one line on

@@ -153,8 +153,9 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
         raise CovarianceError(f"{label}: {e} (regCovar is {reg_covar:g})") from None
     after, quantiles = None, _quantiles(stats)
     if measure_after:
-        measured = yield EStep(dataclasses.replace(updated, seen=None), count_hard=False, description=f"{label}: log-likelihood after",
-                               sketch_reference=log_density_ceiling(updated))
+        measuring = dataclasses.replace(updated, seen=None)
+        measured = yield EStep(measuring, count_hard=False, description=f"{label}: log-likelihood after",
+                               sketch_reference=log_density_ceiling(measuring))
         after, quantiles = measured.mean_log_likelihood, _quantiles(measured)
     return UpdateResult(updated, stats.n_samples, stats.weight_sum, stats.mean_log_likelihood, after, discount, moved,
                         quantiles)

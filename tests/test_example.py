@@ -1,4 +1,5 @@
-"""README's first command: scripts/example.sh runs fit, predict and select through spark-submit in local mode."""
+"""README's first command: scripts/example.sh runs fit, predict, update and select through spark-submit in local
+mode."""
 
 import json
 from pathlib import Path
@@ -26,7 +27,8 @@ def test_example_runs_every_job_through_spark_submit(background):
     result = child.finish(timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "select: best of 10 candidates by bic: k=4 diag" in result.stdout
-    for output in ("example-model", "example-predictions", "example-selection"):
+    assert "update: 200000 new rows" in result.stdout and "seen 400000 rows in 2 batches" in result.stdout
+    for output in ("example-model", "example-predictions", "example-model-updated", "example-selection"):
         assert (tmp_path / "out" / output / "_SUCCESS").exists()
     page = (tmp_path / "out" / "example-report.html").read_text()
     assert "k=4 diag" in page and page.count("data:image/png;base64,") >= 4  # every figure, embedded

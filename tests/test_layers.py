@@ -65,7 +65,8 @@ def test_math_layer_never_imports_pyspark():
     # Nor one reached through other modules, at any depth: what importing each loads, in one fresh interpreter.
     # Each import there finds none of pyspark or sparkgmm.spark loaded (all that came before added nothing), so it
     # shows what the module loads in a fresh interpreter of its own; the command line and the entry points come last.
-    assert {pathlib.Path(path).name for path in ENTRY_POINTS} == {"fit_gmm.py", "predict_gmm.py", "select_k_gmm.py", "update_gmm.py"}
+    assert {pathlib.Path(path).name for path in ENTRY_POINTS} == {
+        "fit_gmm.py", "predict_gmm.py", "select_k_gmm.py", "update_gmm.py"}
     assert {"sparkgmm.mixture", "sparkgmm.em", "sparkgmm.init", "sparkgmm.config"} <= set(CORE_MODULES)
     out = subprocess.run([sys.executable, "-c", IMPORT_GRAPH, *CORE_MODULES, "sparkgmm.cli", *ENTRY_POINTS],
                          capture_output=True, text=True, check=True, cwd=PACKAGE.parent)

@@ -43,7 +43,7 @@ def direct_responsibilities(mixture: Mixture, X: np.ndarray) -> np.ndarray:
 def direct_m_step(X, resp, covariance_type, prior_nk=None, prior_means=None, prior_scatter=None):
     """The M-step from responsibilities, in plain NumPy (uncentred moments, as a textbook writes it), with optional
     pseudo-rows: ``prior_nk`` (k,) weight at ``prior_means`` with scatter ``prior_scatter`` (k, d, d) about them."""
-    k, d = resp.shape[1], X.shape[1]
+    d = X.shape[1]
     nk = resp.sum(axis=0)
     sums = resp.T @ X
     squares = np.einsum("ik,id,ie->kde", resp, X, X)
@@ -140,7 +140,8 @@ def random_stats(seed: int, covariance_type: str = "full"):
 def test_blending_without_forgetting_is_order_independent_and_with_it_follows_the_decay():
     seen = SeenStats.of_pass(random_stats(0))
     a, b = random_stats(1), random_stats(2)
-    ab, ba = blend(SeenStats.of_pass(blend(seen, a, 1.0)), b, 1.0), blend(SeenStats.of_pass(blend(seen, b, 1.0)), a, 1.0)
+    ab = blend(SeenStats.of_pass(blend(seen, a, 1.0)), b, 1.0)
+    ba = blend(SeenStats.of_pass(blend(seen, b, 1.0)), a, 1.0)
     for name in ("nk", "first", "second"):
         np.testing.assert_allclose(getattr(ab, name), getattr(ba, name), rtol=1e-13)
     decay = 0.3

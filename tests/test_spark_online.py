@@ -198,6 +198,7 @@ def test_each_micro_batch_is_a_version_and_the_stream_equals_updates_one_by_one(
     assert latest_model(spark, str(models)).mixture.seen.batches == 5  # the start's 500 rows count as one
 
 
+@pytest.mark.slow  # a child JVM (started in the background)
 def test_a_stream_killed_mid_way_restarts_from_its_checkpoint_to_the_same_model(spark, background, uninterrupted):
     child, workdir = background
     result = child.finish(timeout=300)

@@ -58,8 +58,12 @@ class ModelDirectory:
         self.spark = spark
         self.uri = model_dir
         local = local_path_of(model_dir)
-        self.files: Any = LOCAL_FILES if local is not None else HadoopFiles(spark, model_dir)
-        self.root: Any = local if local is not None else self.files.root
+        if local is not None:
+            self.files: Any = LOCAL_FILES
+            self.root: Any = local
+        else:
+            hadoop = HadoopFiles(spark, model_dir)
+            self.files, self.root = hadoop, hadoop.root
 
     def path(self, name: str) -> Any:
         return self.files.join(self.root, name)
@@ -80,7 +84,8 @@ class ModelDirectory:
             return None
         if self.files is LOCAL_FILES:
             return path.read_text().strip()
-        return self.spark.read.text(self.files.uri(path)).first()[0].strip()
+        row = self.spark.read.text(self.files.uri(path)).first()
+        return None if row is None else str(row[0]).strip()
 
     def write_version(self, batch_id: int, model: GaussianMixtureModel) -> None:
         """``version-<batch_id>``, staged and renamed into place (one left by an attempt that died before its
@@ -180,7 +185,7 @@ class ModelStream:
         match = _INPUT_ERROR_LINE.search(str(exception))
         return match["line"] if match else str(exception).strip().splitlines()[0]
 
-    def await_termination(self, timeout: float | None = None) -> bool | None:
+    def await_termination(self, timeout: int | None = None) -> bool | None:
         """``query.awaitTermination``; a query stopped by a micro-batch it could not learn from raises that one line
         as an ``InputError``."""
         try:
