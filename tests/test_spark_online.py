@@ -105,6 +105,13 @@ def test_models_that_cannot_be_updated_say_why(spark, data):
         bare.update(frame(spark, data[:300, :2]))
     with pytest.raises(InputError, match=r"^stepPower \(stepwise EM\) and decayFactor or halfLife"):
         bare.setStepPower(0.7).setHalfLife(3.0).update(df)
+    rows = data[:300].copy()
+    rows[[3, 9], 1] = np.nan
+    fresh = GaussianMixtureModel(make_mixture("full", n_components=3)).setEffectiveCount(0.0)
+    with pytest.raises(InputError, match="2 rows have null, NaN or infinite values in features 'features'"):
+        fresh.update(frame(spark, rows))
+    update = update_model(fresh._set(handleInvalid="skip"), frame(spark, rows))
+    assert (update.skipped_rows, update.result.n_samples) == (2, 298)
     bayesian = BayesianGaussianMixture(k=3, seed=1, maxIter=3).fit(df)
     with pytest.raises(InputError, match="a Bayesian mixture's model cannot be updated online"):
         bayesian.update(df)
