@@ -23,7 +23,7 @@ from ..mixture import Mixture
 from ..summary import GaussianMixtureSummary
 from .checkpoints import CheckpointStore, fit_key
 from .engine import open_blocks
-from .engine.base import StoredBlocks
+from .engine.base import Converted, StoredBlocks
 from .features import features_column
 from .model import GaussianMixtureModel
 from .params import GaussianMixtureParams
@@ -221,7 +221,8 @@ class GaussianMixture(Estimator, GaussianMixtureParams, MLWritable, MLReadable["
             )
 
 
-def check_blocks(blocks: StoredBlocks, what: str, handle_invalid: str, weight_col: str | None, min_rows: int) -> None:
+def check_blocks(blocks: StoredBlocks | Converted, what: str, handle_invalid: str, weight_col: str | None,
+                 min_rows: int) -> None:
     """Refuse converted features (``what`` describes them) that cannot be learnt from: ragged rows, invalid rows
     unless skipped (``handle_invalid``), fewer than ``min_rows`` rows, no feature, or no positive weight."""
     if blocks.ragged_rows:

@@ -15,6 +15,8 @@ from ..em import run_side_by_side
 from ..errors import InputError
 from ..online import UpdateResult, UpdateRule, update_candidate
 from .engine import open_blocks
+from .engine.base import Converted, choose_engine
+from .engine.rdd import convert_and_answer
 from .estimator import check_blocks
 from .features import features_column
 
@@ -24,10 +26,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sparkgmm")
 
 
+class _NoRows(Exception):
+    """The new rows were none (or all invalid and skipped)."""
+
+
 @dataclass(frozen=True)
 class ModelUpdate:
     """An update on Spark: the new ``model``, what the update measured (``result``), the rows skipped as invalid,
-    and the seconds spent converting the rows and in all."""
+    and the seconds spent converting the rows (an update of one pass reads, converts and scores them in one job:
+    then that job's seconds) and in all."""
 
     model: GaussianMixtureModel
     result: UpdateResult
@@ -46,7 +53,9 @@ def update_model(model: GaussianMixtureModel, dataset: DataFrame, measure_after:
                  label: str = "online update") -> ModelUpdate:
     """``model`` updated with the rows of ``dataset`` (its features and weight columns, by the model's Params; invalid
     rows as ``handleInvalid`` says). With ``measure_after``, a second pass measures the new model on the rows (their
-    log-likelihood after, and the quantiles of their log-densities that the new model then holds)."""
+    log-likelihood after, and the quantiles of their log-densities that the new model then holds): the rows are
+    converted to stored blocks first, as for a fit. Without it, in a classic session (the RDD engine), the one pass
+    reads, converts and scores the rows in one Spark job and stores nothing (``engine.rdd.convert_and_answer``)."""
     update = update_model_unless_empty(model, dataset, measure_after, label, skip_empty=False)
     if update is None:
         raise RuntimeError("an update of no rows was not refused")
@@ -68,23 +77,50 @@ def update_model_unless_empty(model: GaussianMixtureModel, dataset: DataFrame, m
     features = features_column(dataset, model.getFeaturesCol(), input_cols)
     model.check_input_cols()
     weight_col = model._weight_col()
-    with open_blocks(dataset, features, weight_col, getattr(StorageLevel, p["storageLevel"]), engine=p["engine"],
-                     aggregation_depth=p["aggregationDepth"], dtype=p["dtype"],
-                     block_storage=p["blockStorage"]) as blocks:
-        if skip_empty and blocks.n_rows == 0 and not blocks.ragged_rows and (
-                not blocks.invalid_rows or p["handleInvalid"] == "skip"):
-            return None
-        check_blocks(blocks, what, p["handleInvalid"], weight_col, 1)
-        if blocks.n_features != mixture.n_features:
-            raise InputError(f"features {what} have {blocks.n_features} values per row but the model has "
+    candidate = update_candidate(mixture, rule, p["regCovar"], effective_count=model.online_settings()[
+        "effectiveCount"], max_reseeds=p["maxReseeds"], measure_after=measure_after, label=label)
+    converted: list[tuple[Converted, float]] = []
+
+    def accept(found: Converted, seconds: float) -> None:
+        """Refuse rows that cannot be learnt from; an empty input (invalid rows skipped) ends the update."""
+        converted.append((found, seconds))
+        if skip_empty and found.n_rows == 0 and not found.ragged_rows and (
+                not found.invalid_rows or p["handleInvalid"] == "skip"):
+            raise _NoRows
+        check_blocks(found, what, p["handleInvalid"], weight_col, 1)
+        if found.n_features != mixture.n_features:
+            raise InputError(f"features {what} have {found.n_features} values per row but the model has "
                              f"{mixture.n_features} features")
-        if blocks.invalid_rows:
-            logger.warning("skipped %d rows with null, NaN or infinite values in features %s", blocks.invalid_rows,
+        if found.invalid_rows:
+            logger.warning("skipped %d rows with null, NaN or infinite values in features %s", found.invalid_rows,
                            what)
-        candidate = update_candidate(mixture, rule, p["regCovar"], effective_count=model.online_settings()[
-            "effectiveCount"], max_reseeds=p["maxReseeds"], measure_after=measure_after, label=label)
-        result: UpdateResult = run_side_by_side([candidate], blocks.run_pass)[0].value
-        skipped, conversion = blocks.invalid_rows, blocks.seconds
+
+    try:
+        if measure_after or choose_engine(dataset.sparkSession, p["engine"]) != "rdd":
+            with open_blocks(dataset, features, weight_col, getattr(StorageLevel, p["storageLevel"]),
+                             engine=p["engine"], aggregation_depth=p["aggregationDepth"], dtype=p["dtype"],
+                             block_storage=p["blockStorage"]) as blocks:
+                accept(Converted(blocks.n_rows, blocks.weight_sum, blocks.invalid_rows, blocks.ragged_rows,
+                                 blocks.n_features), blocks.seconds)
+                result: UpdateResult = run_side_by_side([candidate], blocks.run_pass)[0].value
+        else:
+            # One pass and nothing after it: the rows are read, packed and scored in one job, nothing stored.
+            def read_and_answer(requests, description: str) -> list:
+                if converted:
+                    raise RuntimeError("an update without a second pass asked for one")
+                began = time.perf_counter()
+                described, answers = convert_and_answer(
+                    dataset, features, weight_col, requests, mixture.n_features, dtype=p["dtype"],
+                    aggregation_depth=p["aggregationDepth"], description=f"sparkgmm: {description}")
+                accept(Converted.of(described), time.perf_counter() - began)
+                if answers is None:
+                    raise RuntimeError("rows of another width were answered")
+                return answers
+
+            result = run_side_by_side([candidate], read_and_answer)[0].value
+    except _NoRows:
+        return None
+    skipped, conversion = converted[0][0].invalid_rows, converted[0][1]
     updated = model._copyValues(type(model)(result.mixture, logDensityQuantiles=result.log_density_quantiles))
     seen = result.mixture.seen
     logger.info("%s (%s): %d rows, log-likelihood %.6g per row before%s; the model has seen %d rows in %d batches",

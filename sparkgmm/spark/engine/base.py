@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,6 +68,24 @@ def describe_depth(tasks: int, depth: int) -> int:
     driver receives at most about 4 of them whatever the number of tasks (each can carry a sample of
     ``sampleRows`` rows)."""
     return max(depth, math.ceil(math.log2(max(tasks, 2))))
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What a conversion found of the rows, as ``StoredBlocks`` says it (for rows converted without being stored:
+    ``rdd.convert_and_answer``)."""
+
+    n_rows: int
+    weight_sum: float
+    invalid_rows: int
+    ragged_rows: int
+    n_features: int
+
+    @classmethod
+    def of(cls, described: Description) -> Converted:
+        dims = sorted(described.dims)
+        ragged = described.ragged if len(dims) <= 1 else max(described.ragged, 1)
+        return cls(described.rows, described.weight_sum, described.invalid, ragged, dims[0] if len(dims) == 1 else -1)
 
 
 class StoredBlocks(abc.ABC):

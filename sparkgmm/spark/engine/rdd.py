@@ -14,14 +14,21 @@ from __future__ import annotations
 import operator
 from functools import partial
 
+from collections.abc import Sequence
+
 from pyspark import RDD
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+
+from ..failures import raise_input_error
+from ..features import selected_features
+from ..progress import track
+from ..session import default_parallelism
 
 from .arrow_rdd import packed_blocks
-from .base import MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, StoredBlocks, describe_depth
+from .base import BLOCK_BYTES, MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, StoredBlocks, describe_depth
 from .tasks import (
-    Description, answer_broadcast, describe_partition, merge_answers, number_blocks, remove_local_files,
-    write_local_file,
+    Description, answer_broadcast, describe_and_answer, describe_partition, merge_answers, merge_described_answers,
+    number_blocks, remove_local_files, write_local_file,
 )
 
 
@@ -116,3 +123,33 @@ class RddBlocks(StoredBlocks):
     def _remove_local_files(self) -> None:
         tasks = self._parallelism()
         self._sc.parallelize(range(tasks), tasks).mapPartitions(partial(remove_local_files, self._store_id)).count()
+
+
+def convert_and_answer(df: DataFrame, features: Column, weight_col: str | None, requests: Sequence, n_features: int,
+                       *, dtype: str, aggregation_depth: int, description: str
+                       ) -> tuple[Description, list | None]:
+    """One pass over rows read, packed and answered in the same tasks, with nothing stored: the description of the
+    rows (as the conversion's) and the merged answers to ``requests``, or None when the rows do not all have
+    ``n_features`` features (then no request was answered). For work that reads its rows once (an online update of
+    a micro-batch), where storing blocks for later passes costs more than the pass: one Spark job, named
+    ``description``, instead of the conversion's job, the pass's and the release of the stored blocks. Needs a
+    SparkContext."""
+    spark = df.sparkSession
+    sc = spark.sparkContext
+    selected = selected_features(df, features, weight_col)
+    limit = MAX_PARTITIONS_PER_CORE * default_parallelism(spark)
+    if selected.rdd.getNumPartitions() > limit:
+        selected = selected.coalesce(limit)
+    packed = packed_blocks(selected, bool(weight_col), BLOCK_BYTES, dtype)
+    broadcast = sc.broadcast(list(requests))
+    sc.setJobDescription(description)
+    try:
+        with track(spark, description):
+            return packed.mapPartitions(partial(describe_and_answer, broadcast, n_features)).treeReduce(
+                merge_described_answers, depth=aggregation_depth)
+    except BaseException as error:
+        raise_input_error(error)  # a damaged input file, found by the job that reads its rows
+        raise
+    finally:
+        sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it; the stub says str
+        broadcast.destroy()

@@ -334,6 +334,22 @@ def merge_answers(a: list, b: list) -> list:
     return [x.merge(y) for x, y in zip(a, b, strict=True)]
 
 
+def describe_and_answer(broadcast, n_features: int, stored) -> Iterator[tuple[Description, list | None]]:
+    """One task of a pass that packs its rows itself and stores nothing (``engine.rdd.convert_and_answer``): its
+    blocks described, and the broadcast requests answered when every block has ``n_features`` features (None
+    otherwise: the caller refuses such rows, and nothing is computed on them)."""
+    elements = list(stored)
+    described = next(describe_partition(elements))
+    answers = answer_partition(broadcast.value, n_features, elements) if described.dims <= {n_features} else None
+    yield described, answers
+
+
+def merge_described_answers(a: tuple[Description, list | None],
+                            b: tuple[Description, list | None]) -> tuple[Description, list | None]:
+    answers = None if a[1] is None or b[1] is None else merge_answers(a[1], b[1])
+    return a[0].merge(b[0]), answers
+
+
 # --- the RDD engine's task bodies ----------------------------------------------------------------------------------
 
 def number_blocks(index: int, stored) -> Iterator[tuple[int, Stored]]:
