@@ -161,3 +161,24 @@ def test_a_bayesian_mixture_fits_through_connect_as_in_the_classic_session(fits,
     np.testing.assert_allclose(remote.posterior.covariances, classic.posterior.covariances, rtol=1e-9)
     np.testing.assert_allclose(remote.summary.lowerBoundHistory, classic.summary.lowerBoundHistory, rtol=1e-12)
     np.testing.assert_array_equal(loaded.posterior.weight_concentration, remote.posterior.weight_concentration)
+
+
+def test_a_model_updates_through_connect_as_in_memory_and_train_on_is_refused(fits, connect, tmp_path):
+    from sparkgmm.spark.online import update_model
+    from sparkgmm.spark.streaming import train_on
+
+    X, df, _, remote, _ = fits
+    model = remote.copy().setHalfLife(3.0)
+    expected = remote.mixture.partial_fit(X, half_life=3.0, reg_covar=remote.getRegCovar())
+    with connect_mode():
+        one_job = update_model(model, df)  # read, packed and scored in one job, nothing stored
+        measured = update_model(model, df, measure_after=True)  # through stored blocks, with a second pass
+        stream = connect.readStream.schema("x0 double, x1 double, x2 double").parquet(str(tmp_path))
+        with pytest.raises(InputError, match="train_on runs in a classic Spark session"):
+            train_on(stream, model, str(tmp_path / "models"), str(tmp_path / "checkpoint"))
+    for update in (one_job, measured):
+        np.testing.assert_allclose(update.model.means, expected.means, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(update.model.covariances, expected.covariances, rtol=1e-9, atol=1e-12)
+        assert (update.result.n_samples, update.model.mixture.seen.batches) == (len(X), 2)
+    np.testing.assert_allclose(measured.result.log_likelihood_after, expected.score(X), rtol=1e-10)
+    assert not remote.isSet("halfLife") and model.getOrDefault("halfLife") == 3.0  # copied, not changed

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import (
-    STREAM_FEATURES, Background, frame, leftovers, make_mixture, stream_of, stream_start_model, write_points,
-    write_stream_files,
+    STREAM_FEATURES, Background, frame, job_descriptions_since, last_job_id, leftovers, make_mixture,
+    persisted_rdd_count, stream_of, stream_start_model, write_points, write_stream_files,
 )
 from sparkgmm import BayesianGaussianMixture, GaussianMixture, GaussianMixtureModel, Mixture
 from sparkgmm.cli import run
@@ -115,6 +115,27 @@ def test_models_that_cannot_be_updated_say_why(spark, data):
     bayesian = BayesianGaussianMixture(k=3, seed=1, maxIter=3).fit(df)
     with pytest.raises(InputError, match="a Bayesian mixture's model cannot be updated online"):
         bayesian.update(df)
+
+
+@pytest.mark.parametrize("engine", ["rdd", "dataframe"])
+def test_an_update_reads_and_scores_its_rows_in_its_named_job_and_stores_nothing(spark, data, engine):
+    model = GaussianMixtureModel(make_mixture("full", n_components=3))._set(engine=engine, effectiveCount=0.0)
+    rows = data[:600].copy()
+    rows[[4, 7, 11], 0] = np.inf
+    df = frame(spark, rows)
+    before, persisted = last_job_id(spark), persisted_rdd_count(spark)
+    update = update_model(model._set(handleInvalid="skip"), df)
+    # every job named, the input's own shuffle's too; nothing stored
+    assert set(job_descriptions_since(spark, before)) == {"sparkgmm: online update: E-step"}
+    assert persisted_rdd_count(spark) == persisted
+    kept = np.isfinite(rows).all(axis=1)
+    expected = model.mixture.partial_fit(rows[kept], effective_count=0.0, reg_covar=model.getRegCovar())
+    np.testing.assert_allclose(update.model.means, expected.means, rtol=1e-9)
+    assert (update.skipped_rows, update.result.n_samples) == (3, 597)
+    with pytest.raises(InputError, match="3 rows have null, NaN or infinite values in features 'features'"):
+        model._set(handleInvalid="error").update(df)
+    with pytest.raises(InputError, match="have 2 values per row but the model has 3 features"):
+        model.update(frame(spark, data[:300, :2]))
 
 
 # --- the update job ------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..online import UpdateResult, UpdateRule, update_candidate
 from .engine import open_blocks
 from .engine.base import Converted, choose_engine
-from .engine.rdd import convert_and_answer
+from .engine.dataframe import convert_and_answer as dataframe_convert_and_answer
+from .engine.rdd import convert_and_answer as rdd_convert_and_answer
 from .estimator import check_blocks
 from .features import features_column
 
@@ -54,8 +55,9 @@ def update_model(model: GaussianMixtureModel, dataset: DataFrame, measure_after:
     """``model`` updated with the rows of ``dataset`` (its features and weight columns, by the model's Params; invalid
     rows as ``handleInvalid`` says). With ``measure_after``, a second pass measures the new model on the rows (their
     log-likelihood after, and the quantiles of their log-densities that the new model then holds): the rows are
-    converted to stored blocks first, as for a fit. Without it, in a classic session (the RDD engine), the one pass
-    reads, converts and scores the rows in one Spark job and stores nothing (``engine.rdd.convert_and_answer``)."""
+    converted to stored blocks first, as for a fit. Without it, the one pass reads, converts and scores the rows in
+    one Spark job and stores nothing (``convert_and_answer`` of the model's engine: ``engine.rdd``'s in a classic
+    session, ``engine.dataframe``'s under Spark Connect or with ``engine="dataframe"``)."""
     update = update_model_unless_empty(model, dataset, measure_after, label, skip_empty=False)
     if update is None:
         raise RuntimeError("an update of no rows was not refused")
@@ -96,7 +98,7 @@ def update_model_unless_empty(model: GaussianMixtureModel, dataset: DataFrame, m
                            what)
 
     try:
-        if measure_after or choose_engine(dataset.sparkSession, p["engine"]) != "rdd":
+        if measure_after:
             with open_blocks(dataset, features, weight_col, getattr(StorageLevel, p["storageLevel"]),
                              engine=p["engine"], aggregation_depth=p["aggregationDepth"], dtype=p["dtype"],
                              block_storage=p["blockStorage"]) as blocks:
@@ -105,10 +107,13 @@ def update_model_unless_empty(model: GaussianMixtureModel, dataset: DataFrame, m
                 result: UpdateResult = run_side_by_side([candidate], blocks.run_pass)[0].value
         else:
             # One pass and nothing after it: the rows are read, packed and scored in one job, nothing stored.
+            engine = choose_engine(dataset.sparkSession, p["engine"])
+
             def read_and_answer(requests, description: str) -> list:
                 if converted:
                     raise RuntimeError("an update without a second pass asked for one")
                 began = time.perf_counter()
+                convert_and_answer = (rdd_convert_and_answer if engine == "rdd" else dataframe_convert_and_answer)
                 described, answers = convert_and_answer(
                     dataset, features, weight_col, requests, mixture.n_features, dtype=p["dtype"],
                     aggregation_depth=p["aggregationDepth"], description=f"sparkgmm: {description}")

@@ -88,6 +88,28 @@ class Converted:
         return cls(described.rows, described.weight_sum, described.invalid, ragged, dims[0] if len(dims) == 1 else -1)
 
 
+@contextlib.contextmanager
+def named_jobs(spark, description: str):
+    """Name the Spark jobs started inside: the job description in a classic session; under Spark Connect, which has
+    none to set, tags (JOB_TAG and the description) on the client's operations, shown with the jobs."""
+    sc = spark_context(spark)
+    if sc is not None:
+        sc.setJobDescription(description)
+        try:
+            yield
+        finally:
+            sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it; the stub says str
+        return
+    tags = [JOB_TAG, description.replace(",", ";")]  # a tag may not hold a comma
+    for tag in tags:
+        spark.addTag(tag)
+    try:
+        yield
+    finally:
+        for tag in tags:
+            spark.removeTag(tag)
+
+
 class StoredBlocks(abc.ABC):
     """The training data as NumPy blocks stored once, with what the conversion pass learned about them (``n_rows``,
     ``weight_sum``, ``invalid_rows``, ``ragged_rows``, ``n_features``, ``block_bytes``, ``fingerprint``, ``sample``,
@@ -243,26 +265,8 @@ class StoredBlocks(abc.ABC):
         with track(self.spark, description, total_rows=self.n_rows):
             return self._pass_job(list(requests), f"sparkgmm: {description}")
 
-    @contextlib.contextmanager
     def _named(self, description: str):
-        """Name the Spark jobs started inside: the job description in a classic session; under Spark Connect, which
-        has none to set, tags (JOB_TAG and the description) on the client's operations, shown with the jobs."""
-        sc = spark_context(self.spark)
-        if sc is not None:
-            sc.setJobDescription(description)
-            try:
-                yield
-            finally:
-                sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it; the stub says str
-            return
-        tags = [JOB_TAG, description.replace(",", ";")]  # a tag may not hold a comma
-        for tag in tags:
-            self.spark.addTag(tag)
-        try:
-            yield
-        finally:
-            for tag in tags:
-                self.spark.removeTag(tag)
+        return named_jobs(self.spark, description)
 
     def unpersist(self) -> None:
         """Release the stored blocks: the cached data, and the local files on every executor (the executors also

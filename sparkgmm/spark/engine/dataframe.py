@@ -16,14 +16,19 @@ from __future__ import annotations
 import math
 import pickle
 from functools import partial
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 
-from .base import MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, StoredBlocks, describe_depth
+from ..failures import raise_input_error
+from ..features import selected_features
+from ..progress import track
+from ..session import default_parallelism
+from .base import BLOCK_BYTES, MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, StoredBlocks, describe_depth, named_jobs
 from .tasks import (
     ANSWER_SCHEMA, LOCATION_SCHEMA, PACKED_SCHEMA, Description, answer_task, describe_partition, describe_task,
-    merge_answers, merge_task, pack_and_write_task, pack_partition, remove_task, tree_merge, write_packed_task,
+    merge_answers, merge_described_answers, merge_task, pack_and_answer_task, pack_and_write_task, pack_partition,
+    remove_task, tree_merge, write_packed_task,
 )
 
 
@@ -37,6 +42,39 @@ def merge_levels(tasks: int, depth: int) -> list[int]:
         remaining /= scale
         levels.append(int(remaining))
     return levels
+
+
+def collect_merged(spark, answers: DataFrame, merge: Callable, description: str, tasks: int, depth: int) -> list:
+    """The answers (one pickled answer per row, ``ANSWER_SCHEMA``) of up to ``tasks`` tasks, merged in shuffle levels
+    (``merge_levels``) and collected in one job named ``description``: a few, to merge on the client."""
+    for partitions in merge_levels(tasks, depth):
+        answers = answers.repartition(partitions).mapInArrow(partial(merge_task, merge), ANSWER_SCHEMA)
+    with named_jobs(spark, description):
+        rows = answers.collect()
+    return [pickle.loads(row[0]) for row in rows]
+
+
+def convert_and_answer(df: DataFrame, features: Column, weight_col: str | None, requests: Sequence, n_features: int,
+                       *, dtype: str, aggregation_depth: int, description: str
+                       ) -> tuple[Description, list | None]:
+    """``engine.rdd.convert_and_answer`` with DataFrame operations only (for a Spark Connect client, or
+    ``engine="dataframe"``): the rows read, packed and answered in the tasks of one ``mapInArrow``, nothing stored,
+    the tasks' answers merged as a pass's are. The requests travel in the plan, as a pass's do."""
+    spark = df.sparkSession
+    limit = MAX_PARTITIONS_PER_CORE * default_parallelism(spark)  # runs no job: the plan is only built here
+    selected = selected_features(df, features, weight_col).coalesce(limit)  # a no-op on fewer partitions
+    frame = selected.mapInArrow(partial(pack_and_answer_task, list(requests), n_features, bool(weight_col),
+                                          BLOCK_BYTES, dtype), ANSWER_SCHEMA)
+    try:
+        with track(spark, description):
+            found = collect_merged(spark, frame, merge_described_answers, description, limit, aggregation_depth)
+    except BaseException as error:
+        raise_input_error(error)  # a damaged input file, found by the job that reads its rows
+        raise
+    if not found:  # an input of no partitions
+        return next(describe_partition([])), [request.empty(n_features) for request in requests]
+    merged: tuple[Description, list | None] = tree_merge(found, merge_described_answers)  # type: ignore[assignment]
+    return merged
 
 
 class DataFrameBlocks(StoredBlocks):
@@ -105,11 +143,7 @@ class DataFrameBlocks(StoredBlocks):
         enough that the client gets a few answers whatever the number of tasks (``describe_depth``)."""
         answers = frame.mapInArrow(partial(task, *self._decoding()), ANSWER_SCHEMA)
         depth = describe_depth(tasks, self.aggregation_depth) if depth is None else depth
-        for partitions in merge_levels(tasks, depth):
-            answers = answers.repartition(partitions).mapInArrow(partial(merge_task, merge), ANSWER_SCHEMA)
-        with self._named(description):
-            rows = answers.collect()
-        return tree_merge([pickle.loads(row[0]) for row in rows], merge)
+        return tree_merge(collect_merged(self.spark, answers, merge, description, tasks, depth), merge)
 
     def _loop_frame(self, parallelism: int) -> DataFrame:
         """The stored partitions read by one task per core registered now."""

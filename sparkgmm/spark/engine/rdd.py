@@ -25,7 +25,7 @@ from ..progress import track
 from ..session import default_parallelism
 
 from .arrow_rdd import packed_blocks
-from .base import BLOCK_BYTES, MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, StoredBlocks, describe_depth
+from .base import BLOCK_BYTES, MAX_PARTITIONS_PER_CORE, MAX_TASK_SKEW, StoredBlocks, describe_depth, named_jobs
 from .tasks import (
     Description, answer_broadcast, describe_and_answer, describe_partition, merge_answers, merge_described_answers,
     number_blocks, remove_local_files, write_local_file,
@@ -136,20 +136,20 @@ def convert_and_answer(df: DataFrame, features: Column, weight_col: str | None, 
     SparkContext."""
     spark = df.sparkSession
     sc = spark.sparkContext
-    selected = selected_features(df, features, weight_col)
-    limit = MAX_PARTITIONS_PER_CORE * default_parallelism(spark)
-    if selected.rdd.getNumPartitions() > limit:
-        selected = selected.coalesce(limit)
-    packed = packed_blocks(selected, bool(weight_col), BLOCK_BYTES, dtype)
     broadcast = sc.broadcast(list(requests))
-    sc.setJobDescription(description)
+    # Named from the start: finding the input's partitions can run a job of its own (the shuffle stages of its plan,
+    # under adaptive query execution).
     try:
-        with track(spark, description):
+        with named_jobs(spark, description), track(spark, description):
+            selected = selected_features(df, features, weight_col)
+            limit = MAX_PARTITIONS_PER_CORE * default_parallelism(spark)
+            if selected.rdd.getNumPartitions() > limit:
+                selected = selected.coalesce(limit)
+            packed = packed_blocks(selected, bool(weight_col), BLOCK_BYTES, dtype)
             return packed.mapPartitions(partial(describe_and_answer, broadcast, n_features)).treeReduce(
                 merge_described_answers, depth=aggregation_depth)
     except BaseException as error:
         raise_input_error(error)  # a damaged input file, found by the job that reads its rows
         raise
     finally:
-        sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it; the stub says str
         broadcast.destroy()

@@ -334,14 +334,18 @@ def merge_answers(a: list, b: list) -> list:
     return [x.merge(y) for x, y in zip(a, b, strict=True)]
 
 
-def describe_and_answer(broadcast, n_features: int, stored) -> Iterator[tuple[Description, list | None]]:
-    """One task of a pass that packs its rows itself and stores nothing (``engine.rdd.convert_and_answer``): its
-    blocks described, and the broadcast requests answered when every block has ``n_features`` features (None
-    otherwise: the caller refuses such rows, and nothing is computed on them)."""
-    elements = list(stored)
+def described_answers(requests: Sequence, n_features: int, elements: list) -> tuple[Description, list | None]:
+    """One task of a pass that packs its rows itself and stores nothing (``convert_and_answer`` of either engine): its
+    blocks described, and the requests answered when every block has ``n_features`` features (None otherwise: the
+    caller refuses such rows, and nothing is computed on them)."""
     described = next(describe_partition(elements))
-    answers = answer_partition(broadcast.value, n_features, elements) if described.dims <= {n_features} else None
-    yield described, answers
+    answers = answer_partition(requests, n_features, elements) if described.dims <= {n_features} else None
+    return described, answers
+
+
+def describe_and_answer(broadcast, n_features: int, stored) -> Iterator[tuple[Description, list | None]]:
+    """``described_answers`` of the requests a pass broadcast (``engine.rdd.convert_and_answer``)."""
+    yield described_answers(broadcast.value, n_features, list(stored))
 
 
 def merge_described_answers(a: tuple[Description, list | None],
@@ -452,6 +456,16 @@ def answer_task(requests: list, n_features: int, block_storage: str, has_weight:
     """mapInArrow body of a pass: one task's answers to every request, as one row."""
     answers = answer_partition(requests, n_features, _stored_elements(block_storage, has_weight, dtype, batches))
     yield _binary_batch("answer", pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def pack_and_answer_task(requests: list, n_features: int, has_weight: bool, block_bytes: int, dtype: str,
+                         batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body of a pass over rows it packs itself, storing nothing (``engine.dataframe.convert_and_answer``):
+    ``described_answers`` of the task's rows, as one row."""
+    elements = [Stored(block, invalid, ragged)
+                for block, invalid, ragged in pack_blocks(batches, has_weight, block_bytes, dtype)]
+    answer = described_answers(requests, n_features, elements)
+    yield _binary_batch("answer", pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def tree_merge(items: list, merge: Callable) -> object:
