@@ -9,7 +9,7 @@ per micro-batch on Spark, against MLlib's StreamingKMeans.
                                                           [--window 10] [--seed 0] [--plot FILE] [--json FILE]
     .venv/bin/python scripts/online_benchmark.py latency [--rows 100k] [--batches 12] [--features 16]
                                                          [--components 8] [--seed 0] [--engine auto]
-                                                         [--json FILE]
+                                                         [--measure-after] [--json FILE]
 
 The rows come from a fixed seeded mixture (``truth``): --components full-covariance Gaussians in --features
 dimensions, means N(0, 1.5^2) per coordinate (about 8.5 apart, 7 standard deviations), covariances A A^T + 0.5 I with
@@ -35,19 +35,25 @@ per row) under three models that have seen only batches < t: (a) online, halfLif
 0 updated with every batch after it is scored; (b) frozen, the fit on batch 0; (c) a batch fit on the last --window
 batches (t-window .. t-1; fewer before t = window), warm-started from the previous one. A table every 5 batches;
 target: for every t >= window, (a) within 0.05 per row of (c) (gap = (c) - (a)); the max and median gap, and (b)'s gap
-at t = 10, 30 and the last. --plot FILE draws the three curves (matplotlib, when installed).
+at t = 10, 30 and the last. On the table's rows, a fourth model splits (a)'s gap into its causes: (d) batch EM to
+convergence on all batches < t, batch s weighted decay ** (t - 1 - s) (decay = 0.5 ** (1 / halfLife)), which is how
+(a)'s remembered statistics weigh them, warm-started from (a) (then from the previous (d)). (c) - (d) is the gap the
+halfLife's memory sets (older rows drag the means back), (d) - (a) what one M-step per batch costs beyond it.
+--plot FILE draws the curves and the gaps (matplotlib, when installed).
 
 latency (Spark local[2], in this process): --batches micro-batches of --rows rows written as Parquet files; a
 GaussianMixture (default Params) fitted on the first; then per following file: (i) sparkgmm's update,
 ``update_model_unless_empty(model, spark.read.parquet(file))``, and the model write (``ModelDirectory.write_version`` +
-``write_pointer`` into a temporary directory). An update through stored blocks (measureAfter, or the DataFrame engine:
---engine dataframe) is split into its conversion (``ModelUpdate.conversion_seconds``), its E-step pass and the release
-of the blocks (``StoredBlocks.run_pass`` and the last ``unpersist``, timed by wrappers this script puts in place) and
-the rest (the M-step, the new model); overhead = total + write - E-step pass. The default update in a classic session
-makes no such pass: it reads, packs and scores the rows in one Spark job (``engine.rdd.convert_and_answer``;
-conversion_seconds is that job's), so its E-step cannot be timed apart: the table then shows the job and the rest, and
-overhead <= total + write, an upper bound, on which the verdict is taken. For scale, the same update in memory
-(``partial_fit`` of the file's rows, one process). Target: median overhead <= 0.5 s per micro-batch. (ii) A real stream:
+``write_pointer`` into a temporary directory). An update makes no pass over stored blocks: it reads, packs and scores
+the rows in one Spark job (``convert_and_answer`` of the model's engine, --engine: the RDD engine's by default, the
+DataFrame engine's as under Spark Connect; conversion_seconds is that job's), so its E-step cannot be timed apart: the
+table shows the job and the rest, and overhead <= total + write, an upper bound, on which the verdict is taken. With
+--measure-after (what the update job does: a second pass measures the new model on the rows) the rows are converted to
+stored blocks first; the table then splits the update into its conversion (``ModelUpdate.conversion_seconds``), its
+passes and the release of the blocks (``StoredBlocks.run_pass`` and the last ``unpersist``, timed by wrappers this
+script puts in place) and the rest (the M-step, the new model); overhead = total + write - passes. For scale, the
+same update in memory (``partial_fit`` of the file's rows, one process). Target: median overhead <= 0.5 s per
+micro-batch. (ii) A real stream:
 ``train_on`` over the same files (maxFilesPerTrigger 1, trigger availableNow), wall seconds from its start to its end
 divided by the micro-batches, and the median of the query's own per-trigger durations. (iii) The peer: MLlib's
 ``pyspark.mllib.clustering.StreamingKMeansModel.update(rdd, 1.0, "batches")`` on each file's rows as an RDD of dense
@@ -265,6 +271,14 @@ class DriftingStream:
         return shuffled_rows(moved, self.rows, self.seed * 1_000_003 + t + 1)
 
 
+def memory_weighted_fit(start: Mixture, batches: list[np.ndarray], decay: float) -> EMResult:
+    """Batch EM to convergence on every batch seen so far, batch s of t weighted decay ** (t - 1 - s): the weights
+    the online model's remembered statistics give its batches, fitted to the full, as one M-step per batch is not."""
+    weights = np.concatenate([np.full(X.shape[0], decay ** (len(batches) - 1 - s)) for s, X in enumerate(batches)])
+    return run_em(start, local_passes(np.concatenate(batches), weights), max_iter=MAX_ITER, tol=TOL,
+                  reg_covar=REG_COVAR, acceleration="squarem")
+
+
 def drifting(args: argparse.Namespace) -> dict:
     stream = DriftingStream(args)
     rule = UpdateRule(half_life=args.half_life)
@@ -273,16 +287,25 @@ def drifting(args: argparse.Namespace) -> dict:
     fit0, error = guarded("the fit on batch 0", lambda: default_fit(window[0], args.components, args.seed))
     series: list[dict] = []
     online = window_fit = fit0
+    memory_fit: Mixture | None = None
+    seen = [window[0]]
     before_mismatch = 0.0
     for t in range(1, args.batches):
         X = stream.batch(t)
-        row: dict[str, Any] = {"t": t, "online": None, "frozen": None, "window": None, "failed": False,
-                               "error": error}
+        row: dict[str, Any] = {"t": t, "online": None, "frozen": None, "window": None, "memory": None,
+                               "failed": False, "error": error}
         if online is None or window_fit is None or fit0 is None:
             row["failed"] = True
             series.append(row)
             continue
         row.update(online=online.score(X), frozen=fit0.score(X), window=window_fit.score(X))
+        if t % TABLE_EVERY == 0 or t == args.batches - 1:
+            memory, memory_error = guarded(f"the fit on the halfLife's weights before batch {t}",
+                                           partial(memory_weighted_fit, memory_fit or online, seen, rule.decay))
+            memory_fit = None if memory is None else memory.mixture
+            row["memory"] = None if memory_fit is None else memory_fit.score(X)
+            row["memory_error"] = memory_error
+        seen.append(X)
         update, error = guarded(f"the online update with batch {t}",
                                 partial(partial_fit, online, X, reg_covar=REG_COVAR, rule=rule))
         online = None if update is None else update.mixture
@@ -301,12 +324,15 @@ def drifting(args: argparse.Namespace) -> dict:
     for row in series:
         row["gap_online"] = None if row["failed"] else row["window"] - row["online"]
         row["gap_frozen"] = None if row["failed"] else row["window"] - row["frozen"]
+        row["gap_memory"] = None if row["failed"] or row["memory"] is None else row["window"] - row["memory"]
     judged = [r for r in series if r["t"] >= args.window]
     gaps = [r["gap_online"] for r in judged if r["gap_online"] is not None]
-    failed = any(r["failed"] for r in judged) or not judged
+    failed = any(r["failed"] or r.get("memory_error") for r in judged) or not judged
     frozen_at: dict[int, float | None] = {t: next((r["gap_frozen"] for r in series if r["t"] == t), None)
                  for t in sorted({10, 30, args.batches - 1}) if 1 <= t < args.batches}
+    memory_gaps = [r["gap_memory"] for r in judged if r["gap_memory"] is not None]
     summary: dict[str, Any] = {"judged_batches": len(judged), "max_gap": max(gaps) if gaps else None,
+               "memory_max_gap": max(memory_gaps) if memory_gaps else None,
                "median_gap": statistics.median(gaps) if gaps else None, "target": DRIFT_TARGET,
                "frozen_gap_at": frozen_at, "log_likelihood_before_mismatch": before_mismatch,
                "typical_std": [float(s) for s in stream.scales], "failed": failed}
@@ -322,15 +348,17 @@ def print_drifting(series: list[dict], summary: dict, args: argparse.Namespace) 
           f"k={args.components}; each mean moves {args.speed:g} x its component's typical standard deviation per batch "
           f"(sqrt(trace/d): {min(summary['typical_std']):.2f} to {max(summary['typical_std']):.2f}) along a fixed "
           f"random direction. Prequential mean log-likelihood per row of batch t under: (a) online, halfLife "
-          f"{args.half_life:g} batches; (b) frozen fit on batch 0; (c) batch fit on batches t-{args.window}..t-1. "
-          f"gap = (c) - model")
+          f"{args.half_life:g} batches; (b) frozen fit on batch 0; (c) batch fit on batches t-{args.window}..t-1; "
+          f"(d) batch fit on batches 0..t-1 weighted as (a) remembers them. gap = (c) - model")
     shown = [r for r in series if r["t"] % TABLE_EVERY == 0 or r["t"] == args.batches - 1]
     columns = [("t", 4, lambda r: str(r["t"])),
                ("(a) online", 11, lambda r: fmt(r["online"], ".4f")),
                ("(b) frozen", 11, lambda r: fmt(r["frozen"], ".4f")),
                ("(c) window", 11, lambda r: fmt(r["window"], ".4f")),
+               ("(d) memory", 11, lambda r: fmt(r["memory"], ".4f")),
                ("gap (a)", 8, lambda r: fmt(r["gap_online"], ".4f")),
-               ("gap (b)", 8, lambda r: fmt(r["gap_frozen"], ".4f"))]
+               ("gap (b)", 8, lambda r: fmt(r["gap_frozen"], ".4f")),
+               ("gap (d)", 8, lambda r: fmt(r["gap_memory"], ".4f"))]
     for line in table_lines(columns, shown, lambda r: f"{r['t']:>4} | MISS: {r['error'] or 'a model failed'}"):
         print(line)
     frozen = ", ".join(f"t={t}: {fmt(gap, '.3f')}" for t, gap in summary["frozen_gap_at"].items())
@@ -338,6 +366,9 @@ def print_drifting(series: list[dict], summary: dict, args: argparse.Namespace) 
           f"{fmt(summary['max_gap'], '.4f')}, median {fmt(summary['median_gap'], '.4f')}; target max gap <= "
           f"{DRIFT_TARGET:g}: {summary['verdict']}")
     print(f"(b) frozen falls behind (c) by {frozen}")
+    print(f"(d) EM to convergence on the halfLife's weights, on the rows the online model has seen: max gap to (c) "
+          f"{fmt(summary['memory_max_gap'], '.4f')} on the rows shown (the part of (a)'s gap its memory sets, not "
+          f"its one M-step per batch)")
     print(f"check: partial_fit's log_likelihood_before vs Mixture.score of the same rows: max difference "
           f"{summary['log_likelihood_before_mismatch']:.2e}")
 
@@ -353,15 +384,27 @@ def plot_drifting(series: list[dict], args: argparse.Namespace) -> None:
         return
     kept = [r for r in series if not r["failed"]]
     t = [r["t"] for r in kept]
-    figure, axes = plt.subplots(figsize=(9, 5))
+    figure, (axes, gaps) = plt.subplots(2, 1, figsize=(9, 8), sharex=True, height_ratios=(3, 2))
     for key, label in (("online", f"(a) online, halfLife {args.half_life:g}"), ("frozen", "(b) frozen, batch 0"),
                        ("window", f"(c) batch fit, last {args.window} batches")):
         axes.plot(t, [r[key] for r in kept], label=label)
+    fitted = [r for r in kept if r["memory"] is not None]
+    axes.plot([r["t"] for r in fitted], [r["memory"] for r in fitted], "o", color="C3", markersize=4,
+              label="(d) batch fit, (a)'s weights")
     axes.axvline(args.window, color="grey", linestyle=":", linewidth=1)
-    axes.set_xlabel("batch t")
     axes.set_ylabel("mean log-likelihood per row of batch t")
     axes.set_title(f"drifting means: {args.speed:g} std per batch")
     axes.legend()
+    # The frozen model's fall sets the upper panel's scale; the gap that the target is about gets its own.
+    gaps.plot(t, [r["gap_online"] for r in kept], label="(c) - (a): online behind the window fit", color="C0")
+    gaps.plot([r["t"] for r in fitted], [r["gap_memory"] for r in fitted], "o", color="C3", markersize=4,
+              label="(c) - (d): the part the memory sets")
+    gaps.axhline(DRIFT_TARGET, color="C3", linestyle="--", linewidth=1, label=f"target {DRIFT_TARGET:g}")
+    gaps.axhline(0.0, color="grey", linewidth=0.5)
+    gaps.axvline(args.window, color="grey", linestyle=":", linewidth=1)
+    gaps.set_xlabel("batch t")
+    gaps.set_ylabel("gap per row")
+    gaps.legend()
     figure.tight_layout()
     figure.savefig(args.plot, dpi=120)
     plt.close(figure)
@@ -410,7 +453,7 @@ def timed_blocks(passes: list[float], releases: list[float]) -> Iterator[None]:
         yield
 
 
-def our_updates(spark, model, files: list[str], root: Path) -> list[dict]:
+def our_updates(spark, model, files: list[str], root: Path, measure_after: bool) -> list[dict]:
     """Each file's update on Spark, timed (see the module's docstring), then the same update in memory."""
     import pyarrow.parquet as pq
 
@@ -423,7 +466,8 @@ def our_updates(spark, model, files: list[str], root: Path) -> list[dict]:
         passes: list[float] = []
         releases: list[float] = []
         with timed_blocks(passes, releases):
-            update = update_model_unless_empty(model, spark.read.parquet(path), label=f"benchmark update {index}")
+            update = update_model_unless_empty(model, spark.read.parquet(path), measure_after=measure_after,
+                                               label=f"benchmark update {index}")
         if update is None:
             raise RuntimeError(f"{path}: no rows")
         started = time.perf_counter()
@@ -509,7 +553,8 @@ def latency(args: argparse.Namespace) -> dict:
         updates = streamed = None
         stream_error = update_error
         if model is not None:
-            updates, update_error = guarded("our updates", lambda: our_updates(spark, model, following, root))
+            updates, update_error = guarded("our updates", lambda: our_updates(spark, model, following, root,
+                                                                                  args.measure_after))
             log("latency: the train_on stream")
             streamed, stream_error = guarded("the train_on stream", lambda: stream_run(
                 spark, model, root / "stream", args.features, root, len(following)))
@@ -533,9 +578,10 @@ def latency(args: argparse.Namespace) -> dict:
         overhead = "overhead <= total + write (E-step not separable)"
     else:
         parts = [{"what": "  of which conversion to blocks", "seconds": summary["job"]},
-                 {"what": "  of which E-step pass (StoredBlocks.run_pass)", "seconds": summary["estep"]},
+                 {"what": "  of which E-step pass (StoredBlocks.run_pass)" if not args.measure_after else
+                  "  of which the passes (E-step, measure after)", "seconds": summary["estep"]},
                  {"what": "  of which releasing the blocks (unpersist)", "seconds": summary["release"]}]
-        overhead = "overhead = total + write - E-step pass"
+        overhead = "overhead = total + write - passes"
     rows = [
         {"what": "sparkgmm update: total (update_model_unless_empty)", "seconds": summary["total"]},
         *parts,
@@ -562,7 +608,8 @@ def latency(args: argparse.Namespace) -> dict:
 
 
 def print_latency(rows: list[dict], summary: dict, args: argparse.Namespace, count: int) -> None:
-    print(f"\nlatency: Spark local[2], engine {args.engine}; micro-batches of {size_label(args.rows)} rows x "
+    measured = ", measure after" if args.measure_after else ""
+    print(f"\nlatency: Spark local[2], engine {args.engine}{measured}; micro-batches of {size_label(args.rows)} rows x "
           f"{args.features} features (Parquet), k={args.components}; {count} updates after the fit on the first; "
           "median seconds")
     width = max(len(r["what"]) for r in rows)
@@ -581,7 +628,7 @@ def print_latency(rows: list[dict], summary: dict, args: argparse.Namespace, cou
         print("StreamingKMeans failed: no ratio")
     elif total is not None:
         print(f"ours / StreamingKMeans: total {total / peer:.2f}x"
-              + ("" if estep is None else f", E-step pass {estep / peer:.2f}x")
+              + ("" if estep is None else f", {'passes' if args.measure_after else 'E-step pass'} {estep / peer:.2f}x")
               + f" (StreamingKMeans median {peer:.3f} s per update)")
 
 
@@ -613,7 +660,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     three.add_argument("--rows", default="100k")
     three.add_argument("--batches", type=int, default=12)
     three.add_argument("--engine", choices=("auto", "rdd", "dataframe"), default="auto",
-                       help="the model's engine Param (dataframe: updates through stored blocks)")
+                       help="the model's engine Param")
+    three.add_argument("--measure-after", action="store_true",
+                       help="updates that also measure the new model on the rows, as the update job's do (through "
+                            "stored blocks)")
     args = parser.parse_args(argv)
     for name in ("rows", "batch_rows"):
         if isinstance(getattr(args, name, None), str):
