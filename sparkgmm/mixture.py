@@ -109,16 +109,18 @@ class Mixture:
 
     def partial_fit(self, X, sample_weight=None, *, reg_covar: float = 1e-6, decay_factor: float = 1.0,
                     half_life: float | None = None, time_unit: str = "batches", step_power: float | None = None,
-                    effective_count: float | None = None, max_reseeds: int = 8) -> Mixture:
+                    average_after: int | None = None, effective_count: float | None = None,
+                    max_reseeds: int = 8) -> Mixture:
         """This mixture updated with the rows ``X`` (n, d): one E-step over them, their statistics blended with those
         it remembers (``seen``) by the update rule, one M-step (``sparkgmm.online``). Returns the new mixture (this one
         is immutable). The rule: ``decay_factor`` per batch (``time_unit="batches"``) or per unit of weight
-        (``"points"``), or ``half_life`` in those units, or stepwise EM with ``step_power`` in (0.5, 1]. A mixture
+        (``"points"``), or ``half_life`` in those units, or stepwise EM with ``step_power`` in (0.5, 1] (with
+        ``average_after`` n, the parameters are the average of its iterates once n batches have been seen). A mixture
         without ``seen`` needs ``effective_count``, the rows' worth its parameters stand for (0: forget them).
         ``sparkgmm.online.partial_fit`` also returns the new rows' log-likelihood before the update."""
         from .online import UpdateRule, partial_fit  # online builds Mixtures: it imports this module
 
-        rule = UpdateRule(decay_factor, half_life, time_unit, step_power)
+        rule = UpdateRule(decay_factor, half_life, time_unit, step_power, average_after)
         return partial_fit(self, X, sample_weight, reg_covar=reg_covar, rule=rule, effective_count=effective_count,
                            max_reseeds=max_reseeds).mixture
 

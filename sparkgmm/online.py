@@ -14,7 +14,12 @@ re-centred on the new means and remembered. The discount ``a`` is the update rul
 - stepwise EM (Liang & Klein 2009, the stochastic approximation of Cappe & Moulines 2009): the normalised statistics
   move a step ``eta_t = (t + 1) ** -stepPower`` towards the new batch's, with ``t`` the batches seen so far (a fit
   counts as one; ``stepPower`` in (0.5, 1], 1 being the running mean over batches). As a discount that is
-  ``a = (1 - eta) / eta * w / N_seen``, so the model then stands for ``w / eta`` rows' worth.
+  ``a = (1 - eta) / eta * w / N_seen``, so the model then stands for ``w / eta`` rows' worth. With ``averageAfter``
+  n (Polyak-Ruppert averaging, as Cappe & Moulines 2009 discuss), once the model has seen more than n batches its
+  parameters are the running average of the iterates since (weights, means and covariances); the steps go on from
+  the latest iterate, which the remembered statistics give back through an M-step (they stay centred on the model's,
+  now averaged, means), and the E-step scores the new rows under it. It helps a step that shrinks slower than 1/t
+  (stepPower < 1); a re-seed restarts it.
 
 A component left with (almost) no weight is re-seeded at the new rows the model explains worst, as a batch fit does
 (``sparkgmm.em.reseed``), and its remembered statistics become those of its new parameters.
@@ -51,6 +56,7 @@ class UpdateRule:
     half_life: float | None = None
     time_unit: str = DEFAULT_TIME_UNIT
     step_power: float | None = None
+    average_after: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.decay_factor <= 1.0:
@@ -65,6 +71,11 @@ class UpdateRule:
             if self.half_life is not None or self.decay_factor != DEFAULT_DECAY_FACTOR:
                 raise InputError("stepPower (stepwise EM) and decayFactor or halfLife (forgetting) are two update "
                                  "rules: give one of them")
+        if self.average_after is not None:
+            if self.step_power is None:
+                raise InputError("averageAfter averages the iterates of stepwise EM: give stepPower with it")
+            if self.average_after < 0:
+                raise InputError(f"averageAfter={self.average_after!r} must be >= 0")
 
     @property
     def decay(self) -> float:
@@ -83,7 +94,8 @@ class UpdateRule:
 
     def describe(self) -> str:
         if self.step_power is not None:
-            return f"stepwise EM, stepPower {self.step_power:g}"
+            averaged = "" if self.average_after is None else f", averaged after {self.average_after} batches"
+            return f"stepwise EM, stepPower {self.step_power:g}{averaged}"
         if self.half_life is not None:
             return f"half-life {self.half_life:g} {self.time_unit}"
         return f"decay factor {self.decay_factor:g} per {'row' if self.time_unit == 'points' else 'batch'}"
@@ -92,7 +104,8 @@ class UpdateRule:
 @dataclass(frozen=True)
 class UpdateResult:
     """An update: the new ``mixture`` (with the statistics it now remembers, ``mixture.seen``); the new rows' count,
-    weight and mean log-likelihood under the mixture before the update (and after it, when measured, else None);
+    weight and mean log-likelihood under the mixture before the update (its latest stepwise EM iterate when its
+    parameters are an average) and after it (when measured, else None);
     the discount the rule gave the remembered statistics; the components re-seeded; and the quantiles of the new rows'
     log-densities (``QUANTILE_LEVELS``): under the new mixture when the update measured the after, else under the
     mixture that scored them (the one before the update). An updated model flags outliers by them."""
@@ -130,23 +143,32 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
     seen = remembered(mixture, effective_count, reg_covar)
     k, covariance_type = mixture.n_components, mixture.covariance_type
     worst = min(k, max_reseeds) if k > 1 else 0
-    scoring = dataclasses.replace(mixture, seen=None)  # what the E-step broadcasts: the parameters alone
+    scoring = iterate_of(mixture, seen, reg_covar)  # what the E-step broadcasts: the parameters alone
+    if seen.averaged:
+        seen = seen.recentred(mixture.means, scoring.means)
     stats = yield EStep(scoring, worst=worst, count_hard=False, description=f"{label}: E-step",
                         sketch_reference=log_density_ceiling(scoring))
     if stats.weight_sum <= 0.0:
         raise InputError("the new rows have no positive weight: there is nothing to learn from")
     discount = rule.discount(seen, stats.weight_sum)
     blended = blend(seen, stats, discount)
-    weights, means, covariances = m_step(blended, mixture.means, covariance_type, reg_covar)
+    weights, means, covariances = m_step(blended, scoring.means, covariance_type, reg_covar)
     collapsed = collapsed_components(blended, covariances, covariance_type) if worst else np.arange(0)
     moved = 0
     if collapsed.size and stats.worst is not None:
         weights, means, covariances, moved = reseed(weights, means, covariances, covariance_type, collapsed[:worst],
                                                     stats.worst.rows)
     memory = SeenStats(blended.nk, blended.first, blended.second, seen.rows + stats.n_samples,
-                       seen.weight + stats.weight_sum, seen.batches + 1).recentred(mixture.means, means)
+                       seen.weight + stats.weight_sum, seen.batches + 1).recentred(scoring.means, means)
     if moved:
         memory = _reseeded_memory(memory, weights, covariances, covariance_type, reg_covar)
+    if rule.average_after is not None and memory.batches > rule.average_after:
+        n = 0 if moved else seen.averaged  # iterates in the model's average so far; a re-seed starts a new one
+        averages = [(n * before + now) / (n + 1) for before, now in
+                    zip((mixture.weights, mixture.means, mixture.covariances), (weights, means, covariances),
+                        strict=True)] if n else [weights, means, covariances]
+        memory = dataclasses.replace(memory.recentred(means, averages[1]), averaged=n + 1)
+        weights, means, covariances = averages
     try:
         updated = Mixture(weights, means, covariances, covariance_type, seen=memory)
     except CovarianceError as e:
@@ -159,6 +181,18 @@ def update_candidate(mixture: Mixture, rule: UpdateRule, reg_covar: float, *, ef
         after, quantiles = measured.mean_log_likelihood, _quantiles(measured)
     return UpdateResult(updated, stats.n_samples, stats.weight_sum, stats.mean_log_likelihood, after, discount, moved,
                         quantiles)
+
+
+def iterate_of(mixture: Mixture, seen: SeenStats, reg_covar: float) -> Mixture:
+    """The parameters the next step starts from: the mixture's own, or, when they are an average of stepwise EM's
+    iterates (``seen.averaged``), the latest iterate: the M-step of the remembered statistics (centred on the
+    mixture's means)."""
+    if not seen.averaged:
+        return dataclasses.replace(mixture, seen=None)
+    remembered_stats = SufficientStats(seen.rows, seen.weight, 0.0, seen.nk, seen.first, seen.second,
+                                       np.zeros(mixture.n_components, dtype=np.int64))
+    weights, means, covariances = m_step(remembered_stats, mixture.means, mixture.covariance_type, reg_covar)
+    return Mixture(weights, means, covariances, mixture.covariance_type)
 
 
 def _quantiles(stats: SufficientStats) -> dict[float, float] | None:

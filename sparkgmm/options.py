@@ -285,6 +285,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("online updates by stepwise EM instead of forgetting: batch t gets the step (t + 1) ** -stepPower, in "
            "(0.5, 1] (1: every batch counts the same)", kind=float, rule=within(0.5, 1.0, low_open=True),
            param="stepPower", key="step_power", jobs=("update",), online=True),
+    Option("with stepPower: once the model has seen more than this many batches, its parameters are the average of "
+           "stepwise EM's iterates since (Polyak-Ruppert averaging; the steps go on from the latest iterate); >= 0",
+           kind=int, rule=at_least(0), param="averageAfter", key="average_after", jobs=("update",), online=True),
     Option("rows' worth of data the parameters of a model without remembered statistics stand for (one an older "
            "sparkgmm saved, or built from parameters); >= 0, 0: forget them", kind=float, rule=at_least(0.0),
            param="effectiveCount", key="effective_count", jobs=("update",), online=True),

@@ -11,7 +11,8 @@ without Spark on this machine's file system::
                             n_components, n_features, summary (object or null), log_density_quantiles ([level,
                             value] pairs or null), and for a Bayesian mixture's model "bayesian": its priors
                             and the posterior's other parameters (``bayesian_block``), and for a mixture that
-                            remembers the statistics of its rows "seen": rows, weight, batches (``seen_block``),
+                            remembers the statistics of its rows "seen": rows, weight, batches, and "averaged"
+                            when its parameters are an average of stepwise EM's iterates (``seen_block``),
                             numbers as JSON writes them (Python's shortest repr: exact for float64)
     MODEL/data/part-*       Parquet, one row: weights, means, covariances as list<double> (C order; the shapes
                             follow from the metadata), and with "seen", seen_nk, seen_first, seen_second (the
@@ -169,7 +170,8 @@ def data_table(mixture: Mixture):
 
 def seen_block(seen: SeenStats) -> dict[str, Any]:
     """The counts of a mixture's remembered statistics (their arrays are in the data row)."""
-    return {"rows": seen.rows, "weight": seen.weight, "batches": seen.batches}
+    block = {"rows": seen.rows, "weight": seen.weight, "batches": seen.batches}
+    return {**block, "averaged": seen.averaged} if seen.averaged else block
 
 
 def _seen(block: dict[str, Any], table, where: str) -> SeenStats | None:
@@ -182,7 +184,7 @@ def _seen(block: dict[str, Any], table, where: str) -> SeenStats | None:
     arrays = _arrays_from_table(table, {"seen_nk": (k,), "seen_first": (k, d), "seen_second": second}, where)
     try:
         return SeenStats(arrays["seen_nk"], arrays["seen_first"], arrays["seen_second"], int(counts["rows"]),
-                         float(counts["weight"]), int(counts["batches"]))
+                         float(counts["weight"]), int(counts["batches"]), int(counts.get("averaged", 0)))
     except (KeyError, TypeError, ValueError) as e:  # InputError is a ValueError
         raise ModelFormatError(f"model metadata in {where!r} has damaged seen statistics: {e}") from None
 

@@ -300,7 +300,9 @@ class SeenStats:
     statistics ``nk`` (k,), ``first`` (k, d) and ``second`` (k, d, d) or (k, d), centred on the model's means, as
     ``SufficientStats`` holds them but discounted by the update rule as batches go by (``nk.sum()`` is the
     *effective* weight the model stands for); and, never discounted, the ``rows`` seen, their total ``weight`` and
-    the ``batches`` blended in (a batch fit counts as one)."""
+    the ``batches`` blended in (a batch fit counts as one). ``averaged`` > 0: the model's parameters are the average
+    of that many iterates of stepwise EM (Polyak-Ruppert averaging, ``sparkgmm.online``), and the iterate the steps go
+    on from is the M-step of these statistics."""
 
     nk: np.ndarray
     first: np.ndarray
@@ -308,6 +310,7 @@ class SeenStats:
     rows: int
     weight: float
     batches: int
+    averaged: int = 0
 
     def __post_init__(self) -> None:
         for name in ("nk", "first", "second"):
@@ -319,6 +322,9 @@ class SeenStats:
         if np.any(self.nk < 0.0) or self.rows < 0 or self.batches < 0 or not self.weight >= 0.0:
             raise InputError(f"the seen statistics must be non-negative: nk from {self.nk.min()!r}, rows {self.rows}, "
                              f"weight {self.weight!r}, batches {self.batches}")
+        if not 0 <= self.averaged <= self.batches:
+            raise InputError(f"the seen statistics' averaged iterates ({self.averaged}) must be between 0 and the "
+                             f"batches seen ({self.batches})")
 
     def check(self, n_components: int, n_features: int, covariance_type: str) -> None:
         """``InputError`` unless the shapes are those of ``n_components`` components of ``covariance_type`` over
@@ -375,4 +381,4 @@ class SeenStats:
         else:
             second = self.second + 2.0 * self.first * delta + self.nk[:, None] * delta**2
         return SeenStats(first=first, second=second, nk=self.nk, rows=self.rows, weight=self.weight,
-                         batches=self.batches)
+                         batches=self.batches, averaged=self.averaged)

@@ -221,11 +221,44 @@ def test_the_remembered_statistics_are_saved_with_the_model_and_old_models_need_
     ({"step_power": 0.5}, r"^stepPower=0.5 must be in \(0.5, 1\]$"),
     ({"step_power": 0.8, "half_life": 3.0}, r"^stepPower \(stepwise EM\) and decayFactor or halfLife"),
     ({"effective_count": -1.0}, r"^effectiveCount=-1.0 must be >= 0$"),
+    ({"average_after": 2}, r"^averageAfter averages the iterates of stepwise EM: give stepPower with it$"),
+    ({"step_power": 0.7, "average_after": -1}, r"^averageAfter=-1 must be >= 0$"),
 ])
 def test_bad_update_settings_are_one_line_errors(kwargs, message):
     start = make_mixture("diag")
     with pytest.raises(InputError, match=message):
         start.partial_fit(np.zeros((3, 3)), **{"effective_count": 10.0, **kwargs})
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_averaged_parameters_are_the_mean_of_the_plain_steps_iterates_which_go_on_unchanged(covariance_type, tmp_path):
+    """Polyak-Ruppert averaging changes what the model reports, never the steps: the plain stepwise EM run gives the
+    iterates, and the averaged run's parameters after batch t are their mean over the batches after averageAfter;
+    saved and loaded mid-way, it goes on the same."""
+    X, start = overlapping_data_and_start(covariance_type, n=1200)
+    batches = np.array_split(X, 6)
+    plain, averaged = [start], start
+    for t, batch in enumerate(batches):
+        plain.append(plain[-1].partial_fit(batch, step_power=0.6, effective_count=100.0 if t == 0 else None,
+                                           reg_covar=REG))
+        averaged = averaged.partial_fit(batch, step_power=0.6, average_after=2, reg_covar=REG,
+                                        effective_count=100.0 if t == 0 else None)
+        if t == 3:
+            averaged.save(tmp_path / "mid")
+            averaged = Mixture.load(tmp_path / "mid")
+        seen = averaged.seen
+        # the start counts as one batch; the update of batch t makes it t + 2 batches seen
+        iterates = [m for m, batches_seen in zip(plain[1:], range(2, t + 3), strict=True) if batches_seen > 2]
+        assert seen.batches == t + 2 and seen.averaged == len(iterates)
+        if iterates:
+            assert_parameters(averaged, *(np.mean([getattr(m, name) for m in iterates], axis=0)
+                                          for name in ("weights", "means", "covariances")), rtol=1e-8)
+        else:  # not averaging yet: the plain iterate itself
+            assert_parameters(averaged, plain[-1].weights, plain[-1].means, plain[-1].covariances, rtol=1e-12)
+    last = averaged.partial_fit(batches[0], step_power=0.6, reg_covar=REG)  # averaging off: the next plain iterate
+    following = plain[-1].partial_fit(batches[0], step_power=0.6, reg_covar=REG)
+    assert_parameters(last, following.weights, following.means, following.covariances, rtol=1e-8)
+    assert last.seen.averaged == 0
 
 
 def test_bad_rows_are_refused():

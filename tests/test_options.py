@@ -131,7 +131,8 @@ BAD = {
     "criterion": "hqc", "covariance_types": ("full", "round"), "k_range": (0, 3),
     "prior": "dirichlet", "weight_concentration_prior": 0.0, "mean_precision_prior": -1.0,
     "degrees_of_freedom_prior": float("inf"), "merge_every": -1,
-    "decay_factor": 1.5, "half_life": 0.0, "time_unit": "hours", "step_power": 0.5, "effective_count": -1.0,
+    "decay_factor": 1.5, "half_life": 0.0, "time_unit": "hours", "step_power": 0.5, "average_after": -1,
+    "effective_count": -1.0,
 }
 SHARED = [o for o in OPTIONS if (o.param or o.argument) and o.key and o.rule]
 

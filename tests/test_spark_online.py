@@ -95,6 +95,16 @@ def test_update_with_weights_measures_before_and_after_and_survives_a_save(spark
     assert_same_model(loaded.update(new), model.update(new))
 
 
+def test_averaged_stepwise_updates_on_spark_equal_the_in_memory_ones(spark, data):
+    model = GaussianMixtureModel(make_mixture("full", n_components=3))._set(effectiveCount=50.0, stepPower=0.7,
+                                                                             averageAfter=1)
+    updated = model.update(frame(spark, data[:1000])).update(frame(spark, data[1000:2000]))
+    rule = dict(step_power=0.7, average_after=1)
+    expected = model.mixture.partial_fit(data[:1000], effective_count=50.0, **rule).partial_fit(data[1000:2000], **rule)
+    assert_same_model(updated, expected, exact=False)
+    assert updated.mixture.seen.averaged == expected.seen.averaged == 2
+
+
 def test_models_that_cannot_be_updated_say_why(spark, data):
     df = frame(spark, data[:300])
     bare = GaussianMixtureModel(make_mixture("full", n_components=3))

@@ -47,7 +47,7 @@ class ModelUpdate:
 def update_rule(model: GaussianMixtureModel) -> UpdateRule:
     """The model's online Params as an ``UpdateRule`` (which refuses a combination that is not one rule)."""
     p = model.online_settings()
-    return UpdateRule(p["decayFactor"], p["halfLife"], p["timeUnit"], p["stepPower"])
+    return UpdateRule(p["decayFactor"], p["halfLife"], p["timeUnit"], p["stepPower"], p["averageAfter"])
 
 
 def update_model(model: GaussianMixtureModel, dataset: DataFrame, measure_after: bool = False,

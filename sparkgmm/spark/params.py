@@ -210,6 +210,7 @@ class OnlineParams(Params):
     halfLife: Param[float] = declared("halfLife", ONLINE_PARAMS)
     timeUnit: Param[str] = declared("timeUnit", ONLINE_PARAMS)
     stepPower: Param[float] = declared("stepPower", ONLINE_PARAMS)
+    averageAfter: Param[int] = declared("averageAfter", ONLINE_PARAMS)
     effectiveCount: Param[float] = declared("effectiveCount", ONLINE_PARAMS)
 
     def __init__(self, *args: Any):
@@ -227,6 +228,9 @@ class OnlineParams(Params):
 
     def setStepPower(self, value: float):
         return self._set(stepPower=value)
+
+    def setAverageAfter(self, value: int):
+        return self._set(averageAfter=value)
 
     def setEffectiveCount(self, value: float):
         return self._set(effectiveCount=value)
