@@ -44,7 +44,8 @@ class GaussianMixtureModel(Model, GaussianMixtureParams, OnlineParams, MLWritabl
 
     ``update(df)`` learns from new rows online (``sparkgmm.online``): a fitted model remembers the statistics of the
     rows it has seen (``mixture.seen``), and the update blends those of the new rows in by the rule its Params set
-    (``decayFactor``, ``halfLife`` and ``timeUnit`` as MLlib's StreamingKMeans, or ``stepPower`` for stepwise EM).
+    (``decayFactor``, ``halfLife`` and ``timeUnit`` as MLlib's StreamingKMeans, or ``stepPower`` for stepwise EM,
+    with ``averageAfter`` to average its iterates).
     ``sparkgmm.spark.streaming.train_on`` does it for every micro-batch of a stream."""
 
     def __init__(self, mixture: Mixture, summary: GaussianMixtureSummary | None = None,
