@@ -64,7 +64,7 @@ def convert_and_answer(df: DataFrame, features: Column, weight_col: str | None, 
     limit = MAX_PARTITIONS_PER_CORE * default_parallelism(spark)  # runs no job: the plan is only built here
     selected = selected_features(df, features, weight_col).coalesce(limit)  # a no-op on fewer partitions
     frame = selected.mapInArrow(partial(pack_and_answer_task, list(requests), n_features, bool(weight_col),
-                                          BLOCK_BYTES, dtype), ANSWER_SCHEMA)
+                                        BLOCK_BYTES, dtype), ANSWER_SCHEMA)
     try:
         with track(spark, description):
             found = collect_merged(spark, frame, merge_described_answers, description, limit, aggregation_depth)
