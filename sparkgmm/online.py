@@ -189,9 +189,7 @@ def iterate_of(mixture: Mixture, seen: SeenStats, reg_covar: float) -> Mixture:
     mixture's means)."""
     if not seen.averaged:
         return dataclasses.replace(mixture, seen=None)
-    remembered_stats = SufficientStats(seen.rows, seen.weight, 0.0, seen.nk, seen.first, seen.second,
-                                       np.zeros(mixture.n_components, dtype=np.int64))
-    weights, means, covariances = m_step(remembered_stats, mixture.means, mixture.covariance_type, reg_covar)
+    weights, means, covariances = m_step(seen, mixture.means, mixture.covariance_type, reg_covar)
     return Mixture(weights, means, covariances, mixture.covariance_type)
 
 

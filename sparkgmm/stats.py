@@ -258,9 +258,10 @@ def _row_sums(values_t: np.ndarray, sample_weight: np.ndarray | None) -> np.ndar
 
 
 def m_step(
-    stats: SufficientStats, means: np.ndarray, covariance_type: str, reg_covar: float
+    stats: SufficientStats | SeenStats, means: np.ndarray, covariance_type: str, reg_covar: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """New ``(weights, means, covariances)`` from statistics centred on ``means``, as scikit-learn's M-step.
+    """New ``(weights, means, covariances)`` from statistics centred on ``means`` (a pass's, or those a model
+    remembers: only ``nk``, ``first`` and ``second`` are read), as scikit-learn's M-step.
 
     With ``delta = new_mean - old_mean`` the scatter about the new mean is
     ``second - first delta^T - delta first^T + nk delta delta^T``, so no uncentred moment is ever formed.

@@ -108,12 +108,12 @@ def update_model_unless_empty(model: GaussianMixtureModel, dataset: DataFrame, m
         else:
             # One pass and nothing after it: the rows are read, packed and scored in one job, nothing stored.
             engine = choose_engine(dataset.sparkSession, p["engine"])
+            convert_and_answer = rdd_convert_and_answer if engine == "rdd" else dataframe_convert_and_answer
 
             def read_and_answer(requests, description: str) -> list:
                 if converted:
                     raise RuntimeError("an update without a second pass asked for one")
                 began = time.perf_counter()
-                convert_and_answer = (rdd_convert_and_answer if engine == "rdd" else dataframe_convert_and_answer)
                 described, answers = convert_and_answer(
                     dataset, features, weight_col, requests, mixture.n_features, dtype=p["dtype"],
                     aggregation_depth=p["aggregationDepth"], description=f"sparkgmm: {description}")
